@@ -2,6 +2,8 @@
 
 ``M = 1(H > tau)`` with tau from :func:`skimage.filters.threshold_otsu` per map. A constant map
 has no two classes to separate: its mask is empty (no defect proposal), never the whole image.
+skimage computes tau on a histogram of ``nbins`` bins over [min, max]: tau is a bin centre, so its
+resolution is (max - min) / nbins.
 """
 from __future__ import annotations
 

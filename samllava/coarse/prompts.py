@@ -50,7 +50,7 @@ TEMPLATES: tuple[str, ...] = (
 )
 
 # Data set category name -> the object phrase CLIP reads. MVTec AD (15), VisA (12), the
-# packaged textile images (conformal-clip-data) and the synthetic categories of samllava.data.
+# textile images (conformal-clip-data) and the synthetic categories of samllava.data.
 CATEGORY_PHRASES: dict[str, str] = {
     # MVTec AD
     "bottle": "bottle",
@@ -81,14 +81,23 @@ CATEGORY_PHRASES: dict[str, str] = {
     "pcb3": "printed circuit board",
     "pcb4": "printed circuit board",
     "pipe_fryum": "pipe fryum",
-    # packaged textile images and synthetic categories
+    # packaged textile images (conformal-clip-data)
     "textile": "textile",
+    # synthetic categories (samllava.data.synthetic)
     "fabric": "fabric",
-    "synthetic": "object",
-    "synthetic_texture": "texture",
-    "synthetic_object": "object",
-    "texture": "texture",
-    "object": "object",
+    "wood_grain": "wooden board",
+    "metal_plate": "metal plate",
+    "concrete": "concrete surface",
+    "bottle_cap": "bottle cap",
+    "pill_tablet": "pill",
+    # synthetic stand-ins for TADD subsets (named after the surface they imitate)
+    "tadd_aitex_standin": "fabric",
+    "tadd_cfd_standin": "road surface",
+    "tadd_crack500_standin": "pavement",
+    "tadd_kolektorsdd_standin": "commutator surface",
+    "tadd_mt_standin": "magnetic tile",
+    "tadd_neu_standin": "steel strip",
+    "tadd_rsdd_standin": "rail surface",
 }
 
 GENERIC_PHRASE = "object"

@@ -1,0 +1,198 @@
+"""Few-shot normal memory and the modulation map Lambda (Sec. 3.1, Eq. 2).
+
+The K normal support images give a memory M^s of L2-normalised patch features per level s.
+A query patch's distance to the memory is ``d_s = 1 - max cos`` over M^s, computed for the whole
+batch as one matrix product per level. Levels disagree in scale (a shallow CNN stage has larger
+typical distances than a deep ViT block), so each is divided by a *normal scale* m_s measured
+on the support set itself; then
+
+    s_ctx = mean_s d_s / m_s,   Lambda = sigmoid(beta * (s_ctx - 1)),   H' = H * Lambda (Eq. 2).
+
+With this normalisation s_ctx = 1 means "as far from the memory as a typical normal patch", so
+Lambda = 0.5 there, below 0.5 suppresses and above 0.5 keeps (the paper writes Lambda =
+Sigmoid(s_ctx) without stating a centre or scale; beta = ``FewShotConfig.sharpness``).
+
+The normal scale m_s is the median, over support patches, of their nearest-neighbour distance
+to the *other* support patches:
+
+* K > 1: leave-one-image-out - a patch may not match any patch of its own image. This is exactly
+  the situation of a normal query image, whose patches never occur in the memory.
+* K = 1: leaving the image out is impossible; leaving only the patch itself out is not enough,
+  because its grid neighbours share most of its receptive field and make the distance near 0
+  (every normal query would then saturate Lambda at 1). We leave out the patch's
+  (2r+1)x(2r+1) grid neighbourhood (r = ``exclusion_radius``, default 1), forcing matches from
+  elsewhere in the image. For textures and repeated parts that resembles another normal image;
+  for unique object parts it overestimates the scale, which errs towards suppression (Lambda
+  < 0.5 on normal regions) rather than towards saturation.
+
+The median (not the mean) keeps a few genuinely unusual support patches from inflating m_s.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import FeatureExtractor, check_images
+
+
+class CalibrationOutput(NamedTuple):
+    s_ctx: torch.Tensor  # (B, S, S) context anomaly score, mean of d_s / m_s
+    lam: torch.Tensor  # (B, S, S) Lambda in (0, 1)
+    distances: list[torch.Tensor]  # per level (B, S, S) raw d_s = 1 - max cos
+
+
+def patch_features(maps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """(B, C, h, w) maps -> L2-normalised patch features (B, h*w, C)."""
+    return [F.normalize(m.flatten(2).transpose(1, 2), dim=-1) for m in maps]
+
+
+def min_cosine_distance(query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    """``1 - max cos`` of each query patch to the memory, as one matrix product.
+
+    Args:
+        query: (B, N, C) L2-normalised.
+        memory: (M, C) L2-normalised.
+
+    Returns:
+        (B, N) distances in [0, 2].
+    """
+    return (1 - (query @ memory.t()).amax(-1)).clamp_min(0)  # clamp: rounding can give -1e-7
+
+
+def upsample(grid: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, h, w) -> (B, side, side), bilinear."""
+    return F.interpolate(grid.unsqueeze(1), size=(side, side), mode="bilinear", align_corners=False).squeeze(1)
+
+
+def normal_scale(memory: torch.Tensor, grid: tuple[int, int], exclusion_radius: int = 1) -> torch.Tensor:
+    """m_s: median nearest-neighbour distance of support patches to the other support patches.
+
+    Args:
+        memory: (K, h*w, C) L2-normalised support features of one level.
+        grid: (h, w) of the level.
+        exclusion_radius: with K = 1, grid neighbours within this Chebyshev radius are excluded.
+
+    Returns:
+        scalar tensor, the lower median (``torch.median``); the module docstring says why the exclusions.
+    """
+    k, n, _ = memory.shape
+    h, w = grid
+    idx = torch.arange(k * n, device=memory.device)
+    if k > 1:  # leave one image out
+        image = idx // n  # (K*n,) image id per patch
+        excluded = image[:, None] == image[None, :]
+    else:  # leave the patch's (2r+1)x(2r+1) grid neighbourhood out
+        ys, xs = idx // w, idx % w
+        excluded = torch.maximum((ys[:, None] - ys[None, :]).abs(), (xs[:, None] - xs[None, :]).abs()) <= exclusion_radius
+        if bool(excluded.all(1).any()):
+            raise ValueError(f"K=1 normal scale: a {h}x{w} grid leaves no patch outside radius {exclusion_radius}; "
+                             "use a smaller exclusion_radius or a finer level")
+    feats = memory.reshape(k * n, -1)
+    sim = (feats @ feats.t()).masked_fill(excluded, float("-inf"))  # (K*n, K*n)
+    return (1 - sim.amax(-1)).clamp_min(0).median()
+
+
+class FewShotCalibrator(nn.Module):
+    """Multi-level normal memory -> s_ctx and Lambda (Eq. 2).
+
+    Args:
+        extractor: frozen multi-level feature extractor.
+        sharpness: beta in ``Lambda = sigmoid(beta * (s_ctx - 1))``.
+        exclusion_radius: grid radius left out of the K = 1 normal scale.
+        eps: floor of m_s (identical support images give m_s = 0).
+    """
+
+    def __init__(self, extractor: FeatureExtractor, sharpness: float = 4.0, exclusion_radius: int = 1, eps: float = 1e-6) -> None:
+        super().__init__()
+        if sharpness <= 0:
+            raise ValueError(f"fewshot.sharpness must be > 0, got {sharpness}")
+        self.extractor = extractor
+        self.sharpness = sharpness
+        self.exclusion_radius = exclusion_radius
+        self.eps = eps
+        self._levels = 0
+        self._k = 0
+        self.support_side: int | None = None
+        self.register_buffer("scales", None, persistent=False)  # (L,) m_s
+
+    @property
+    def fitted(self) -> bool:
+        return self.scales is not None
+
+    @property
+    def support_size(self) -> int:
+        """K, the number of support images (0 before :meth:`fit`)."""
+        return self._k
+
+    @property
+    def memory(self) -> list[torch.Tensor]:
+        """Per level (K*h*w, C) L2-normalised support features (buffers, so ``.to()`` moves them)."""
+        return [getattr(self, f"memory_{i}") for i in range(self._levels)]
+
+    @torch.no_grad()
+    def fit(self, support_images: torch.Tensor) -> "FewShotCalibrator":
+        """Build the memory from K normal images (K, 3, S, S) in [0, 1]."""
+        if isinstance(support_images, torch.Tensor) and support_images.ndim == 4 and support_images.shape[0] == 0:
+            raise ValueError("few-shot support: no support images (K = 0); need K >= 1 normal images")
+        check_images(support_images, "support_images")
+        self.clear()
+        maps = self.extractor(support_images)  # per level (K, C, h, w)
+        feats = patch_features(maps)  # per level (K, h*w, C)
+        for i, f in enumerate(feats):
+            self.register_buffer(f"memory_{i}", f.reshape(-1, f.shape[-1]), persistent=False)
+        self._levels = len(feats)
+        self.scales = torch.stack([normal_scale(f, tuple(m.shape[-2:]), self.exclusion_radius)
+                                   for f, m in zip(feats, maps)]).clamp_min(self.eps)
+        self._k = support_images.shape[0]
+        self.support_side = support_images.shape[-1]
+        return self
+
+    def clear(self) -> None:
+        """Forget the support set."""
+        for i in range(self._levels):
+            delattr(self, f"memory_{i}")
+        self._levels, self._k, self.scales, self.support_side = 0, 0, None, None
+
+    def forward(self, images: torch.Tensor) -> CalibrationOutput:
+        """s_ctx, Lambda and per-level distances for queries (B, 3, S, S) in [0, 1]."""
+        if not self.fitted:
+            raise RuntimeError("FewShotCalibrator: call fit(support_images) before forward")
+        check_images(images)
+        if images.shape[-1] != self.support_side:
+            raise ValueError(f"query images are {images.shape[-1]} px but the support set was {self.support_side} px; "
+                             "resize both to the same side")
+        distances = level_distances(self.extractor(images), self.memory, images.shape[-1])
+        s_ctx = torch.stack([d / s for d, s in zip(distances, self.scales)]).mean(0)  # (B, S, S)
+        lam = torch.sigmoid(self.sharpness * (s_ctx - 1))
+        return CalibrationOutput(s_ctx, lam, distances)
+
+
+def level_distances(maps: list[torch.Tensor], memory: list[torch.Tensor], side: int) -> list[torch.Tensor]:
+    """Per level d_s (B, side, side) of query maps [(B, C, h, w)] against memories [(M, C)]."""
+    return [upsample(min_cosine_distance(q, mem).view(m.shape[0], *m.shape[-2:]), side)
+            for q, mem, m in zip(patch_features(maps), memory, maps)]
+
+
+def knn_anomaly_map(extractor: FeatureExtractor, support: torch.Tensor, query: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain PatchCore-style k-NN (k = 1) baseline on the same backbone, without Lambda or CLIP.
+
+    Args:
+        extractor: the few-shot backbone.
+        support: (K, 3, S, S) normal images in [0, 1].
+        query: (B, 3, S, S) in [0, 1], same S.
+
+    Returns:
+        maps (B, S, S): mean over levels of ``1 - max cos`` to the full memory (no subsampling);
+        scores (B,): the map maximum.
+    """
+    check_images(support, "support")
+    check_images(query, "query")
+    if support.shape[-1] != query.shape[-1]:
+        raise ValueError(f"query images are {query.shape[-1]} px but the support set is {support.shape[-1]} px")
+    memory = [f.reshape(-1, f.shape[-1]) for f in patch_features(extractor(support))]
+    maps = torch.stack(level_distances(extractor(query), memory, query.shape[-1])).mean(0)
+    return maps, maps.flatten(1).amax(1)

@@ -1,0 +1,130 @@
+"""Stage 1, coarse localisation (Sec. 3.1, Eq. 1-2): zero-shot CLIP map, few-shot calibration, Otsu.
+
+Which map is used:
+
+* no support set: H (zero-shot CLIP); score = the zero-shot image score.
+* support set and ``use_zero_shot``: H' = H * Lambda (Eq. 2); score = max of H'.
+* support set and not ``use_zero_shot`` (profiles whose CLIP has random weights): the zero-shot
+  term is inactive, H := 1, so H' = Lambda; score = max of Lambda.
+
+With a support set the score is the maximum of the map actually used (the map is already the
+product of both cues, and PatchCore/WinCLIP+ score few-shot images by their map maximum). The
+coarse mask is Otsu's binarisation of that map (Eq. 1). ``CoarseOutput.terms`` says in words
+which terms ran and why, so every table can state it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import weights
+from ..config import Profile
+from .backbone import build_feature_extractor
+from .clip_model import build_clip
+from .memory import FewShotCalibrator, knn_anomaly_map
+from .otsu import otsu_masks
+from .zero_shot import ZeroShotLocalizer
+
+__all__ = ["CoarseOutput", "CoarseLocalizer", "build_coarse", "knn_anomaly_map"]
+
+
+@dataclass
+class CoarseOutput:
+    heatmap: torch.Tensor | None  # (B, S, S) zero-shot H in [0, 1]; None when the term is inactive
+    lam: torch.Tensor | None  # (B, S, S) Lambda in (0, 1); None without a support set
+    calibrated: torch.Tensor  # (B, S, S) the map used: H' (Eq. 2), Lambda, or H
+    mask: torch.Tensor  # (B, S, S) bool, Otsu of ``calibrated`` (Eq. 1)
+    score: torch.Tensor  # (B,) image anomaly score
+    terms: dict[str, str]  # {"zero_shot": "active: ...", "few_shot": "inactive: ..."}
+
+
+class CoarseLocalizer(nn.Module):
+    """Zero-shot localizer plus an optional few-shot calibrator.
+
+    Args:
+        zero_shot: the CLIP heatmap module.
+        calibrator: the few-shot memory, or None (zero-shot only).
+        use_zero_shot: False makes H inactive once a support set is given (H := 1).
+        clip_label: how CLIP's weights were obtained, for ``terms`` (e.g. "random weights").
+    """
+
+    def __init__(self, *, zero_shot: ZeroShotLocalizer, calibrator: FewShotCalibrator | None = None,
+                 use_zero_shot: bool = True, clip_label: str = "") -> None:
+        super().__init__()
+        self.zero_shot = zero_shot
+        self.calibrator = calibrator
+        self.use_zero_shot = use_zero_shot
+        self.clip_label = clip_label or "CLIP"
+
+    @property
+    def has_support(self) -> bool:
+        return self.calibrator is not None and self.calibrator.fitted
+
+    def set_support(self, images: torch.Tensor) -> None:
+        """Fit the few-shot memory on K normal images (K, 3, S, S) in [0, 1]."""
+        if self.calibrator is None:
+            raise ValueError("this CoarseLocalizer has no few-shot calibrator; build it with one to set a support set")
+        self.calibrator.fit(images)
+
+    def clear_support(self) -> None:
+        """Back to zero-shot."""
+        if self.calibrator is not None:
+            self.calibrator.clear()
+
+    def zero_shot_active(self) -> bool:
+        return not self.has_support or self.use_zero_shot
+
+    def terms(self) -> dict[str, str]:
+        """Which terms are active and why, in words."""
+        if not self.has_support:
+            zs = f"active: no support set, zero-shot only ({self.clip_label})"
+            fs = "inactive: no support set"
+        else:
+            k, label = self.calibrator.support_size, self.calibrator.extractor.label
+            fs = f"active: {label}, K={k}"
+            zs = (f"active: H' = H * Lambda ({self.clip_label})" if self.use_zero_shot
+                  else f"inactive: use_zero_shot=false, H := 1 ({self.clip_label})")
+        return {"zero_shot": zs, "few_shot": fs}
+
+    def forward(self, images: torch.Tensor, text_feats: torch.Tensor | None = None) -> CoarseOutput:
+        """Coarse map, mask and score of images (B, 3, S, S) in [0, 1].
+
+        ``text_feats`` (2, D) is needed whenever the zero-shot term is active.
+        """
+        heatmap = lam = None
+        zs_score = None
+        if self.zero_shot_active():
+            if text_feats is None:
+                raise ValueError("text_feats (2, D) are required: the zero-shot term is active (see TextCache)")
+            heatmap, zs_score = self.zero_shot(images, text_feats)
+        if self.has_support:
+            lam = self.calibrator(images).lam
+            calibrated = lam if heatmap is None else heatmap * lam  # Eq. 2 (H := 1 when inactive)
+            score = calibrated.flatten(1).amax(1)
+        else:
+            calibrated, score = heatmap, zs_score
+        return CoarseOutput(heatmap=heatmap, lam=lam, calibrated=calibrated, mask=otsu_masks(calibrated),
+                            score=score, terms=self.terms())
+
+
+def build_coarse(profile: Profile) -> tuple[CoarseLocalizer, Callable]:
+    """The coarse stage of ``profile`` (weights resolved through :mod:`samllava.weights`) and CLIP's tokenizer."""
+    clip_path = weights.require(profile, "clip", profile.clip.weights)
+    clip_model, tokenizer = build_clip(profile.clip, clip_path)
+    clip_label = f"CLIP {profile.clip.model_name}, " + (f"weights {profile.clip.weights}" if clip_path else "random weights")
+    fs = profile.fewshot
+    if fs.backbone == "clip" and fs.image_size != profile.clip.image_size:
+        raise ValueError(f"fewshot.image_size {fs.image_size} must equal clip.image_size {profile.clip.image_size} "
+                         "for the 'clip' backbone (one CLIP tower serves both)")
+    fs_path = weights.require(profile, "fewshot", fs.weights) if fs.backbone == "timm" else None
+    extractor = build_feature_extractor(fs, clip_model.visual, fs_path)
+    localizer = CoarseLocalizer(
+        zero_shot=ZeroShotLocalizer(clip_model, tokenizer, profile.clip),
+        calibrator=FewShotCalibrator(extractor, sharpness=fs.sharpness),
+        use_zero_shot=fs.use_zero_shot,
+        clip_label=clip_label,
+    )
+    return localizer, tokenizer

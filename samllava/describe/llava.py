@@ -1,0 +1,379 @@
+"""The describer: LLaVA fed with its own image features and the SASA tokens (Sec. 3.3-3.4, Eq. 10).
+
+The input sequence of the language model is the conversation template of
+:mod:`samllava.describe.template` with its placeholders filled in embedding space::
+
+    [system] USER: <image> x n_img  <sasa> x (g*g + N_t) \\n question ASSISTANT: answer </s>
+                   ^ LLaVA's projected CLIP features  ^ X_llava from SASA (Eq. 7-8)
+
+Two builders (:data:`BUILDERS`, keyed by ``LlmConfig.kind``):
+
+* ``llava_from_lm`` - a new LLaVA (random CLIP vision tower and projector) around a language model
+  that is either random (``text_config``, the tiny profile) or a real causal LM given by a weight id
+  (the offline profile: SmolLM2-135M-Instruct from a GGUF file, de-quantised once and cached as
+  safetensors under ``weights.cache_dir()/converted``).
+* ``llava_hf`` - a Hugging Face LLaVA checkpoint folder (the paper's llava-1.5-7b-hf).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.models.llava.modeling_llava import LlavaCausalLMOutputWithPast
+from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+from .. import weights
+from ..config import LlmConfig, Profile
+from .template import IMAGE_TOKEN, SASA_TOKEN, SYSTEM, build_example, build_prompt, check_length
+
+IGNORE_INDEX = -100  # label of the positions that Eq. 10 does not sum over
+
+
+class Describer(nn.Module):
+    """LLaVA plus its tokenizer, taking the SASA tokens as extra input embeddings.
+
+    Args:
+        model: a ``LlavaForConditionalGeneration`` (or a peft model wrapping one, see
+            :mod:`samllava.describe.lora`) whose tokenizer already holds ``<image>`` and ``<sasa>``.
+        tokenizer: its tokenizer.
+        base_id: identity of the base weights (weight id + architecture digest); LoRA adapters
+            record it so that an adapter is never loaded onto another base model.
+        system: system message of the template.
+        max_new_tokens: default generation length.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, *, base_id: str,
+                 system: str = SYSTEM, max_new_tokens: int = 128) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.base_id = base_id
+        self.system = system
+        self.max_new_tokens = max_new_tokens
+        self.image_token_id = _token_id(tokenizer, IMAGE_TOKEN)
+        self.sasa_token_id = _token_id(tokenizer, SASA_TOKEN)
+        if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+            raise ValueError("the describer's tokenizer needs an eos and a pad token")
+        # CLIP normalisation, applied inside so that callers pass pixels in [0, 1]
+        self.register_buffer("pixel_mean", torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def llava(self) -> LlavaForConditionalGeneration:
+        """The LLaVA model itself (under a peft wrapper once LoRA is applied)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    @property
+    def image_size(self) -> int:
+        return self.llava.config.vision_config.image_size
+
+    @property
+    def n_image_tokens(self) -> int:
+        """Image-feature positions per image: (side / patch)^2, plus the class token for strategy "full"."""
+        cfg = self.llava.config
+        n = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
+        return n + (cfg.vision_feature_select_strategy == "full")
+
+    @property
+    def llm_dim(self) -> int:
+        return self.llava.config.text_config.hidden_size
+
+    @property
+    def max_positions(self) -> int:
+        return self.llava.config.text_config.max_position_embeddings
+
+    # ----------------------------------------------------------------- inputs
+    def image_features(self, llava_pixels: Tensor) -> Tensor:
+        """(B, 3, s, s) pixels in [0, 1] -> (B, n_image_tokens, llm_dim) projected CLIP features."""
+        s = self.image_size
+        if llava_pixels.ndim != 4 or tuple(llava_pixels.shape[1:]) != (3, s, s):
+            raise ValueError(f"llava_pixels must be (B, 3, {s}, {s}) in [0, 1], got {tuple(llava_pixels.shape)}")
+        if llava_pixels.numel() and (llava_pixels.min() < 0 or llava_pixels.max() > 1):
+            raise ValueError("llava_pixels must lie in [0, 1] (CLIP normalisation is applied inside the describer)")
+        x = (llava_pixels - self.pixel_mean) / self.pixel_std
+        x = x.to(self.llava.dtype)
+        feats = self.llava.model.get_image_features(pixel_values=x).pooler_output  # list of (n_img, D)
+        return torch.stack(list(feats))
+
+    def _token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _encode(self, prompt: str, completion: str | None, extra: int = 0) -> tuple[list[int], list[int]]:
+        """Token ids of ``<bos> prompt [completion]`` and of the completion alone."""
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        prompt_ids = bos + self._token_ids(prompt)
+        answer_ids: list[int] = []
+        if completion is not None:
+            # Tokenise the whole turn so the answer's first token is the one generation sees after the
+            # prompt; fall back to separate tokenisation where a merge crosses the boundary.
+            full = bos + self._token_ids(prompt + completion)
+            answer_ids = full[len(prompt_ids):] if full[: len(prompt_ids)] == prompt_ids else self._token_ids(completion)
+        check_length(len(prompt_ids) + len(answer_ids) + extra, self.max_positions, prompt + (completion or ""))
+        return prompt_ids, answer_ids
+
+    def _check_batch(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str], answers: list[str] | None) -> int:
+        b = llava_pixels.shape[0]
+        if len(questions) != b or (answers is not None and len(answers) != b):
+            raise ValueError(f"batch of {b} images but {len(questions)} questions" + ("" if answers is None else f" and {len(answers)} answers"))
+        if sasa_tokens is not None and (sasa_tokens.ndim != 3 or sasa_tokens.shape[0] != b or sasa_tokens.shape[2] != self.llm_dim):
+            raise ValueError(f"sasa_tokens must be (B={b}, N, llm_dim={self.llm_dim}), got {tuple(sasa_tokens.shape)}")
+        return 0 if sasa_tokens is None else sasa_tokens.shape[1]
+
+    def _inputs_embeds(self, ids: Tensor, llava_pixels: Tensor, sasa_tokens: Tensor | None) -> Tensor:
+        """(B, L) ids -> (B, L, D) embeddings with image features and SASA tokens at their placeholders."""
+        embeds = self.llava.get_input_embeddings()(ids)  # (B, L, D)
+        img = self.image_features(llava_pixels).to(embeds.dtype)  # (B, n_img, D)
+        # masked_scatter fills the placeholders row by row, in order: each row holds exactly its own tokens
+        embeds = embeds.masked_scatter((ids == self.image_token_id)[..., None].expand_as(embeds), img)
+        if sasa_tokens is not None and sasa_tokens.shape[1]:
+            embeds = embeds.masked_scatter((ids == self.sasa_token_id)[..., None].expand_as(embeds), sasa_tokens.to(embeds.dtype))
+        return embeds
+
+    def _prompt(self, question: str, n_sasa: int) -> str:
+        return build_prompt(question, self.n_image_tokens, n_sasa, system=self.system)
+
+    # ----------------------------------------------------------------- training
+    def forward(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str],
+                answers: list[str]) -> LlavaCausalLMOutputWithPast:
+        """Teacher-forced pass; returns the model output with ``loss`` (Eq. 10) and ``logits`` (B, L, V).
+
+        Sequences are right-padded; labels are the answer tokens (and eos), -100 elsewhere.
+        """
+        n_sasa = self._check_batch(llava_pixels, sasa_tokens, questions, answers)
+        rows = []
+        for q, a in zip(questions, answers):
+            prompt, completion = build_example(q, a, self.n_image_tokens, n_sasa, eos_token=self.tokenizer.eos_token, system=self.system)
+            rows.append(self._encode(prompt, completion))
+        length = max(len(p) + len(a) for p, a in rows)
+        device = llava_pixels.device
+        ids = torch.full((len(rows), length), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        mask = torch.zeros_like(ids)
+        for i, (p, a) in enumerate(rows):
+            n = len(p) + len(a)
+            ids[i, :n] = torch.tensor(p + a, device=device)
+            labels[i, len(p):n] = torch.tensor(a, device=device)
+            mask[i, :n] = 1
+        embeds = self._inputs_embeds(ids, llava_pixels, sasa_tokens)
+        return self.model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+
+    def loss(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str], answers: list[str]) -> Tensor:
+        """L_gen (Eq. 10): cross-entropy of the answer tokens, averaged over them (scalar)."""
+        return self(llava_pixels, sasa_tokens, questions, answers).loss
+
+    # ----------------------------------------------------------------- inference
+    def generate(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str],
+                 max_new_tokens: int | None = None) -> list[str]:
+        """Greedy answers, one string per image; each stops at eos or after ``max_new_tokens``."""
+        out = self.generate_ids(llava_pixels, sasa_tokens, questions, max_new_tokens)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    @torch.no_grad()
+    def generate_ids(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str],
+                     max_new_tokens: int | None = None) -> Tensor:
+        """Greedy new token ids (B, <= max_new_tokens); rows that stopped early are padded after eos."""
+        n_sasa = self._check_batch(llava_pixels, sasa_tokens, questions, None)
+        max_new = max_new_tokens or self.max_new_tokens
+        prompts = [self._encode(self._prompt(q, n_sasa), None, extra=max_new)[0] for q in questions]
+        length = max(len(p) for p in prompts)
+        device = llava_pixels.device
+        # left padding: every row's last prompt token sits at the end, where generation continues
+        ids = torch.full((len(prompts), length), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):
+            ids[i, length - len(p):] = torch.tensor(p, device=device)
+            mask[i, length - len(p):] = 1
+        was_training = self.training
+        self.eval()  # no (LoRA) dropout while decoding
+        try:
+            out = self.llava.generate(
+                inputs_embeds=self._inputs_embeds(ids, llava_pixels, sasa_tokens), attention_mask=mask,
+                max_new_tokens=max_new, do_sample=False,
+                eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                suppress_tokens=[self.image_token_id, self.sasa_token_id],  # placeholders are never text
+            )  # (B, <= max_new): with inputs_embeds only, generate returns the new tokens alone
+        finally:
+            self.train(was_training)
+        return out
+
+
+# --------------------------------------------------------------------- building
+def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
+    ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        raise ValueError(f"tokenizer has no single special token {token!r} (encodes to {ids})")
+    return ids[0]
+
+
+def add_placeholder_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Give ``tokenizer`` the ``<image>`` and ``<sasa>`` special tokens (and a pad token) if missing."""
+    missing = [t for t in (IMAGE_TOKEN, SASA_TOKEN) if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked out and unlabelled
+    return tokenizer
+
+
+def _fit_vocab(model: LlavaForConditionalGeneration, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Grow the embeddings to the tokenizer.
+
+    The new input rows are never read (placeholder positions are overwritten). They and the new
+    output rows are set to zero rather than sampled, so that two builds of the same base model give
+    identical logits (an adapter trained on one loads onto the other).
+    """
+    old = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > old:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            model.get_input_embeddings().weight[old:] = 0
+            model.get_output_embeddings().weight[old:] = 0
+    model.config.image_token_id = _token_id(tokenizer, IMAGE_TOKEN)
+
+
+def _base_id(name: str, config: LlavaConfig) -> str:
+    """Weight name plus a digest of the architecture: what a LoRA adapter must match."""
+    t, v = config.text_config, config.vision_config
+    arch = [t.hidden_size, t.num_hidden_layers, t.num_attention_heads, getattr(t, "num_key_value_heads", None),
+            t.intermediate_size, v.hidden_size, v.num_hidden_layers, v.image_size, v.patch_size]
+    return f"{name}@{hashlib.sha256(json.dumps(arch).encode()).hexdigest()[:12]}"
+
+
+def _dtype(cfg: LlmConfig) -> torch.dtype:
+    dtype = getattr(torch, cfg.dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"llm.dtype={cfg.dtype!r} is not a torch dtype name (e.g. 'float32', 'bfloat16')")
+    return dtype
+
+
+def converted_lm_dir(gguf_path: Path) -> Path:
+    """Cache folder of a de-quantised GGUF model (keyed by file name and size)."""
+    return weights.cache_dir() / "converted" / f"{gguf_path.stem}-{gguf_path.stat().st_size}"
+
+
+def load_causal_lm(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer from a HF folder or a GGUF file.
+
+    A GGUF file is de-quantised once (17 s for SmolLM2-135M on 2 cores) and saved as safetensors
+    under :func:`converted_lm_dir`, written to a temporary folder and renamed into place, so a
+    killed run never leaves half a cache; later calls load the safetensors.
+    """
+    if path.is_dir():
+        return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    if path.suffix != ".gguf":
+        raise ValueError(f"language model weights {path}: expected a model folder or a .gguf file")
+    dest = converted_lm_dir(path)
+    if not dest.is_dir():
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        # The tensors are de-quantised to float32 already, but transformers keeps a "gguf" quantizer
+        # marker that refuses save_pretrained: drop it, so the cache is a plain float32 checkpoint.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            try:
+                os.replace(tmp, dest)
+            except OSError:  # another process finished first: keep its copy
+                if not dest.is_dir():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        return model, tokenizer
+    return AutoModelForCausalLM.from_pretrained(dest), AutoTokenizer.from_pretrained(dest)
+
+
+def _build_from_lm(profile: Profile, seed: int) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]:
+    """New LLaVA (random vision tower + projector) around a random or pretrained language model.
+
+    The random parts are drawn from ``seed`` (global RNG state untouched): they are part of the
+    base model, not of a LoRA adapter, so every build of a profile must give the same ones.
+    """
+    cfg = profile.llm
+    if cfg.vision_config is None:
+        raise ValueError(f"profile {profile.name!r}: llm.kind='llava_from_lm' needs llm.vision_config")
+    vision = CLIPVisionConfig(**cfg.vision_config)
+    if vision.image_size != cfg.image_size:
+        raise ValueError(f"profile {profile.name!r}: llm.image_size={cfg.image_size} differs from vision_config.image_size={vision.image_size}")
+    lm_path = weights.require(profile, "llm", cfg.weights)
+    lm = None
+    if lm_path is None:
+        if cfg.text_config is None or cfg.tokenizer is None:
+            raise ValueError(f"profile {profile.name!r}: a random language model needs llm.text_config and llm.tokenizer")
+        tokenizer = add_placeholder_tokens(AutoTokenizer.from_pretrained(weights.resolve(cfg.tokenizer)))
+        text = LlamaConfig(**{"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+                              "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, **cfg.text_config})
+    else:
+        if cfg.text_config is not None:
+            raise ValueError(f"profile {profile.name!r}: llm.text_config must be null when llm.weights gives the language model")
+        lm, tokenizer = load_causal_lm(lm_path)
+        if cfg.tokenizer is not None:
+            tokenizer = AutoTokenizer.from_pretrained(weights.resolve(cfg.tokenizer))
+        tokenizer = add_placeholder_tokens(tokenizer)
+        text = lm.config
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=_token_id(tokenizer, IMAGE_TOKEN),
+                         image_seq_length=(vision.image_size // vision.patch_size) ** 2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config)
+    if lm is not None:
+        model.model.language_model.load_state_dict(lm.model.state_dict())
+        model.lm_head.load_state_dict(lm.lm_head.state_dict())
+    return model, tokenizer, _base_id(cfg.weights or f"random:{profile.name}:{seed}", config)
+
+
+def _build_hf(profile: Profile, seed: int) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]:
+    """A LLaVA checkpoint folder in the Hugging Face format (llava-hf/llava-1.5-7b-hf); nothing random (seed unused)."""
+    cfg = profile.llm
+    folder = weights.require(profile, "llm", cfg.weights)
+    if folder is None:
+        raise ValueError(f"profile {profile.name!r}: llm.kind='llava_hf' needs llm.weights (a checkpoint folder)")
+    model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=_dtype(cfg))
+    if model.config.vision_config.image_size != cfg.image_size:
+        raise ValueError(f"{folder}: vision tower takes {model.config.vision_config.image_size} px but llm.image_size={cfg.image_size}")
+    tokenizer = add_placeholder_tokens(AutoTokenizer.from_pretrained(weights.resolve(cfg.tokenizer) if cfg.tokenizer else folder))
+    return model, tokenizer, _base_id(cfg.weights, model.config)
+
+
+BUILDERS: dict[str, Callable[[Profile, int], tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]]] = {
+    "llava_from_lm": _build_from_lm,
+    "llava_hf": _build_hf,
+}
+
+
+def build_describer(profile: Profile, system: str = SYSTEM, seed: int = 0) -> Describer:
+    """The describer of ``profile`` (``profile.llm.kind`` picks the builder).
+
+    Args:
+        system: system message of the template ("" shortens every prompt, e.g. for CPU budgets).
+        seed: seed of the randomly initialised parts (vision tower, projector, a random LM).
+    """
+    if profile.llm.kind not in BUILDERS:
+        raise ValueError(f"profile {profile.name!r}: unknown llm.kind={profile.llm.kind!r}; known: {sorted(BUILDERS)}")
+    model, tokenizer, base_id = BUILDERS[profile.llm.kind](profile, seed)
+    _fit_vocab(model, tokenizer)
+    model.to(_dtype(profile.llm))
+    return Describer(model, tokenizer, base_id=base_id, system=system, max_new_tokens=profile.llm.max_new_tokens)

@@ -1,0 +1,126 @@
+"""LoRA on LLaVA's language model only (Sec. 3.4, Sec. 4.4).
+
+Adapters of rank r and scale alpha go into the attention Q, V projections and the FFN layers of
+every language-model layer. Plain module names such as ``q_proj`` also match the CLIP vision
+tower, so the targets are one regex over module paths rooted at ``model.language_model``. A is
+initialised Kaiming-normal and B zero (Sec. 4.4; peft's default A is Kaiming-uniform), so the
+adapted model starts equal to the base model. Everything else of LLaVA, the vision tower and the
+multi-modal projector included, is frozen.
+
+:func:`paper_parameter_counts` counts the paper's LLaVA-1.5-7B + LoRA on the meta device: the
+architecture below is data (the llava-hf/llava-1.5-7b-hf config), no weights are read.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
+from torch import nn
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+from ..config import LoraSettings, load_profile
+from .llava import Describer
+
+LANGUAGE_MODEL_PREFIX = r"model\.language_model\.layers\.\d+\.(?:self_attn|mlp)\."
+
+# llava-hf/llava-1.5-7b-hf: Vicuna-7B-v1.5 (Llama-2 7B) + CLIP ViT-L/14 at 336 px.
+PAPER_TEXT_CONFIG = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096, rms_norm_eps=1e-5)
+PAPER_VISION_CONFIG = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                           image_size=336, patch_size=14, projection_dim=768, vocab_size=32000)
+PAPER_LLAVA_CONFIG = dict(image_token_index=32000, image_seq_length=576, projector_hidden_act="gelu",
+                          vision_feature_layer=-2, vision_feature_select_strategy="default")
+
+
+def target_regex(targets: tuple[str, ...] | list[str]) -> str:
+    """Regex (peft full-matches it) selecting ``targets`` inside the language model's layers only."""
+    if not targets:
+        raise ValueError("lora.targets is empty: name at least one linear layer, e.g. 'q_proj'")
+    return LANGUAGE_MODEL_PREFIX + "(?:" + "|".join(re.escape(t) for t in targets) + ")"
+
+
+def lora_config(settings: LoraSettings) -> LoraConfig:
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=target_regex(settings.targets), bias="none")
+
+
+def _wrap(model: LlavaForConditionalGeneration, config: LoraConfig, base_id: str) -> PeftModel:
+    """Inject LoRA (in place), re-initialise it as in the paper, freeze everything else."""
+    peft_model = get_peft_model(model, config)  # peft raises ValueError when no module matches
+    for module in peft_model.modules():
+        if hasattr(module, "lora_A") and isinstance(module.lora_A, nn.ModuleDict):
+            for name in module.lora_A:
+                nn.init.kaiming_normal_(module.lora_A[name].weight)  # paper: Kaiming normal A ...
+                nn.init.zeros_(module.lora_B[name].weight)  # ... and zero B: starts as the base model
+    for name, p in peft_model.named_parameters():
+        p.requires_grad_("lora_" in name)  # vision tower, projector, embeddings, LM weights: frozen
+    # get_peft_model records model.name_or_path ("" for from-config models, a local path otherwise):
+    # record the path-independent identity of the base instead, checked by load_lora.
+    peft_model.peft_config["default"].base_model_name_or_path = base_id
+    return peft_model
+
+
+def apply_lora(describer: Describer, settings: LoraSettings) -> Describer:
+    """Put LoRA adapters on the describer's language model (Sec. 3.4); returns the same describer."""
+    if isinstance(describer.model, PeftModel):
+        raise ValueError("the describer already has LoRA adapters")
+    describer.model = _wrap(describer.llava, lora_config(settings), describer.base_id)
+    return describer
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """``{"total", "trainable", "lora"}`` parameter counts (works on the meta device)."""
+    params = list(model.named_parameters())  # deduplicated: tied weights count once
+    return {"total": sum(p.numel() for _, p in params),
+            "trainable": sum(p.numel() for _, p in params if p.requires_grad),
+            "lora": sum(p.numel() for n, p in params if "lora_" in n)}
+
+
+def paper_llava_config() -> LlavaConfig:
+    return LlavaConfig(vision_config=CLIPVisionConfig(**PAPER_VISION_CONFIG), text_config=LlamaConfig(**PAPER_TEXT_CONFIG),
+                       **PAPER_LLAVA_CONFIG)
+
+
+def paper_parameter_counts(settings: LoraSettings | None = None) -> dict[str, int]:
+    """Parameter counts of LLaVA-1.5-7B with the paper's LoRA, computed without any weights."""
+    settings = settings or load_profile("paper").lora
+    with torch.device("meta"):
+        model = _wrap(LlavaForConditionalGeneration(paper_llava_config()), lora_config(settings), "llava_1_5_7b")
+    return parameter_counts(model)
+
+
+def save_lora(describer: Describer, path: str | Path) -> Path:
+    """Save the adapter (``adapter_config.json`` + ``adapter_model.safetensors``) into folder ``path``."""
+    if not isinstance(describer.model, PeftModel):
+        raise ValueError("the describer has no LoRA adapters to save: call apply_lora first")
+    # The embeddings are frozen (only their never-read placeholder rows were added): save the adapter alone.
+    describer.model.save_pretrained(str(path), save_embedding_layers=False)
+    return Path(path)
+
+
+def load_lora(describer: Describer, path: str | Path) -> Describer:
+    """Load an adapter saved by :func:`save_lora`, refusing one made for another base model."""
+    path = Path(path)
+    cfg_file = path / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"LoRA adapter {path}: no adapter_config.json")
+    saved_base = json.loads(cfg_file.read_text()).get("base_model_name_or_path")
+    if saved_base != describer.base_id:
+        raise ValueError(f"LoRA adapter {path} was trained on base model {saved_base!r}, "
+                         f"but this describer's base model is {describer.base_id!r}")
+    if not isinstance(describer.model, PeftModel):
+        config = LoraConfig.from_pretrained(str(path))
+        config.base_model_name_or_path, config.inference_mode = None, False  # _wrap records the base; trainable
+        describer.model = _wrap(describer.llava, config, describer.base_id)
+    saved = load_peft_weights(str(path), device="cpu")
+    expected = get_peft_model_state_dict(describer.model, save_embedding_layers=False)
+    wrong = sorted(set(saved) ^ set(expected))
+    wrong += [f"{k}: saved {tuple(v.shape)}, model {tuple(expected[k].shape)}"
+              for k, v in saved.items() if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        raise ValueError(f"LoRA adapter {path} does not fit this describer ({len(wrong)} mismatches), e.g. {wrong[:3]}")
+    set_peft_model_state_dict(describer.model, saved)
+    return describer

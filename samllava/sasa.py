@@ -1,0 +1,110 @@
+"""Segmentation-Aware Semantic Alignment (SASA), Sec. 3.3, Eq. 7-8.
+
+SASA grounds the language model in the fine mask: SAM image features are multiplied by M_fine,
+pooled to a g x g grid of visual tokens V, projected with the CLIP text embeddings T into a common
+space d_a (V_0, T_0), and aligned by layers of bidirectional cross-attention:
+
+* vision -> text (Eq. 7): ``V' = CrossAttention(Q=V_0, K=T_0, V=T_0)``
+* text -> vision (Eq. 8): ``T' = CrossAttention(Q=T_0, K=V', V=V')`` (attending to the *updated* V').
+
+The paper gives neither the residual nor the normalisation; we follow segment_anything's
+``TwoWayAttentionBlock`` (``x = norm(x + attn(q=x, k=y, v=y))``), without its MLP and self-attention
+since the paper calls SASA a lightweight cross-attention module. V' and T' are projected to the
+language model's width and concatenated into X_llava = [V'; T'], (B, g*g + N_t, llm_dim).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import SasaConfig
+
+
+@dataclass
+class SasaOutput:
+    tokens: Tensor  # (B, g*g + N_t, llm_dim): X_llava = [V'; T'] in the LLM embedding space
+    attn: list[dict[str, Tensor]] = field(default_factory=list)  # per layer {"v2t": (B,g*g,N_t), "t2v": (B,N_t,g*g)}
+
+
+class BidirectionalCrossAttentionLayer(nn.Module):
+    """One SASA layer: Eq. 7 then Eq. 8, each with a residual connection and a LayerNorm."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.v2t = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.norm_v = nn.LayerNorm(dim)
+        self.t2v = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.norm_t = nn.LayerNorm(dim)
+
+    def forward(self, v: Tensor, t: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """v: (B, N_v, d_a) visual tokens, t: (B, N_t, d_a) text tokens -> updated v, t, head-averaged maps."""
+        # visual positions attending to the words (Eq. 7)
+        out, w_v2t = self.v2t(v, t, t, need_weights=True)  # (B, N_v, d_a), (B, N_v, N_t)
+        v = self.norm_v(v + out)
+        # words attending to the updated visual positions (Eq. 8)
+        out, w_t2v = self.t2v(t, v, v, need_weights=True)  # (B, N_t, d_a), (B, N_t, N_v)
+        t = self.norm_t(t + out)
+        return v, t, {"v2t": w_v2t, "t2v": w_t2v}
+
+
+class Sasa(nn.Module):
+    """Segmentation-Aware Semantic Alignment (Sec. 3.3, Eq. 7-8).
+
+    Args:
+        cfg: align_dim d_a, num_heads, num_layers, grid g, enabled (False = Table 9 "w/o SASA":
+            the projected V_0 and T_0 are concatenated without any attention).
+        vis_dim: channels C of the SAM image features.
+        text_dim: width D_t of the CLIP text embeddings.
+        llm_dim: embedding width of LLaVA's language model.
+    """
+
+    def __init__(self, cfg: SasaConfig, vis_dim: int, text_dim: int, llm_dim: int) -> None:
+        super().__init__()
+        if cfg.align_dim % cfg.num_heads:
+            raise ValueError(f"sasa.align_dim={cfg.align_dim} is not divisible by sasa.num_heads={cfg.num_heads}")
+        if cfg.grid < 1 or cfg.num_layers < 0:
+            raise ValueError(f"sasa.grid must be >= 1 and sasa.num_layers >= 0, got grid={cfg.grid}, num_layers={cfg.num_layers}")
+        self.cfg = cfg
+        self.vis_dim, self.text_dim, self.llm_dim = vis_dim, text_dim, llm_dim
+        self.proj_v = nn.Linear(vis_dim, cfg.align_dim)  # V -> V_0
+        self.proj_t = nn.Linear(text_dim, cfg.align_dim)  # T -> T_0
+        self.layers = nn.ModuleList(
+            BidirectionalCrossAttentionLayer(cfg.align_dim, cfg.num_heads) for _ in range(cfg.num_layers if cfg.enabled else 0)
+        )
+        self.out_v = nn.Linear(cfg.align_dim, llm_dim)  # V' -> LLaVA embedding space
+        self.out_t = nn.Linear(cfg.align_dim, llm_dim)  # T' -> LLaVA embedding space
+
+    def num_tokens(self, n_text: int) -> int:
+        """Length of X_llava for ``n_text`` text embeddings: g*g + N_t."""
+        return self.cfg.grid**2 + n_text
+
+    def visual_tokens(self, features: Tensor, mask: Tensor) -> Tensor:
+        """Mask-grounded visual tokens V: (B, C, h, w) features, (B, H, W) mask -> (B, g*g, C).
+
+        The mask (0/1 or soft, any size) is area-resized to h x w and multiplied into the
+        features; the product is average-pooled to g x g and flattened row-major. An empty mask
+        gives V = 0.
+        """
+        if features.ndim != 4 or features.shape[1] != self.vis_dim:
+            raise ValueError(f"SASA features must be (B, {self.vis_dim}, h, w), got {tuple(features.shape)}")
+        if mask.ndim != 3 or mask.shape[0] != features.shape[0]:
+            raise ValueError(f"SASA mask must be (B={features.shape[0]}, H, W), got {tuple(mask.shape)}")
+        m = F.interpolate(mask[:, None].to(features.dtype), size=features.shape[-2:], mode="area")  # (B, 1, h, w)
+        v = F.adaptive_avg_pool2d(features * m, self.cfg.grid)  # (B, C, g, g)
+        return v.flatten(2).transpose(1, 2)  # (B, g*g, C)
+
+    def forward(self, features: Tensor, mask: Tensor, text: Tensor) -> SasaOutput:
+        """X_llava from SAM features (B, C, h, w), M_fine (B, H, W) and CLIP text (B or 1, N_t, D_t)."""
+        if text.ndim != 3 or text.shape[-1] != self.text_dim or text.shape[0] not in (1, features.shape[0]):
+            raise ValueError(f"SASA text must be (B={features.shape[0]} or 1, N_t, {self.text_dim}), got {tuple(text.shape)}")
+        v = self.proj_v(self.visual_tokens(features, mask))  # V_0: (B, g*g, d_a)
+        t = self.proj_t(text.to(v.dtype)).expand(v.shape[0], -1, -1)  # T_0: (B, N_t, d_a)
+        attn = []
+        for layer in self.layers:  # empty when cfg.enabled is False: plain concatenation
+            v, t, maps = layer(v, t)
+            attn.append(maps)
+        tokens = torch.cat([self.out_v(v), self.out_t(t)], dim=1)  # (B, g*g + N_t, llm_dim)
+        return SasaOutput(tokens=tokens, attn=attn)

@@ -1,0 +1,112 @@
+import math
+
+import pytest
+import torch
+
+from samllava.coarse.backbone import FeatureExtractor
+from samllava.coarse.memory import FewShotCalibrator, knn_anomaly_map, min_cosine_distance, normal_scale
+
+
+class PixelFeatures(FeatureExtractor):
+    """Each pixel's RGB is its patch feature; two identical levels (hand-made features)."""
+
+    def __init__(self, size: int = 4) -> None:
+        super().__init__(size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+    def extract(self, x):
+        return [x, x]
+
+
+def unit(deg: float) -> torch.Tensor:
+    return torch.tensor([math.cos(math.radians(deg)), math.sin(math.radians(deg))])
+
+
+def image(*colours) -> torch.Tensor:
+    """(3, 2, 2) image from four RGB triples, row-major."""
+    return torch.tensor(colours, dtype=torch.float32).T.reshape(3, 2, 2)
+
+
+def test_min_cosine_distance_hand_made():
+    memory = torch.stack([unit(0), unit(90)])
+    query = torch.stack([unit(0), unit(45), unit(90), unit(30)])[None]  # (1, 4, 2)
+    d = min_cosine_distance(query, memory)
+    expected = torch.tensor([0.0, 1 - math.cos(math.radians(45)), 0.0, 1 - math.cos(math.radians(30))])
+    assert torch.allclose(d[0], expected, atol=1e-6)
+
+
+def test_normal_scale_leave_one_image_out():
+    # Image i holds two almost identical patches; they must not match each other.
+    memory = torch.stack([torch.stack([unit(a), unit(a + 1)]) for a in (0, 20, 50)])  # (3, 2, 2)
+    # NN distances: 1-cos20, 1-cos19, 1-cos19, 1-cos20, 1-cos29, 1-cos30 -> lower median 1-cos20.
+    assert math.isclose(normal_scale(memory, (1, 2)).item(), 1 - math.cos(math.radians(20)), rel_tol=1e-4)
+
+
+def test_normal_scale_single_image_excludes_neighbourhood():
+    memory = torch.stack([unit(0), unit(1), unit(40), unit(45)])[None]  # K=1, grid 1x4
+    # radius 1: p0->p2 (40), p1->p3 (44), p2->p0 (40), p3->p1 (44): lower median 1-cos40.
+    assert math.isclose(normal_scale(memory, (1, 4), 1).item(), 1 - math.cos(math.radians(40)), rel_tol=1e-4)
+    # radius 0 (self only): adjacent near-duplicates give 1-cos1: the reason for radius 1.
+    assert math.isclose(normal_scale(memory, (1, 4), 0).item(), 1 - math.cos(math.radians(1)), rel_tol=1e-3)
+    with pytest.raises(ValueError, match="no patch outside radius 1"):
+        normal_scale(memory[:, :3], (1, 3), 1)
+
+
+def test_calibrator_distances_hand_made():
+    red, green, blue, yellow = (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0)
+    support = torch.stack([image(red, red, green, green), image(red, green, red, green)])
+    cal = FewShotCalibrator(PixelFeatures(2), sharpness=4.0).fit(support)
+    assert cal.support_size == 2 and len(cal.memory) == 2 and cal.memory[0].shape == (8, 3)
+    assert torch.allclose(cal.scales, torch.full((2,), cal.eps))  # every patch has an identical twin elsewhere
+    query = torch.stack([image(green, red, green, red), image(yellow, blue, red, green)])
+    out = cal(query)
+    d = out.distances[0]
+    assert d.shape == (2, 2, 2)
+    assert torch.allclose(d[0], torch.zeros(2, 2), atol=1e-6)  # query patches equal to support patches
+    assert torch.allclose(d[1], torch.tensor([[1 - 2 ** -0.5, 1.0], [0.0, 0.0]]), atol=1e-6)
+    assert torch.allclose(out.s_ctx, torch.stack([dd / s for dd, s in zip(out.distances, cal.scales)]).mean(0))
+
+
+def test_lambda_monotone_in_distance():
+    torch.manual_seed(0)
+    support = torch.rand(3, 3, 8, 8)
+    cal = FewShotCalibrator(PixelFeatures(8), sharpness=4.0).fit(support)
+    assert (cal.scales > cal.eps).all()
+    out = cal(torch.rand(2, 3, 8, 8))
+    order = out.s_ctx.flatten().argsort()
+    lam = out.lam.flatten()[order]
+    assert (lam[1:] >= lam[:-1]).all() and lam[-1] > lam[0]
+    assert torch.allclose(out.lam, torch.sigmoid(4.0 * (out.s_ctx - 1)))
+    # A query identical to the support has d = 0 everywhere: Lambda = sigmoid(-beta), suppressed.
+    assert torch.allclose(cal(support).lam, torch.sigmoid(torch.tensor(-4.0)).expand(3, 8, 8), atol=1e-5)
+
+
+def test_calibrator_errors():
+    cal = FewShotCalibrator(PixelFeatures(4))
+    with pytest.raises(RuntimeError, match="call fit"):
+        cal(torch.rand(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="no support images"):
+        cal.fit(torch.rand(0, 3, 4, 4))
+    cal.fit(torch.rand(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="query images are 6 px but the support set was 4 px"):
+        cal(torch.rand(1, 3, 6, 6))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        cal.fit(torch.rand(2, 3, 4, 4) * 255)
+    cal.clear()
+    assert not cal.fitted and cal.support_size == 0
+    with pytest.raises(RuntimeError, match="call fit"):
+        cal(torch.rand(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="sharpness"):
+        FewShotCalibrator(PixelFeatures(4), sharpness=0)
+
+
+def test_knn_baseline():
+    red, green, blue = (1, 0, 0), (0, 1, 0), (0, 0, 1)
+    support = image(red, red, green, green)[None]
+    query = torch.stack([image(green, red, green, red), image(red, blue, red, red)])
+    maps, scores = knn_anomaly_map(PixelFeatures(2), support, query)
+    assert maps.shape == (2, 2, 2) and scores.shape == (2,)
+    assert torch.allclose(maps[0], torch.zeros(2, 2), atol=1e-6)
+    assert torch.allclose(maps[1], torch.tensor([[0.0, 1.0], [0.0, 0.0]]), atol=1e-6)
+    assert torch.allclose(scores, torch.tensor([0.0, 1.0]), atol=1e-6)
+    with pytest.raises(ValueError, match="support set is 2 px"):
+        knn_anomaly_map(PixelFeatures(2), support, torch.rand(1, 3, 4, 4))

@@ -1,0 +1,92 @@
+"""Instruction records (AnomalyGPT convention), grid positions and yes/no parsing."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from samllava.data import Sample, instruction_records, load_folder, parse_yes_no, position_on_grid
+from samllava.data.instructions import POSITIONS, describe
+
+
+@pytest.mark.parametrize("row,col,name", [
+    (0, 0, "top left"), (0, 4, "top"), (0, 8, "top right"), (4, 0, "left"), (4, 4, "center"),
+    (4, 8, "right"), (8, 0, "bottom left"), (8, 4, "bottom"), (8, 8, "bottom right"),
+])
+def test_position_on_grid_cells(row, col, name):
+    mask = np.zeros((9, 9), bool)
+    mask[row, col] = True
+    assert position_on_grid(mask) == name
+
+
+def test_position_uses_centre_of_mass_and_handles_empty():
+    mask = np.zeros((30, 30), np.uint8)
+    mask[0:2, 0:30] = 1  # a bar along the top edge: centre of mass top middle
+    assert position_on_grid(mask) == "top"
+    mask[:] = 0
+    mask[5, 2], mask[25, 2] = 1, 1  # two specks: their mean is the left middle
+    assert position_on_grid(mask) == "left"
+    assert position_on_grid(np.zeros((5, 5))) == "none"
+    assert position_on_grid(torch.ones(1, 6, 6)) == "center"  # (1, H, W) tensors accepted
+    with pytest.raises(ValueError, match="shape"):
+        position_on_grid(np.zeros((2, 2, 2, 2)))
+    assert len(set(POSITIONS)) == 9
+
+
+def test_records_for_synthetic_data(synthetic_root: Path):
+    cat = load_folder(synthetic_root, category="fabric")["fabric"]
+    records = instruction_records(cat.test)
+    assert len(records) == len(cat.test)
+    for r, s in zip(records, cat.test):
+        assert r["question"] == "This is a photo of a fabric for anomaly detection. Is there any anomaly in the image?"
+        if s.label == 0:
+            assert r["answer"] == "No, there is no anomaly in the image."
+        else:
+            assert r["answer"] == f"Yes, there is an anomaly in the image, at the {s.meta['position']} of the image."
+        assert r["description"] == s.description and r["target"] == f"{r['answer']} {r['description']}"
+        assert parse_yes_no(r["answer"]) == bool(s.label)
+    assert instruction_records(cat.test[:1], category_phrase="cloth")[0]["question"].startswith("This is a photo of a cloth ")
+
+
+def test_records_from_masks_and_image_level_samples(tmp_path: Path):
+    img, mask = tmp_path / "001.png", tmp_path / "001_mask.png"
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(img)
+    m = np.zeros((12, 12), np.uint8)
+    m[9:12, 9:12] = 255
+    Image.fromarray(m).save(mask)
+    with_mask = Sample(img, "metal_nut", "test", 1, "scratch", mask)
+    no_mask = Sample(img, "metal_nut", "test", 1, "scratch", None)
+    normal = Sample(img, "metal_nut", "test", 0, "good", None)
+    r1, r2, r3 = instruction_records([with_mask, no_mask, normal], category_phrase={"metal_nut": "metal nut"})
+    assert r1["position"] == "bottom right"
+    assert r1["answer"] == "Yes, there is an anomaly in the image, at the bottom right of the image."
+    assert "scratch" in r1["description"] and "bottom right" in r1["description"]
+    assert "metal nut for anomaly detection" in r1["question"]
+    assert r2["answer"] == "Yes, there is an anomaly in the image." and r2["position"] == "none"
+    assert r3["answer"] == "No, there is no anomaly in the image." and "no defect" in r3["description"]
+
+
+def test_describe_mentions_every_attribute():
+    text = describe("a brushed steel plate", "scratch", "top left", "tiny", "thin straight line", "white")
+    for word in ("brushed steel plate", "tiny white scratch", "top left", "thin straight line"):
+        assert word in text
+    assert "an oval spot" in describe("x", "hole", "center", "small", "oval spot", "black")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Yes, there is an anomaly in the image, at the top of the image.", True),
+    ("No, there is no anomaly in the image.", False),
+    ("  yes.", True),
+    ("NO", False),
+    ("There is no anomaly in this image.", False),
+    ("The pill looks normal and intact.", False),
+    ("The fabric is not defective.", False),
+    ("There is a crack at the center.", True),
+    ("The surface is damaged near the edge.", True),
+    ("I cannot tell.", None),
+    ("Nothing unusual. Or maybe a defect?", None),
+    ("", None),
+])
+def test_parse_yes_no(text, expected):
+    assert parse_yes_no(text) is expected

@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from samllava.config import load_profile
+from samllava.describe.llava import Describer, build_describer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The tiny describer's matrices are small: on a shared 2-core machine one thread is several times faster.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny():
+    return load_profile("tiny")
+
+
+@pytest.fixture
+def describer(tiny) -> Describer:
+    return build_describer(tiny)
+
+
+@pytest.fixture
+def batch(describer):
+    """Four fixed examples: two share a question and differ only in the image / SASA tokens."""
+    g = torch.Generator().manual_seed(1)
+    s = describer.image_size
+    pixels = torch.rand(4, 3, s, s, generator=g)
+    sasa = torch.randn(4, 5, describer.llm_dim, generator=g)
+    questions = ["Is there any anomaly in the image?"] * 2 + ["Describe the defect.", "Where is the defect?"]
+    answers = ["No.", "Yes, there is a crack.", "A thin black scratch.", "At the top left."]
+    return pixels, sasa, questions, answers
