@@ -1,0 +1,212 @@
+"""Evaluation harness: one loop for every method, so baselines are measured, not copied.
+
+``evaluate(...)`` runs a *method* over the test images of each category and each support seed and
+returns per-category metrics with mean and std over seeds. A method is a callable
+``(images (N,3,S,S), category, support (K,3,S,S) | None) -> (maps (N,S,S), scores (N,))``;
+:func:`coarse_method`, :func:`knn_method` and (in :mod:`samllava.model`) the full model provide them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import metrics
+from .config import Profile
+from .data import CategoryData, sample_support
+
+Method = Callable[[torch.Tensor, str, "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor]"]
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
+
+
+@dataclass
+class CategoryResult:
+    category: str
+    per_seed: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        out = {}
+        for name in self.per_seed[0]:
+            vals = [r[name] for r in self.per_seed]
+            mean, std = metrics.mean_std(vals)
+            out[name], out[f"{name}_std"] = mean, std
+        return out
+
+
+def score_category(maps: torch.Tensor | np.ndarray, scores, labels, masks, has_masks: bool,
+                   answers: list[str] | None = None) -> dict[str, float]:
+    """All metrics of one category; pixel metrics are NaN (not available) without masks."""
+    maps = maps.numpy() if isinstance(maps, torch.Tensor) else maps
+    scores = scores.numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    out = {"image_auroc": metrics.image_auroc(scores, labels), "f1_max": metrics.f1_max(scores, labels)}
+    if has_masks:
+        masks = masks.numpy() if isinstance(masks, torch.Tensor) else masks
+        out["pixel_auroc"] = metrics.pixel_auroc(maps, masks)
+        out["aupro"] = metrics.aupro(maps, masks)
+    else:
+        out["pixel_auroc"] = out["aupro"] = math.nan
+    if answers is not None:
+        out["description_accuracy"] = metrics.description_accuracy(answers, labels)
+    return out
+
+
+def evaluate(method: Method, data: dict[str, CategoryData], *, shots: int = 0, seeds: tuple[int, ...] = (0,),
+             image_size: int = 256, batch_size: int = 16, progress: bool = True) -> dict[str, CategoryResult]:
+    """Run ``method`` on every category (and every support seed when ``shots > 0``)."""
+    results: dict[str, CategoryResult] = {}
+    seeds = seeds if shots > 0 else (seeds[0],)  # zero-shot has no support to vary
+    bar = tqdm(total=len(data) * len(seeds), desc="evaluate", disable=not progress)
+    for name, cat in data.items():
+        if not cat.test:
+            raise ValueError(f"category {name!r} at {cat.root}: no test images")
+        images = cat.load_images(cat.test, image_size)
+        labels = np.array([s.label for s in cat.test])
+        masks = cat.load_masks(cat.test, image_size)[:, 0] if cat.has_masks else None
+        res = CategoryResult(name)
+        for seed in seeds:
+            support = cat.load_images(sample_support(cat, shots, seed), image_size) if shots > 0 else None
+            maps, scores = run_batched(method, images, name, support, batch_size)
+            res.per_seed.append(score_category(maps, scores, labels, masks, cat.has_masks))
+            bar.update(1)
+        results[name] = res
+    bar.close()
+    return results
+
+
+def run_batched(method: Method, images: torch.Tensor, category: str, support, batch_size: int):
+    maps, scores = [], []
+    for i in range(0, len(images), batch_size):
+        m, s = method(images[i:i + batch_size], category, support)
+        maps.append(m.float().cpu())
+        scores.append(s.float().cpu())
+    return torch.cat(maps), torch.cat(scores)
+
+
+def results_table(results: dict[str, CategoryResult], columns: tuple[str, ...] = METRICS, percent: bool = True):
+    """Per-category table with the mean row (pixel metrics n/a where masks are absent)."""
+    rows = {}
+    for name, res in results.items():
+        s = res.summary()
+        rows[name] = {c: (100 * s[c] if percent else s[c]) for c in columns if c in s}
+        if len(res.per_seed) > 1:
+            rows[name].update({f"{c}_std": (100 * s[f"{c}_std"] if percent else s[f"{c}_std"]) for c in columns if c in s})
+    return metrics.category_table(rows)
+
+
+def results_json(results: dict[str, CategoryResult], **header) -> dict:
+    out = {**header, "categories": {}}
+    for name, res in results.items():
+        out["categories"][name] = {"summary": res.summary(), "per_seed": res.per_seed}
+    table = results_table(results, percent=False)
+    out["mean"] = {k: v for k, v in table.iloc[-1].to_dict().items() if k != "category"}
+    return out
+
+
+# --- methods -------------------------------------------------------------------------------------
+
+class CoarseMethod:
+    """Stage 1 (Eq. 1-2) as a method: zero-shot map, or the calibrated map H' with support.
+
+    Text features are computed once per category and the support memory once per support set.
+    """
+
+    def __init__(self, profile: Profile, coarse=None):
+        from .coarse import TextCache, build_coarse
+
+        self.profile = profile
+        self.coarse = coarse if coarse is not None else build_coarse(profile)[0]
+        self.coarse.eval()
+        self.text = TextCache(self.coarse.zero_shot)
+        self._support_id = None
+        self.last_terms: dict[str, str] = {}
+
+    @torch.no_grad()
+    def __call__(self, images, category, support):
+        key = None if support is None else (category, support.data_ptr(), tuple(support.shape))
+        if key != self._support_id:
+            if support is None:
+                self.coarse.clear_support()
+            else:
+                self.coarse.set_support(support)
+            self._support_id = key
+        from .coarse import category_phrase
+
+        feats = self.text.get(category_phrase(category, allow_generic=True)) if self.coarse.zero_shot_active() else None
+        out = self.coarse(images, feats)
+        self.last_terms, self.last_output = out.terms, out
+        return out.calibrated, out.score
+
+
+class KnnMethod:
+    """PatchCore-style k-NN baseline on the same few-shot backbone (1 - max cosine, mean over levels)."""
+
+    def __init__(self, profile: Profile, extractor=None):
+        if extractor is None:  # the few-shot backbone of the profile's coarse stage
+            from .coarse import build_coarse
+
+            extractor = build_coarse(profile)[0].calibrator.extractor
+        self.extractor = extractor.eval()
+
+    @torch.no_grad()
+    def __call__(self, images, category, support):
+        from .coarse import knn_anomaly_map
+
+        if support is None:
+            raise ValueError("the k-NN baseline needs support images (shots > 0)")
+        return knn_anomaly_map(self.extractor, support, images)
+
+
+class CascadeMethod:
+    """Coarse stage + SAM cascade (Eq. 1-4): map = mean of H' and P(M_fine), score from the coarse stage.
+
+    Both terms lie in [0, 1] on a scale shared by all images, so pixel metrics stay comparable
+    across images. ``last`` keeps the coarse and fine masks of the latest batch (for mask IoU).
+    """
+
+    def __init__(self, coarse: CoarseMethod, cascade):
+        self.coarse, self.cascade = coarse, cascade.eval()
+        self.last = None
+
+    @torch.no_grad()
+    def __call__(self, images, category, support):
+        heat, score = self.coarse(images, category, support)
+        out = self.coarse.last_output
+        fine = self.cascade(self.cascade.embed(images), out.mask, images.shape[-1])
+        self.last = (out.mask, fine.mask)
+        return 0.5 * (heat + torch.sigmoid(fine.logits)), score
+
+
+def evaluate_cli(args) -> int:
+    from .config import load_profile
+    from .data import load_dataset
+    from .results import write_json
+
+    profile = load_profile(args.profile)
+    data = load_dataset(args.data)
+    if args.categories:
+        wanted = args.categories.split(",")
+        unknown = sorted(set(wanted) - set(data))
+        if unknown:
+            raise ValueError(f"--categories {unknown} not in {args.data} (has {sorted(data)})")
+        data = {k: data[k] for k in wanted}
+    size = args.image_size or profile.data.image_size
+    from .cli import _seeds
+
+    seeds = tuple(_seeds(args.seeds))
+    if args.stage == "coarse":
+        method = CoarseMethod(profile)
+    else:
+        from .model import FullMethod
+
+        method = FullMethod(profile, checkpoint=args.checkpoint)
+    results = evaluate(method, data, shots=args.shots, seeds=seeds, image_size=size)
+    header = {"profile": profile.name, "weights": profile.weights_label(), "data": str(args.data), "stage": args.stage,
+              "shots": args.shots, "seeds": list(seeds), "image_size": size,
+              "terms": getattr(method, "last_terms", {})}
+    write_json(args.out, results_json(results, **header))
+    print(results_table(results).to_string(index=False))
+    return 0

@@ -1,0 +1,263 @@
+"""SAM-LLaVA assembled (Fig. 1): coarse (CLIP + memory) -> fine (SAM) -> SASA -> LLaVA.
+
+Frozen (Sec. 3.5): the CLIP towers, SAM's image encoder, LLaVA's vision tower and projector, the
+language model's base weights. Trainable: SAM's prompt encoder and mask decoder with the
+multi-scale parts, SASA with its projections, and the LoRA adapters.
+
+The costly frozen work is done once per image in :meth:`SamLlava.encode` (coarse maps, the SAM
+embedding) and once per category for the text (:class:`samllava.coarse.TextCache`); training and
+diagnosis then only run the cheap trainable parts on the cached :class:`Encoded` batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .coarse import CoarseLocalizer, CoarseOutput, TextCache, build_coarse, category_phrase
+from .coarse.prompts import ANOMALOUS_STATES, NORMAL_STATES, TEMPLATES
+from .config import Profile
+from .data.instructions import QUESTION, parse_yes_no
+from .describe.llava import Describer, build_describer
+from .describe.lora import apply_lora
+from .losses import segmentation_loss
+from .sam import SamCascade, SamOutput, build_cascade
+from .sasa import Sasa
+
+GENERIC_OBJECT = "object"
+
+
+@dataclass
+class Encoded:
+    """The frozen, once-per-image part of a batch of B images of side S."""
+
+    images: torch.Tensor  # (B, 3, S, S) in [0, 1]
+    coarse: CoarseOutput  # maps, Otsu mask (B, S, S), score (B,)
+    embeddings: torch.Tensor  # (B, C, h, w) SAM image embeddings (Eq. 3)
+    llava_pixels: torch.Tensor  # (B, 3, s, s) the images at LLaVA's input side
+    text_tokens: torch.Tensor  # (1, N_t, D) CLIP text embeddings of the category (T_clip)
+
+    def select(self, idx: torch.Tensor | slice) -> "Encoded":
+        c = self.coarse
+        pick = (lambda t: None if t is None else t[idx])
+        coarse = CoarseOutput(heatmap=pick(c.heatmap), lam=pick(c.lam), calibrated=c.calibrated[idx], mask=c.mask[idx],
+                              score=c.score[idx], terms=c.terms)
+        return Encoded(self.images[idx], coarse, self.embeddings[idx], self.llava_pixels[idx], self.text_tokens)
+
+
+@dataclass
+class Losses:
+    total: torch.Tensor  # Eq. 9: alpha * seg + gamma * gen
+    seg: torch.Tensor  # Eq. 6
+    gen: torch.Tensor  # Eq. 10
+    branches: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Diagnosis:
+    """What :meth:`SamLlava.diagnose` returns for one image (arrays at the input size)."""
+
+    category: str
+    score: float  # image anomaly score of the coarse stage
+    heatmap: np.ndarray  # (S, S) the coarse map used (H or H')
+    coarse_mask: np.ndarray  # (S, S) bool, M_coarse / M'_coarse
+    fine_mask: np.ndarray  # (S, S) bool, M_fine
+    answer: str  # "yes" | "no" | "unclear", parsed from the generated text
+    description: str  # the generated text
+    terms: dict[str, str]  # which coarse terms were active
+
+    def report(self) -> dict:
+        return {"category": self.category, "score": self.score, "answer": self.answer, "description": self.description,
+                "coarse_mask_pixels": int(self.coarse_mask.sum()), "fine_mask_pixels": int(self.fine_mask.sum()),
+                "coarse_terms": self.terms}
+
+
+def state_tokens(prompt_embeddings: torch.Tensor) -> torch.Tensor:
+    """(N_states * N_templates, D) prompt embeddings -> (N_states, D): one text token per state word.
+
+    SASA's T_clip: the template ensemble is averaged per state (normal and anomalous states), which
+    keeps the language model's sequence short (12 tokens instead of hundreds of sentences).
+    """
+    n_states = len(NORMAL_STATES) + len(ANOMALOUS_STATES)
+    t = prompt_embeddings.reshape(n_states, len(TEMPLATES), -1).mean(1)
+    return F.normalize(t, dim=-1)
+
+
+class SamLlava(nn.Module):
+    """The whole method; see the module docstring for what is frozen and what learns."""
+
+    def __init__(self, *, profile: Profile, coarse: CoarseLocalizer, cascade: SamCascade, sasa: Sasa,
+                 describer: Describer) -> None:
+        super().__init__()
+        self.profile = profile
+        self.coarse = coarse
+        self.cascade = cascade
+        self.sasa = sasa
+        self.describer = describer
+        self.text_cache = TextCache(coarse.zero_shot)
+        self.coarse.requires_grad_(False)
+        self.cascade.sam.image_encoder.requires_grad_(False)
+
+    # ------------------------------------------------------------------ parameters
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Sec. 3.5: SAM prompt encoder + mask decoder (+ multi-scale), SASA, LoRA."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if k in names}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        own = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"{source}: does not fit this model (profile {self.profile.name!r}): "
+                             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}")
+        for n, p in own.items():
+            if p.shape != state[n].shape:
+                raise ValueError(f"{source}: {n} has shape {tuple(state[n].shape)}, the model expects {tuple(p.shape)}")
+            with torch.no_grad():
+                p.copy_(state[n])
+
+    # ------------------------------------------------------------------ frozen part
+    def phrase(self, category: str | None) -> str:
+        return GENERIC_OBJECT if category is None else category_phrase(category, allow_generic=True)
+
+    def text(self, category: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(2, D) state features for Eq. 1 and (1, N_states, D) text tokens T_clip for SASA, cached."""
+        phrase = self.phrase(category)
+        return self.text_cache.get(phrase), state_tokens(self.text_cache.tokens(phrase))[None]
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, category: str | None) -> Encoded:
+        """Frozen work for a batch (B, 3, S, S) in [0, 1]: coarse maps and masks, SAM embeddings."""
+        feats, tokens = self.text(category)
+        coarse = self.coarse(images, feats)
+        side = self.describer.image_size
+        llava_pixels = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+        return Encoded(images, coarse, self.cascade.embed(images), llava_pixels, tokens)
+
+    def set_support(self, support: torch.Tensor | None) -> None:
+        """K normal images (K, 3, S, S) for the few-shot path (Eq. 2), or None for zero-shot."""
+        if support is None:
+            self.coarse.clear_support()
+        else:
+            self.coarse.set_support(support)
+
+    # ------------------------------------------------------------------ trainable part
+    def fine(self, enc: Encoded) -> SamOutput:
+        """Eq. 3-4 on cached embeddings."""
+        return self.cascade(enc.embeddings, enc.coarse.mask, enc.images.shape[-1])
+
+    def align(self, enc: Encoded, fine: SamOutput, straight_through: bool = False) -> torch.Tensor:
+        """SASA tokens X_llava (B, N, llm_dim) from F_sam masked by M_fine (Eq. 7-8).
+
+        In training the hard mask is passed with a straight-through gradient (the forward value is
+        the binary M_fine; the backward pass uses sigmoid(logits)), so L_gen also reaches SAM.
+        """
+        mask = fine.mask.float()
+        if straight_through:
+            prob = torch.sigmoid(fine.logits)
+            mask = mask + prob - prob.detach()
+        return self.sasa(enc.embeddings, mask, enc.text_tokens.to(enc.embeddings.dtype)).tokens
+
+    def forward(self, enc: Encoded, gt_masks: torch.Tensor, questions: list[str], answers: list[str]) -> Losses:
+        """Eq. 9 on a cached batch: gt_masks (B, S, S) {0,1}; the question/answer texts of each image."""
+        fine = self.fine(enc)
+        ms = self.profile.multiscale
+        seg, branches = segmentation_loss(fine.kept_branches(), self._gt_frame(gt_masks), ms.branch_weights, ms.focal_weight)
+        tokens = self.align(enc, fine, straight_through=True)
+        gen = self.describer.loss(enc.llava_pixels, tokens, questions, answers)
+        t = self.profile.train
+        return Losses(total=t.seg_weight * seg + t.gen_weight * gen, seg=seg, gen=gen, branches=branches)
+
+    def _gt_frame(self, gt: torch.Tensor) -> torch.Tensor:
+        """Ground truth in SAM's padded input frame (B, 1, side, side), where the branch logits live."""
+        from .sam.prompts import resize_pad_mask
+
+        return resize_pad_mask(gt.float(), self.cascade.sam.image_encoder.img_size)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def diagnose(self, images: torch.Tensor, category: str | None = None, support: torch.Tensor | None = None,
+                 max_new_tokens: int | None = None) -> list[Diagnosis]:
+        """Score, heatmap, coarse and fine masks, yes/no answer and description for each image.
+
+        ``category`` None uses a generic object name; ``support`` None runs the zero-shot path.
+        """
+        if images.ndim == 3:
+            images = images[None]
+        self.set_support(support)
+        enc = self.encode(images, category)
+        fine = self.fine(enc)
+        tokens = self.align(enc, fine)
+        questions = [QUESTION.format(category=self.phrase(category))] * images.shape[0]
+        texts = self.describer.generate(enc.llava_pixels, tokens, questions, max_new_tokens=max_new_tokens)
+        out = []
+        for i, text in enumerate(texts):
+            said = parse_yes_no(text)
+            out.append(Diagnosis(
+                category=category or GENERIC_OBJECT, score=float(enc.coarse.score[i]),
+                heatmap=enc.coarse.calibrated[i].cpu().numpy(), coarse_mask=enc.coarse.mask[i].cpu().numpy(),
+                fine_mask=fine.mask[i].cpu().numpy(), answer={True: "yes", False: "no", None: "unclear"}[said],
+                description=text, terms=enc.coarse.terms))
+        return out
+
+
+def build_model(profile: Profile, lora: bool = True, seed: int = 0) -> SamLlava:
+    """The profile's SAM-LLaVA: weights resolved per component (random only where the profile allows).
+
+    Random initialisation is seeded by ``seed`` (without touching the global RNG), so that the
+    frozen random parts of the tiny and offline profiles (CLIP, SAM's encoder and its positional
+    buffers, LLaVA's vision tower) are the same in every process: a checkpoint of the trainable
+    parts then fully determines the model.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        coarse, _ = build_coarse(profile)
+        cascade = build_cascade(profile)
+        describer = build_describer(profile, seed=seed)
+        if lora:
+            describer = apply_lora(describer, profile.lora)
+        text_dim = coarse.zero_shot.model.visual.output_dim  # CLIP's joint embedding width D
+        sasa = Sasa(profile.sasa, vis_dim=cascade.sam.prompt_encoder.embed_dim, text_dim=text_dim, llm_dim=describer.llm_dim)
+    return SamLlava(profile=profile, coarse=coarse, cascade=cascade, sasa=sasa, describer=describer)
+
+
+def load_model(profile: Profile, checkpoint: str | Path | None) -> SamLlava:
+    """A model with trained weights from ``checkpoint`` (see :mod:`samllava.train`), or untrained."""
+    model = build_model(profile)
+    if checkpoint is not None:
+        from .train import load_checkpoint
+
+        load_checkpoint(model, checkpoint)
+    return model.eval()
+
+
+class FullMethod:
+    """The whole model as an evaluation method: map = mean of H' and P(M_fine); score from the coarse stage.
+
+    Pixel metrics need a continuous map; the fine mask alone is binary, so the map blends the
+    calibrated coarse map with SAM's mask probability (documented in the README).
+    """
+
+    def __init__(self, profile: Profile, checkpoint=None, model: SamLlava | None = None, describe: bool = False):
+        self.model = model if model is not None else load_model(profile, checkpoint)
+        self.describe = describe
+        self.answers: list[str] = []
+        self.last_terms: dict[str, str] = {}
+
+    @torch.no_grad()
+    def __call__(self, images, category, support):
+        self.model.set_support(support)
+        enc = self.model.encode(images, category)
+        fine = self.model.fine(enc)
+        self.last_terms = enc.coarse.terms
+        # both terms lie in [0, 1] on a scale shared by all images (no per-image normalisation,
+        # which would break pixel AUROC across images)
+        maps = 0.5 * (enc.coarse.calibrated + torch.sigmoid(fine.logits))
+        return maps, enc.coarse.score

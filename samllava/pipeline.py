@@ -1,0 +1,322 @@
+"""What the notebooks call: data sets of a profile, the trained model, shared benchmarks.
+
+Notebooks stay thin (a parameters cell, a few calls, a saved table or figure); everything they
+compute lives here or in the stage modules, so it is tested like the rest of the library.
+Costly results shared by several notebooks (the trained model) are cached under
+:func:`samllava.paths.checkpoint_dir`, keyed by profile, and rebuilt when missing.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import metrics
+from .config import Profile
+from .data import FEWSHOT_SEEDS, TADD_STANDIN_SUBSETS, CategoryData, Sample, generate_synthetic, load_dataset, sample_support
+from .evaluate import CoarseMethod, KnnMethod, evaluate, results_table  # noqa: F401
+from .paths import checkpoint_dir, data_dir, ensure_synthetic
+
+EVAL_SEED, TRAIN_SEED, TADD_SEED = 0, 1, 2  # synthetic data: held-out evaluation set, training set, TADD stand-in
+
+
+def synthetic(profile: Profile, split: str = "eval") -> dict[str, CategoryData]:
+    """The profile's synthetic data: ``"eval"`` (seed 0, held out) or ``"train"`` (seed 1)."""
+    seeds = {"eval": EVAL_SEED, "train": TRAIN_SEED}
+    if split not in seeds:
+        raise ValueError(f"split must be one of {sorted(seeds)}, got {split!r}")
+    return load_dataset(ensure_synthetic(profile, seed=seeds[split]))
+
+
+def tadd_standin(profile: Profile) -> dict[str, CategoryData]:
+    """The labelled stand-in for the paper's TADD subsets: ``{subset name: CategoryData}``."""
+    size, n = profile.data.image_size, profile.data.synthetic_images
+    root = data_dir() / f"tadd_standin_s{size}_n{n}_seed{TADD_SEED}"
+    if not (root / ".complete").exists():
+        generate_synthetic(root, categories=list(TADD_STANDIN_SUBSETS.values()), n_train=profile.data.synthetic_train,
+                           n_test=n, size=size, seed=TADD_SEED, overwrite=True)
+        (root / ".complete").write_text("ok\n")
+    data = load_dataset(root)
+    by_folder = {c.name: subset for subset, c in TADD_STANDIN_SUBSETS.items()}
+    return {by_folder[name]: cat for name, cat in data.items()}
+
+
+def textiles(n_train: int = 8, n_test_per_kind: int = 20) -> dict[str, CategoryData]:
+    """The packaged simulated textile images (``conformal-clip-data``, 250x250, image labels only).
+
+    Deterministic split by sorted file name: the first ``n_train`` nominal images are the
+    train/good pool for support sets; the test set is the next ``2 * n_test_per_kind`` nominal
+    images plus the first ``n_test_per_kind`` local-defect and ``n_test_per_kind`` global-defect
+    images. No masks: pixel metrics are not available.
+    """
+    from conformal_clip_data import global_dir, local_dir, nominal_dir
+
+    def files(d) -> list[Path]:
+        return sorted(Path(d()).glob("*.jpg"))
+
+    nominal = files(nominal_dir)
+    if len(nominal) < n_train + 2 * n_test_per_kind:
+        raise ValueError(f"conformal-clip-data has {len(nominal)} nominal images, fewer than {n_train + 2 * n_test_per_kind} needed")
+    train = [Sample(p, "textile", "train", 0, "good", None) for p in nominal[:n_train]]
+    test = [Sample(p, "textile", "test", 0, "good", None) for p in nominal[n_train:n_train + 2 * n_test_per_kind]]
+    for kind, d in (("local", local_dir), ("global", global_dir)):
+        test += [Sample(p, "textile", "test", 1, kind, None) for p in files(d)[:n_test_per_kind]]
+    return {"textile": CategoryData("textile", Path(nominal_dir()).parent, train, test, has_masks=False)}
+
+
+def fewshot_benchmark(profile: Profile, datasets: dict[str, dict[str, CategoryData]], shots=(1, 2, 4),
+                      seeds=FEWSHOT_SEEDS, image_size: int | None = None, progress: bool = False) -> pd.DataFrame:
+    """Calibrated coarse map (Eq. 2) beside a PatchCore-style k-NN on the same backbone.
+
+    One row per (data set, method, K): mean over categories of the per-seed-mean image AUROC (and
+    pixel AUROC where masks exist), with the std over seeds of the category-mean.
+    """
+    size = image_size or profile.data.image_size
+    coarse, knn = CoarseMethod(profile), None
+    knn = KnnMethod(profile, extractor=coarse.coarse.calibrator.extractor)  # the very same backbone
+    rows = []
+    for ds_name, data in datasets.items():
+        for k in shots:
+            for name, method in (("SAM-LLaVA coarse (calibrated, Eq. 2)", coarse), ("PatchCore-style k-NN", knn)):
+                res = evaluate(method, data, shots=k, seeds=tuple(seeds), image_size=size, progress=progress)
+                rows.append({"data": ds_name, "method": name, "K": k, **_seed_stats(res)})
+    return pd.DataFrame(rows)
+
+
+def _seed_stats(res) -> dict[str, float]:
+    """Mean over categories per seed, then mean and std over seeds (percent)."""
+    out = {}
+    for metric in ("image_auroc", "pixel_auroc"):
+        per_seed = np.array([[r[metric] for r in c.per_seed] for c in res.values()])  # (categories, seeds)
+        if np.isnan(per_seed).all():
+            out[metric], out[f"{metric}_std"] = float("nan"), float("nan")
+            continue
+        m, s = metrics.mean_std(100 * per_seed.mean(0))
+        out[metric], out[f"{metric}_std"] = m, s
+    return out
+
+
+def model_dir(profile: Profile, tag: str = "main") -> Path:
+    return checkpoint_dir() / f"{profile.name}-{tag}"
+
+
+def trained_model(profile: Profile, *, tag: str = "main", epochs: int | None = None, shots: int = 1,
+                  overrides: dict | None = None, progress: bool = True, retrain: bool = False):
+    """The profile's end-to-end model trained on the synthetic training set (seed 1), cached.
+
+    Returns ``(model, history)``. The checkpoint lives in ``model_dir(profile, tag)``; a finished
+    run is reused, an interrupted one resumes.
+    """
+    from .model import build_model
+    from .train import CHECKPOINT, load_checkpoint, prepare, train
+
+    if overrides:
+        profile = profile.replace(**overrides)
+    out = model_dir(profile, tag)
+    epochs = profile.train.epochs if epochs is None else epochs
+    model = build_model(profile)
+    done = out / "done.json"
+    if done.exists() and not retrain and json.loads(done.read_text()).get("epochs") == epochs:
+        state = load_checkpoint(model, out / CHECKPOINT)
+        return model.eval(), state["history"]
+    examples = prepare(model, synthetic(profile, "train"), profile.data.image_size, shots=shots, progress=progress)
+    history = train(model, examples, epochs=epochs, out_dir=out, resume=not retrain, progress=progress)
+    done.write_text(json.dumps({"epochs": epochs, "steps": len(history)}))
+    return model.eval(), history
+
+
+def description_eval(model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, image_size: int | None = None,
+                     max_new_tokens: int | None = None, progress: bool = False) -> pd.DataFrame:
+    """Yes/no accuracy (Table 5 rule) and position accuracy per category on held-out images.
+
+    Position accuracy: among anomalous images, the fraction whose answer names the right 3x3
+    grid cell (chance is 1/9 for a uniform guess).
+    """
+    from .train import answer, prepare
+
+    examples = prepare(model, data, image_size or model.profile.data.image_size, shots=shots, seed=seed, progress=progress)
+    answers = answer(model, examples, max_new_tokens=max_new_tokens, progress=progress)
+    rows = []
+    for ex, texts in zip(examples, answers):
+        anomalous = ex.labels == 1
+        pos_ok = [p.lower() in t.lower() for p, t, a in zip(ex.positions, texts, anomalous) if a]
+        rows.append({"category": ex.category, "accuracy": 100 * metrics.description_accuracy(texts, ex.labels),
+                     "position_accuracy": 100 * float(np.mean(pos_ok)) if pos_ok else float("nan"),
+                     "n": len(texts)})
+    return pd.DataFrame(rows), answers, examples
+
+
+def dataset_summary(sets: dict[str, dict[str, CategoryData]]) -> pd.DataFrame:
+    """One row per (data set, category): train/good, test normal, test anomalous, defect types, masks."""
+    rows = []
+    for ds, data in sets.items():
+        for name, cat in data.items():
+            defects = sorted({s.defect_type for s in cat.test if s.label == 1})
+            rows.append({"data": ds, "category": name, "train_good": len(cat.train),
+                         "test_normal": sum(s.label == 0 for s in cat.test), "test_anomalous": sum(s.label == 1 for s in cat.test),
+                         "defect_types": ", ".join(defects), "masks": "yes" if cat.has_masks else "no (pixel metrics n/a)"})
+    return pd.DataFrame(rows)
+
+
+def synthetic_gallery(data: dict[str, CategoryData], n: int = 6, size: int | None = None):
+    """Figure: one anomalous image per category (image, mask, overlay) and the captions."""
+    from . import viz
+
+    rows, titles, captions = [], [], []
+    for j, (name, cat) in enumerate(list(data.items())[:n]):
+        anomalous = [s for s in cat.test if s.label == 1]
+        s = anomalous[(3 * j) % len(anomalous)]  # vary defect type and size across rows
+        side = size or 256
+        img = cat.load_images([s], side)[0]
+        mask = cat.load_masks([s], side)[0, 0]
+        rows.append([img, mask, viz.overlay(img, mask=mask)])
+        titles.append(f"{name}\n{s.defect_type}")
+        captions.append(f"{name}/{s.image_path.name}: {s.description}")
+    fig = viz.image_grid(rows, row_titles=titles, col_titles=["image", "ground truth", "overlay"])
+    return fig, captions
+
+
+@torch.no_grad()
+def coarse_figure(coarse, data: dict[str, CategoryData], n: int = 4, shots: int = 1, seed: int = 0, size: int = 256):
+    """Figure: per row one anomalous image: image, ground truth, zero-shot H, few-shot H' and both Otsu masks."""
+    from . import viz
+    from .coarse import TextCache, category_phrase
+
+    cache = TextCache(coarse.zero_shot)
+    rows, titles = [], []
+    for j, (name, cat) in enumerate(list(data.items())[:n]):
+        anomalous = [s for s in cat.test if s.label == 1]
+        s = anomalous[(2 * j) % len(anomalous)]
+        img = cat.load_images([s], size)
+        gt = cat.load_masks([s], size)[0, 0] if cat.has_masks else None
+        feats = cache.get(category_phrase(name, allow_generic=True))
+        coarse.clear_support()
+        zs = coarse(img, feats)
+        coarse.set_support(cat.load_images(sample_support(cat, shots, seed), size))
+        fs = coarse(img, feats if coarse.zero_shot_active() else None)
+        rows.append([img[0], gt, zs.calibrated[0], zs.mask[0], fs.calibrated[0], fs.mask[0]])
+        titles.append(f"{name}\n{s.defect_type}")
+    coarse.clear_support()
+    fig = viz.image_grid(rows, row_titles=titles, col_titles=["image", "ground truth", "zero-shot H (Eq. 1)", "M_coarse (Otsu)",
+                                                               f"few-shot H' (Eq. 2, K={shots})", "M'_coarse (Otsu)"])
+    return fig, fs.terms
+
+
+# --- stage 2: the cascade ------------------------------------------------------------------------
+
+@torch.no_grad()
+def cascade_inputs(coarse, cascade, data: dict[str, CategoryData], shots: int = 1, seed: int = 0,
+                   size: int | None = None, batch_size: int = 16):
+    """Coarse masks, SAM embeddings and ground truth of every test image (frozen work, done once)."""
+    size = size or coarse.profile.data.image_size
+    masks, embs, gts = [], [], []
+    for name, cat in data.items():
+        support = cat.load_images(sample_support(cat, shots, seed), size) if shots > 0 else None
+        images = cat.load_images(cat.test, size)
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size]
+            coarse(x, name, support)
+            masks.append(coarse.last_output.mask)
+            embs.append(cascade.embed(x))
+        gts.append(cat.load_masks(cat.test, size)[:, 0])
+    return torch.cat(embs), torch.cat(masks), torch.cat(gts)
+
+
+def train_cascade(profile: Profile, steps: int = 200, lr: float | None = None, shots: int = 1, progress: bool = True):
+    """SAM side alone (Sec. 3.2, Eq. 6) on the synthetic training set (seed 1); image encoder frozen.
+
+    Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``.
+    """
+    from .sam import build_cascade
+    from .sam.train import train_segmentation
+
+    coarse = CoarseMethod(profile)
+    torch.manual_seed(profile.train.seed)
+    cascade = build_cascade(profile)
+    emb, masks, gt = cascade_inputs(coarse, cascade, synthetic(profile, "train"), shots=shots)
+    losses = train_segmentation(cascade, emb, masks, gt, steps=steps, lr=lr or profile.train.lr,
+                                batch_size=profile.train.batch_size, seed=profile.train.seed, progress=progress)
+    return coarse, cascade.eval(), losses
+
+
+def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """Mean IoU over images that have a ground-truth defect; (N, H, W) bool/0-1 tensors."""
+    pred, gt = pred.bool(), gt.bool()
+    keep = gt.flatten(1).any(1)
+    inter = (pred & gt)[keep].flatten(1).sum(1).float()
+    union = (pred | gt)[keep].flatten(1).sum(1).float()
+    return float((inter / union.clamp(min=1)).mean()) if keep.any() else float("nan")
+
+
+def segmentation_table(coarse, cascade, data: dict[str, CategoryData], shots: int = 1, seeds=(0,),
+                       size: int | None = None) -> pd.DataFrame:
+    """Coarse only vs coarse + SAM: image/pixel AUROC, AUPRO and mask IoU (mean over categories and seeds)."""
+    from .evaluate import CascadeMethod
+
+    size = size or coarse.profile.data.image_size
+    rows = []
+    for name, method in (("coarse only (Eq. 1-2)", coarse), ("coarse + SAM cascade (Eq. 3-4)", CascadeMethod(coarse, cascade))):
+        res = evaluate(method, data, shots=shots, seeds=tuple(seeds), image_size=size, progress=False)
+        row = {"method": name, **{k: v for k, v in _seed_stats(res).items() if not k.endswith("_std")}}
+        row["aupro"] = 100 * float(np.mean([c.summary()["aupro"] for c in res.values()]))
+        rows.append(row)
+    emb, cmask, gt = cascade_inputs(coarse, cascade, data, shots=shots, seed=seeds[0], size=size)
+    with torch.no_grad():
+        fine = torch.cat([cascade(emb[i:i + 16], cmask[i:i + 16], size).mask for i in range(0, len(emb), 16)])
+    rows[0]["mask_iou"], rows[1]["mask_iou"] = 100 * mask_iou(cmask, gt), 100 * mask_iou(fine, gt)
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def cascade_figure(coarse, cascade, data: dict[str, CategoryData], n: int = 3, shots: int = 1, seed: int = 0,
+                   size: int | None = None):
+    """Figure: image, ground truth, H', M_coarse, the candidate masks with predicted IoU, M_fine."""
+    from . import viz
+
+    size = size or coarse.profile.data.image_size
+    rows, titles = [], []
+    for j, (name, cat) in enumerate(list(data.items())[:n]):
+        s = [s for s in cat.test if s.label == 1][j % 3]
+        img = cat.load_images([s], size)
+        coarse(img, name, cat.load_images(sample_support(cat, shots, seed), size))
+        out = coarse.last_output
+        fine = cascade(cascade.embed(img), out.mask, size)
+        cands = fine.branch_logits["mid"][0]  # (Nm, 4h, 4w) in SAM's frame
+        iou = fine.iou[0].tolist()
+        row = [img[0], cat.load_masks([s], size)[0, 0], out.calibrated[0], out.mask[0]]
+        row += [c > 0 for c in cands] + [fine.mask[0]]
+        rows.append(row)
+        titles.append(f"{name}\n" + " ".join(f"{v:.2f}" for v in iou))
+    n_c = len(rows[0]) - 5
+    cols = ["image", "ground truth", "H'", "M_coarse"] + [f"candidate {k}" for k in range(n_c)] + ["M_fine (best IoU)"]
+    return viz.image_grid(rows, row_titles=titles, col_titles=cols)
+
+
+@torch.no_grad()
+def prompt_types_figure(coarse, cascade, data: dict[str, CategoryData], prompts=("mask", "mask+box", "box", "point", "none"),
+                        n: int = 3, shots: int = 1, seed: int = 0, size: int | None = None):
+    """Figure: the fine mask of each prompt type (Tables 7 and 10) from the same SAM weights."""
+    import dataclasses
+
+    from . import viz
+    from .sam import SamCascade
+
+    size = size or coarse.profile.data.image_size
+    variants = {}
+    for p in prompts:
+        v = SamCascade(cascade.sam, dataclasses.replace(cascade.cfg, prompt=p), cascade.ms).eval()
+        if v.prompt_learner is not None and cascade.prompt_learner is not None:
+            v.prompt_learner = cascade.prompt_learner  # the trained multi-scale prompt
+        variants[p] = v
+    rows, titles = [], []
+    for j, (name, cat) in enumerate(list(data.items())[:n]):
+        s = [s for s in cat.test if s.label == 1][j % 3]
+        img = cat.load_images([s], size)
+        coarse(img, name, cat.load_images(sample_support(cat, shots, seed), size))
+        emb, cmask = cascade.embed(img), coarse.last_output.mask
+        rows.append([img[0], cat.load_masks([s], size)[0, 0], cmask[0]] + [variants[p](emb, cmask, size).mask[0] for p in prompts])
+        titles.append(name)
+    return viz.image_grid(rows, row_titles=titles, col_titles=["image", "ground truth", "M_coarse", *prompts])

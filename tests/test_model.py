@@ -1,0 +1,78 @@
+"""The assembled model (tiny profile): frozen vs trainable parts, Eq. 9, diagnose()."""
+import numpy as np
+import pytest
+import torch
+
+from samllava.config import load_profile
+from samllava.model import build_model, state_tokens
+from samllava.coarse.prompts import ANOMALOUS_STATES, NORMAL_STATES, TEMPLATES
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(load_profile("tiny"))
+
+
+def test_trainable_parts_are_those_of_sec_3_5(model):
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all(n.startswith(("cascade.", "sasa.", "describer.")) for n in names)
+    assert not any(n.startswith("cascade.sam.image_encoder") for n in names)
+    assert not any(n.startswith("coarse.") for n in names)
+    desc = [n for n in names if n.startswith("describer.")]
+    assert desc and all("lora_" in n for n in desc)  # only LoRA in LLaVA: vision tower, projector, base frozen
+    assert any(n.startswith("cascade.sam.mask_decoder") for n in names)
+    assert any(n.startswith("cascade.prompt_learner") for n in names)
+
+
+def test_state_tokens_average_templates():
+    d = 4
+    emb = torch.randn((len(NORMAL_STATES) + len(ANOMALOUS_STATES)) * len(TEMPLATES), d)
+    tok = state_tokens(emb)
+    assert tok.shape == (len(NORMAL_STATES) + len(ANOMALOUS_STATES), d)
+    first = torch.nn.functional.normalize(emb[: len(TEMPLATES)].mean(0), dim=0)
+    torch.testing.assert_close(tok[0], first)
+
+
+def test_loss_is_eq9_and_reaches_sam(model):
+    p = model.profile
+    s = p.data.image_size
+    images = torch.rand(2, 3, s, s)
+    enc = model.encode(images, "fabric")
+    gt = torch.zeros(2, s, s)
+    gt[0, 10:20, 10:20] = 1
+    model.zero_grad()
+    losses = model(enc, gt, ["Is there any anomaly?"] * 2, ["Yes.", "No."])
+    torch.testing.assert_close(losses.total, p.train.seg_weight * losses.seg + p.train.gen_weight * losses.gen)
+    losses.gen.backward()  # the language loss alone must reach SAM's decoder (straight-through mask)
+    grads = [q.grad for n, q in model.named_parameters() if n.startswith("cascade.sam.mask_decoder") and q.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(q.grad is None for q in model.coarse.parameters())
+
+
+def test_text_computed_once_per_category(model):
+    model.text_cache.clear()
+    model.text("bottle_cap")
+    model.text("bottle_cap")
+    model.text(None)
+    assert len(model.text_cache) == 2
+
+
+def test_diagnose_outputs(model):
+    s = model.profile.data.image_size
+    out = model.diagnose(torch.rand(2, 3, s, s), category=None, max_new_tokens=4)
+    assert len(out) == 2
+    d = out[0]
+    assert d.heatmap.shape == d.fine_mask.shape == d.coarse_mask.shape == (s, s)
+    assert d.fine_mask.dtype == np.bool_
+    assert d.answer in {"yes", "no", "unclear"} and isinstance(d.description, str)
+    r = d.report()
+    assert {"answer", "description", "score", "category"} <= set(r)
+    assert r["category"] == "object"
+    support = torch.rand(1, 3, s, s)
+    few = model.diagnose(torch.rand(1, 3, s, s), "fabric", support, max_new_tokens=2)[0]
+    assert few.terms["few_shot"].startswith("active")
+
+
+def test_unknown_category_is_generic_not_error(model):
+    assert model.phrase("my_widget") == "object"

@@ -1,0 +1,85 @@
+"""End-to-end training (tiny profile): the loss falls, resume ends where a straight run ends,
+checkpoints refuse other models, two CPU processes stay in step."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from samllava.config import load_profile
+from samllava.data import generate_synthetic, load_dataset
+from samllava.model import build_model
+from samllava.train import load_checkpoint, prepare, train
+
+
+def _model(seed=0, **overrides):
+    torch.manual_seed(seed)  # the global RNG must not matter: build_model seeds its own
+    p = load_profile("tiny")
+    if overrides:
+        p = p.replace(**overrides)
+    return build_model(p)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = generate_synthetic(tmp_path_factory.mktemp("syn"), categories=["fabric"], n_train=2, n_test=8, size=64, seed=1)
+    return load_dataset(root)
+
+
+def test_loss_falls(data):
+    model = _model(**{"train.epochs": 10})
+    ex = prepare(model, data, 64, shots=1, progress=False)
+    hist = train(model, ex, progress=False)
+    first = sum(h["total"] for h in hist[:2]) / 2
+    last = sum(h["total"] for h in hist[-2:]) / 2
+    assert last < 0.8 * first, (first, last)
+
+
+def test_resume_ends_where_straight_run_ends(data, tmp_path):
+    straight = _model(seed=3)
+    ex = prepare(straight, data, 64, shots=1, progress=False)
+    train(straight, ex, epochs=3, progress=False)
+
+    resumed = _model(seed=3)
+    hist_a = train(resumed, ex, epochs=3, out_dir=tmp_path, progress=False, stop_after_epoch=0)  # "killed" after epoch 1
+    assert len(hist_a) == 2  # 8 images, batch 4
+    fresh = _model(seed=99)  # a new process: another global RNG state; the checkpoint restores the rest
+    hist_b = train(fresh, ex, epochs=3, out_dir=tmp_path, progress=False)
+    assert len(hist_b) == 6
+    a, b = straight.trainable_state(), fresh.trainable_state()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+
+
+def test_checkpoint_of_another_model_is_refused(data, tmp_path):
+    model = _model()
+    ex = prepare(model, data, 64, shots=0, progress=False)
+    train(model, ex, epochs=1, out_dir=tmp_path, progress=False)
+    other = _model(**{"sasa.align_dim": 16})
+    with pytest.raises(ValueError, match="sasa"):
+        load_checkpoint(other, tmp_path)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_checkpoint(model, tmp_path / "bad.pt")
+
+
+def test_two_cpu_processes_stay_in_step(tmp_path):
+    env = {**os.environ, "SAMLLAVA_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    from samllava.paths import ensure_synthetic
+
+    old = os.environ.get("SAMLLAVA_DATA_DIR")
+    os.environ["SAMLLAVA_DATA_DIR"] = env["SAMLLAVA_DATA_DIR"]
+    try:
+        ensure_synthetic(load_profile("tiny"), seed=1)  # generated once, before both ranks read it
+    finally:
+        os.environ.pop("SAMLLAVA_DATA_DIR") if old is None else os.environ.__setitem__("SAMLLAVA_DATA_DIR", old)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "samllava.train", "--profile", "tiny", "--epochs", "1", "--out", str(tmp_path / "ckpt"), "--no-progress"]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = re.findall(r"rank (\d) world 2 steps (\d+) digest (\S+)", run.stdout)
+    assert sorted(r for r, _, _ in lines) == ["0", "1"], run.stdout
+    assert lines[0][2] == lines[1][2]  # identical weights on both ranks
+    assert (tmp_path / "ckpt" / "last.pt").is_file()
