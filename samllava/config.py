@@ -51,6 +51,7 @@ class FewShotConfig:
     image_size: int = 240  # backbone input side for the memory features
     sharpness: float = 4.0  # beta in Lambda = sigmoid(beta * (s_ctx - 1)); see coarse.memory
     use_zero_shot: bool = True  # False: the zero-shot term H is inactive (H := 1)
+    support_floor: bool = True  # M'_coarse keeps only pixels with s_ctx above every held-out support patch
 
 
 @dataclass
@@ -99,6 +100,7 @@ class LlmConfig:
     image_size: int = 336  # LLaVA vision tower input side
     max_new_tokens: int = 128
     dtype: str = "float32"
+    system: str | None = None  # system message of the template; None = LLaVA-1.5's, "" = none (shorter sequences)
 
 
 @dataclass
@@ -121,6 +123,8 @@ class TrainConfig:
     seed: int = 0
     seg_weight: float = 1.0  # alpha in Eq. 9
     gen_weight: float = 1.0  # gamma in Eq. 9
+    sam_warmup_steps: int = 0  # SAM-side steps (Eq. 6 alone) before end-to-end training: stands in for
+    sam_warmup_lr: float = 1e-3  # SAM's pretraining where SAM has random weights (tiny/offline profiles)
 
 
 @dataclass

@@ -126,8 +126,8 @@ class CoarseMethod:
 
     @torch.no_grad()
     def __call__(self, images, category, support):
-        key = None if support is None else (category, support.data_ptr(), tuple(support.shape))
-        if key != self._support_id:
+        key = None if support is None else support  # held, so the identity cannot be reused by another tensor
+        if key is not self._support_id:
             if support is None:
                 self.coarse.clear_support()
             else:
@@ -138,7 +138,7 @@ class CoarseMethod:
         feats = self.text.get(category_phrase(category, allow_generic=True)) if self.coarse.zero_shot_active() else None
         out = self.coarse(images, feats)
         self.last_terms, self.last_output = out.terms, out
-        return out.calibrated, out.score
+        return out.log_map, out.score  # same ranking as H', without float32 ties
 
 
 class KnnMethod:
@@ -150,14 +150,19 @@ class KnnMethod:
 
             extractor = build_coarse(profile)[0].calibrator.extractor
         self.extractor = extractor.eval()
+        self._key, self._memory = None, None
 
     @torch.no_grad()
     def __call__(self, images, category, support):
-        from .coarse import knn_anomaly_map
+        from .coarse.memory import knn_map, knn_memory
 
         if support is None:
             raise ValueError("the k-NN baseline needs support images (shots > 0)")
-        return knn_anomaly_map(self.extractor, support, images)
+        if support.shape[-1] != images.shape[-1]:
+            raise ValueError(f"query images are {images.shape[-1]} px but the support set is {support.shape[-1]} px")
+        if support is not self._key:  # the memory is built once per support set, not per batch
+            self._key, self._memory = support, knn_memory(self.extractor, support)  # holding it keeps identity unique
+        return knn_map(self.extractor, self._memory, images)
 
 
 class CascadeMethod:
@@ -173,11 +178,11 @@ class CascadeMethod:
 
     @torch.no_grad()
     def __call__(self, images, category, support):
-        heat, score = self.coarse(images, category, support)
+        _, score = self.coarse(images, category, support)
         out = self.coarse.last_output
         fine = self.cascade(self.cascade.embed(images), out.mask, images.shape[-1])
         self.last = (out.mask, fine.mask)
-        return 0.5 * (heat + torch.sigmoid(fine.logits)), score
+        return 0.5 * (out.calibrated + torch.sigmoid(fine.logits)), score
 
 
 def evaluate_cli(args) -> int:

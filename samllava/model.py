@@ -45,7 +45,7 @@ class Encoded:
         c = self.coarse
         pick = (lambda t: None if t is None else t[idx])
         coarse = CoarseOutput(heatmap=pick(c.heatmap), lam=pick(c.lam), calibrated=c.calibrated[idx], mask=c.mask[idx],
-                              score=c.score[idx], terms=c.terms)
+                              score=c.score[idx], terms=c.terms, log_map=c.log_map[idx])
         return Encoded(self.images[idx], coarse, self.embeddings[idx], self.llava_pixels[idx], self.text_tokens)
 
 
@@ -138,7 +138,8 @@ class SamLlava(nn.Module):
         feats, tokens = self.text(category)
         coarse = self.coarse(images, feats)
         side = self.describer.image_size
-        llava_pixels = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+        llava_pixels = F.interpolate(images.float(), size=(side, side), mode="bilinear", align_corners=False,
+                                     antialias=True).clamp(0, 1).to(images.dtype)  # antialias has no bf16 CPU kernel
         return Encoded(images, coarse, self.cascade.embed(images), llava_pixels, tokens)
 
     def set_support(self, support: torch.Tensor | None) -> None:
@@ -202,7 +203,7 @@ class SamLlava(nn.Module):
             said = parse_yes_no(text)
             out.append(Diagnosis(
                 category=category or GENERIC_OBJECT, score=float(enc.coarse.score[i]),
-                heatmap=enc.coarse.calibrated[i].cpu().numpy(), coarse_mask=enc.coarse.mask[i].cpu().numpy(),
+                heatmap=enc.coarse.calibrated[i].float().cpu().numpy(), coarse_mask=enc.coarse.mask[i].cpu().numpy(),
                 fine_mask=fine.mask[i].cpu().numpy(), answer={True: "yes", False: "no", None: "unclear"}[said],
                 description=text, terms=enc.coarse.terms))
         return out

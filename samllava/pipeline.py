@@ -74,9 +74,14 @@ def fewshot_benchmark(profile: Profile, datasets: dict[str, dict[str, CategoryDa
     One row per (data set, method, K): mean over categories of the per-seed-mean image AUROC (and
     pixel AUROC where masks exist), with the std over seeds of the category-mean.
     """
+    from .coarse.backbone import CachedExtractor
+
     size = image_size or profile.data.image_size
-    coarse, knn = CoarseMethod(profile), None
-    knn = KnnMethod(profile, extractor=coarse.coarse.calibrator.extractor)  # the very same backbone
+    coarse = CoarseMethod(profile)
+    # one backbone pass per query batch for all seeds, shot counts and both methods
+    cached = CachedExtractor(coarse.coarse.calibrator.extractor)
+    coarse.coarse.calibrator.extractor = cached
+    knn = KnnMethod(profile, extractor=cached)  # the very same backbone
     rows = []
     for ds_name, data in datasets.items():
         for k in shots:
@@ -225,18 +230,22 @@ def cascade_inputs(coarse, cascade, data: dict[str, CategoryData], shots: int = 
     return torch.cat(embs), torch.cat(masks), torch.cat(gts)
 
 
-def train_cascade(profile: Profile, steps: int = 200, lr: float | None = None, shots: int = 1, progress: bool = True):
-    """SAM side alone (Sec. 3.2, Eq. 6) on the synthetic training set (seed 1); image encoder frozen.
+def train_cascade(profile: Profile, steps: int = 200, lr: float | None = None, shots: int = 1, progress: bool = True,
+                  data: dict[str, CategoryData] | None = None, coarse: CoarseMethod | None = None):
+    """SAM side alone (Sec. 3.2, Eq. 6); image encoder frozen. Detection metrics depend only on the
+    coarse stage and SAM, so this is what the detection tables train.
 
-    Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``.
+    ``data`` defaults to the synthetic training set (seed 1); ``shots=0`` trains on zero-shot coarse
+    masks. Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``.
     """
     from .sam import build_cascade
     from .sam.train import train_segmentation
 
-    coarse = CoarseMethod(profile)
-    torch.manual_seed(profile.train.seed)
-    cascade = build_cascade(profile)
-    emb, masks, gt = cascade_inputs(coarse, cascade, synthetic(profile, "train"), shots=shots)
+    coarse = coarse or CoarseMethod(profile)
+    with torch.random.fork_rng():
+        torch.manual_seed(profile.train.seed)
+        cascade = build_cascade(profile)
+    emb, masks, gt = cascade_inputs(coarse, cascade, data if data is not None else synthetic(profile, "train"), shots=shots)
     losses = train_segmentation(cascade, emb, masks, gt, steps=steps, lr=lr or profile.train.lr,
                                 batch_size=profile.train.batch_size, seed=profile.train.seed, progress=progress)
     return coarse, cascade.eval(), losses
@@ -320,3 +329,200 @@ def prompt_types_figure(coarse, cascade, data: dict[str, CategoryData], prompts=
         rows.append([img[0], cat.load_masks([s], size)[0, 0], cmask[0]] + [variants[p](emb, cmask, size).mask[0] for p in prompts])
         titles.append(name)
     return viz.image_grid(rows, row_titles=titles, col_titles=["image", "ground truth", "M_coarse", *prompts])
+
+
+# --- stage 3: SASA and the describer -------------------------------------------------------------
+
+@torch.no_grad()
+def sasa_attention_figure(model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, n_words: int = 4):
+    """Figure: image, M_fine, and the last SASA layer's text->vision attention of ``n_words`` state words.
+
+    Each panel is one text token's attention over the g x g visual grid (Eq. 8), upsampled.
+    """
+    from . import viz
+    from .coarse.prompts import ANOMALOUS_STATES, NORMAL_STATES
+
+    name, cat = next(iter(data.items()))
+    s = next(s for s in cat.test if s.label == 1)
+    size = model.profile.data.image_size
+    img = cat.load_images([s], size)
+    model.set_support(cat.load_images(sample_support(cat, shots, seed), size) if shots else None)
+    enc = model.encode(img, name)
+    fine = model.fine(enc)
+    out = model.sasa(enc.embeddings, fine.mask.float(), enc.text_tokens)
+    words = [w.format("").strip() or "(plain)" for w in NORMAL_STATES + ANOMALOUS_STATES]
+    g = model.profile.sasa.grid
+    panels = [img[0], cat.load_masks([s], size)[0, 0], fine.mask[0]]
+    titles = ["image", "ground truth", "M_fine"]
+    if out.attn:
+        t2v = out.attn[-1]["t2v"][0]  # (N_t, g*g)
+        picks = list(range(len(NORMAL_STATES) - n_words // 2, len(NORMAL_STATES) + (n_words - n_words // 2)))
+        for k in picks:
+            a = t2v[k].reshape(1, 1, g, g)
+            panels.append(torch.nn.functional.interpolate(a, size=(size, size), mode="nearest")[0, 0])
+            titles.append(f"'{words[k]}' -> V'")
+    model.set_support(None)
+    return viz.image_grid([panels], col_titles=titles), out
+
+
+def parameter_table(profiles=("tiny", "offline")) -> pd.DataFrame:
+    """Total, trainable and LoRA parameters (millions) of the whole model per profile; the paper
+    profile's LLaVA part is counted on the meta device (no 7B weights loaded)."""
+    from .config import load_profile
+    from .describe.lora import paper_parameter_counts
+    from .model import build_model
+
+    rows = []
+    for name in profiles:
+        m = build_model(load_profile(name))
+        total = sum(p.numel() for p in m.parameters())
+        trainable = sum(p.numel() for p in m.trainable_parameters())
+        lora = sum(p.numel() for n, p in m.named_parameters() if "lora_" in n)
+        rows.append({"profile": name, "scope": "whole model", "total_M": total / 1e6, "trainable_M": trainable / 1e6, "lora_M": lora / 1e6})
+    paper = paper_parameter_counts()
+    rows.append({"profile": "paper", "scope": "LLaVA-1.5-7B + LoRA only (meta device)", "total_M": paper["total"] / 1e6,
+                 "trainable_M": paper["trainable"] / 1e6, "lora_M": paper["lora"] / 1e6})
+    return pd.DataFrame(rows)
+
+
+def answers_table(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """Per category and mean: accuracy and position accuracy before and after training."""
+    t = before[["category", "accuracy", "position_accuracy"]].merge(
+        after[["category", "accuracy", "position_accuracy"]], on="category", suffixes=("_before", "_after"))
+    mean = {"category": "mean", **{c: t[c].mean() for c in t.columns if c != "category"}}
+    return pd.concat([t, pd.DataFrame([mean])], ignore_index=True)
+
+
+# --- paper artefacts -----------------------------------------------------------------------------
+
+STANDIN_DOMAINS = {"textures": ("fabric", "wood_grain", "metal_plate", "concrete"), "objects": ("bottle_cap", "pill_tablet")}
+
+
+def cross_domain_sets(profile: Profile, data_roots: dict | None = None) -> dict[str, tuple[dict, dict]]:
+    """Table 1's two data sets as ``{name: (train data, test data)}``.
+
+    Real MVTec-AD and VisA when both roots are given (a model trained on one data set's labelled
+    test split is tested on the other's); else the synthetic stand-ins, textures and objects, trained
+    on the synthetic training set (seed 1) and tested on the held-out set (seed 0).
+    """
+    from .data import load_mvtec, load_visa
+
+    roots = data_roots or {}
+    if "mvtec" in roots and "visa" in roots:
+        mvtec, visa = load_mvtec(roots["mvtec"]), load_visa(roots["visa"])
+        return {"MVTec-AD": (mvtec, mvtec), "VisA": (visa, visa)}
+    train, test = synthetic(profile, "train"), synthetic(profile, "eval")
+    pick = (lambda d, dom: {k: d[k] for k in STANDIN_DOMAINS[dom]})
+    return {"stand-in MVTec-AD (synthetic textures)": (pick(train, "textures"), pick(test, "textures")),
+            "stand-in VisA (synthetic objects)": (pick(train, "objects"), pick(test, "objects"))}
+
+
+def zero_shot_table(profile: Profile, data_roots: dict | None = None, steps: int = 200, lr: float | None = None) -> pd.DataFrame:
+    """Table 1: train on one data set, test zero-shot on the other, both directions.
+
+    Measured in one harness: the WinCLIP-style zero-shot CLIP map (the coarse stage without
+    support) and SAM-LLaVA's coarse + SAM cascade (SAM side trained on the source data set).
+    Columns follow the paper: VisA -> MVTec-AD first, then MVTec-AD -> VisA.
+    """
+    from .evaluate import CascadeMethod
+    from .paper_values import TABLE1
+
+    sets = cross_domain_sets(profile, data_roots)
+    (name_a, (train_a, test_a)), (name_b, (train_b, test_b)) = sets.items()
+    coarse = CoarseMethod(profile)
+    size = profile.data.image_size
+    ours = {"WinCLIP-style zero-shot map (this harness)": [], "SAM-LLaVA coarse + SAM (this run)": []}
+    columns = []
+    for src_name, train_data, dst_name, test_data in ((name_b, train_b, name_a, test_a), (name_a, train_a, name_b, test_b)):
+        _, cascade, _ = train_cascade(profile, steps=steps, lr=lr, shots=0, data=train_data, coarse=coarse, progress=False)
+        columns += [f"{src_name} -> {dst_name}: image AUROC", f"{src_name} -> {dst_name}: pixel AUROC"]
+        for name, method in zip(ours, (coarse, CascadeMethod(coarse, cascade))):
+            st = _seed_stats(evaluate(method, test_data, shots=0, image_size=size, progress=False))
+            ours[name] += [st["image_auroc"], st["pixel_auroc"]]
+    rows = [[name, *vals] for name, vals in ours.items()]
+    rows += [[f"{m} (paper)", *TABLE1[m]] for m in ("WinCLIP", "SPGDD-GPT", "SAM-LLaVA")]
+    return pd.DataFrame(rows, columns=["method", *columns])
+
+
+def fewshot_pixel_tables(profile: Profile, coarse: CoarseMethod, cascade, data: dict[str, CategoryData],
+                         shots=(1, 2, 4), seeds=FEWSHOT_SEEDS) -> dict[int, pd.DataFrame]:
+    """Tables 2-4: pixel AUROC per TADD (stand-in) subset, mean over seeds, for each K; methods in
+    one harness (SAM-LLaVA, coarse only, PatchCore-style k-NN, WinCLIP-style zero-shot) beside
+    the paper's SAM-LLaVA, PatchCore and WinCLIP columns."""
+    from .coarse.backbone import CachedExtractor
+    from .evaluate import CascadeMethod
+    from .paper_values import TABLES2_4
+
+    size = profile.data.image_size
+    if not isinstance(coarse.coarse.calibrator.extractor, CachedExtractor):
+        coarse.coarse.calibrator.extractor = CachedExtractor(coarse.coarse.calibrator.extractor)
+    methods = {"SAM-LLaVA (this run)": CascadeMethod(coarse, cascade), "coarse only (this run)": coarse,
+               "PatchCore-style k-NN (this run)": KnnMethod(profile, extractor=coarse.coarse.calibrator.extractor)}
+    zero = {name: r.summary()["pixel_auroc"] for name, r in evaluate(coarse, data, shots=0, image_size=size, progress=False).items()}
+    tables = {}
+    for k in shots:
+        cols = {name: evaluate(m, data, shots=k, seeds=tuple(seeds), image_size=size, progress=False) for name, m in methods.items()}
+        rows = []
+        for subset in data:
+            row = {"subset": subset}
+            row.update({name: 100 * res[subset].summary()["pixel_auroc"] for name, res in cols.items()})
+            row["WinCLIP-style zero-shot (this harness)"] = 100 * zero[subset]
+            paper = TABLES2_4.get(subset, {})
+            for m in ("SAM-LLaVA", "PatchCore", "WinCLIP"):
+                row[f"{m} (paper)"] = paper.get(m, (np.nan,) * 3)[(1, 2, 4).index(k)]
+            rows.append(row)
+        df = pd.DataFrame(rows)
+        mean = {"subset": "mean", **{c: df[c].mean() for c in df.columns if c != "subset"}}
+        tables[k] = pd.concat([df, pd.DataFrame([mean])], ignore_index=True)
+    return tables
+
+
+def figure2(tables: dict[int, pd.DataFrame]):
+    """Figure 2: mean pixel AUROC per method for each K (this run's methods, and the paper's means)."""
+    import matplotlib.pyplot as plt
+
+    from .paper_values import FIGURE2_MEAN
+
+    ks = sorted(tables)
+    ours = [c for c in tables[ks[0]].columns if c.endswith("(this run)") or c.endswith("(this harness)")]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / (len(ours) + len(FIGURE2_MEAN))
+    for i, col in enumerate(ours):
+        ax.bar(np.arange(len(ks)) + i * width, [tables[k][col].iloc[-1] for k in ks], width, label=col)
+    for j, (m, vals) in enumerate(FIGURE2_MEAN.items()):
+        ax.bar(np.arange(len(ks)) + (len(ours) + j) * width, vals, width, label=f"{m} (paper, 21 TADD subsets)", hatch="//", alpha=0.6)
+    ax.set_xticks(np.arange(len(ks)) + 0.4 - width / 2, [f"{k}-shot" for k in ks])
+    ax.set_ylabel("mean pixel AUROC (%)")
+    ax.set_ylim(40, 100)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def segmentation_comparison_figure(profile: Profile, coarse: CoarseMethod, cascade, data: dict[str, CategoryData],
+                                   n: int = 4, shots: int = 1, seed: int = 0):
+    """Figure 5: input, ground truth, the masks of the compared methods (Otsu of each map), SAM-LLaVA's
+    fine mask, and the coarse heatmap."""
+    from . import viz
+    from .coarse import otsu_masks
+
+    size = profile.data.image_size
+    knn = KnnMethod(profile, extractor=coarse.coarse.calibrator.extractor)
+    rows, titles = [], []
+    for j, (name, cat) in enumerate(list(data.items())[:n]):
+        s = [s for s in cat.test if s.label == 1][j % 3]
+        img = cat.load_images([s], size)
+        support = cat.load_images(sample_support(cat, shots, seed), size)
+        zs_map, _ = coarse(img, name, None)
+        zs_mask = coarse.last_output.mask
+        knn_map, _ = knn(img, name, support)
+        coarse(img, name, support)
+        out = coarse.last_output
+        fine = cascade(cascade.embed(img), out.mask, size)
+        rows.append([img[0], cat.load_masks([s], size)[0, 0], zs_mask[0], otsu_masks(knn_map)[0], out.mask[0], fine.mask[0],
+                     out.calibrated[0]])
+        titles.append(name)
+    cols = ["input", "ground truth", "WinCLIP-style (zero-shot)", "PatchCore-style k-NN", "coarse only (M'_coarse)",
+            "SAM-LLaVA (M_fine)", "coarse heatmap H'"]
+    return viz.image_grid(rows, row_titles=titles, col_titles=cols)

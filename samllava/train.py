@@ -73,7 +73,7 @@ def _cat_encoded(encs: list[Encoded]) -> Encoded:
 
     cat = (lambda name: None if getattr(encs[0].coarse, name) is None else torch.cat([getattr(e.coarse, name) for e in encs]))
     coarse = CoarseOutput(heatmap=cat("heatmap"), lam=cat("lam"), calibrated=cat("calibrated"), mask=cat("mask"),
-                          score=cat("score"), terms=encs[0].coarse.terms)
+                          score=cat("score"), terms=encs[0].coarse.terms, log_map=cat("log_map"))
     return Encoded(torch.cat([e.images for e in encs]), coarse, torch.cat([e.embeddings for e in encs]),
                    torch.cat([e.llava_pixels for e in encs]), encs[0].text_tokens)
 
@@ -144,6 +144,8 @@ def train(model: SamLlava, examples: list[Examples], *, epochs: int | None = Non
         state = load_checkpoint(model, ckpt, optimizer)
         start, history = state["epoch"] + 1, list(state["history"])
         torch.set_rng_state(state["rng"])
+    if start == 0 and cfg.sam_warmup_steps > 0:
+        warm_up_sam(model, examples, progress=progress and rank == 0)
     model.train()
     model.coarse.eval()  # frozen stages stay in eval mode
     model.cascade.sam.image_encoder.eval()
@@ -174,6 +176,23 @@ def train(model: SamLlava, examples: list[Examples], *, epochs: int | None = Non
             break
     model.eval()
     return history
+
+
+def warm_up_sam(model: SamLlava, examples: list[Examples], progress: bool = True) -> list[float]:
+    """``train.sam_warmup_steps`` of Eq. 6 alone on the cached examples (same on every rank).
+
+    Where SAM has random weights, end-to-end training would start from masks that carry nothing
+    for SASA to align; the paper starts from a pretrained SAM. This short SAM-side phase stands in
+    for that pretraining (0 steps in the paper profile).
+    """
+    from .sam.train import train_segmentation
+
+    cfg = model.profile.train
+    emb = torch.cat([ex.enc.embeddings for ex in examples])
+    masks = torch.cat([ex.enc.coarse.mask for ex in examples])
+    gt = torch.cat([ex.gt for ex in examples])
+    return train_segmentation(model.cascade, emb, masks, gt, steps=cfg.sam_warmup_steps, lr=cfg.sam_warmup_lr,
+                              batch_size=cfg.batch_size, seed=cfg.seed, progress=progress)
 
 
 @torch.no_grad()

@@ -14,6 +14,9 @@ The modules never touch files: :func:`build_feature_extractor` does the I/O.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -62,7 +65,8 @@ class ImagePreprocess(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images)
         if images.shape[-1] != self.size:
-            images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+            images = F.interpolate(images.float(), size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                   antialias=True).to(images.dtype)  # antialias has no bf16 CPU kernel
         return (images - self.mean) / self.std
 
 
@@ -195,3 +199,34 @@ def build_feature_extractor(cfg: FewShotConfig, clip_visual: nn.Module | None, w
         weights = "pretrained" if state is not None else "random weights"
         return TimmExtractor(model, cfg.image_size, label=f"timm {cfg.timm_name} stages {tuple(cfg.layers)} ({weights})")
     raise ValueError(f"fewshot.backbone {cfg.backbone!r}: expected 'clip' or 'timm'")
+
+
+class CachedExtractor(FeatureExtractor):
+    """Memoises another extractor's features by image content (a BLAKE2 digest of the batch).
+
+    An evaluation over several support seeds and shot counts runs the backbone on the same query
+    images again and again; with this wrapper each query batch is encoded once. Bounded by
+    ``max_batches`` (least recently used dropped first).
+    """
+
+    def __init__(self, inner: FeatureExtractor, max_batches: int = 256) -> None:
+        nn.Module.__init__(self)
+        self.inner = inner
+        self.label = inner.label
+        self.max_batches = max_batches
+        self._cache: "OrderedDict[tuple, list[torch.Tensor]]" = OrderedDict()
+        self.hits = self.misses = 0
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = images.detach().contiguous().cpu()
+        key = (tuple(x.shape), str(x.dtype), hashlib.blake2b(x.view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest())
+        if key in self._cache:
+            self.hits += 1
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        self.misses += 1
+        out = self.inner(images)
+        self._cache[key] = out
+        if len(self._cache) > self.max_batches:
+            self._cache.popitem(last=False)
+        return out

@@ -78,6 +78,13 @@ def normal_scale(memory: torch.Tensor, grid: tuple[int, int], exclusion_radius: 
     Returns:
         scalar tensor, the lower median (``torch.median``); the module docstring says why the exclusions.
     """
+    return held_out_distances(memory, grid, exclusion_radius).median()
+
+
+def held_out_distances(memory: torch.Tensor, grid: tuple[int, int], exclusion_radius: int = 1) -> torch.Tensor:
+    """(K, h, w): each support patch's distance ``1 - max cos`` to the support patches it may not
+    match (other images for K > 1; outside its grid neighbourhood for K = 1): how far a *normal*
+    patch lies from the memory, the reference for m_s and for the coarse mask's floor."""
     k, n, _ = memory.shape
     h, w = grid
     idx = torch.arange(k * n, device=memory.device)
@@ -92,7 +99,7 @@ def normal_scale(memory: torch.Tensor, grid: tuple[int, int], exclusion_radius: 
                              "use a smaller exclusion_radius or a finer level")
     feats = memory.reshape(k * n, -1)
     sim = (feats @ feats.t()).masked_fill(excluded, float("-inf"))  # (K*n, K*n)
-    return (1 - sim.amax(-1)).clamp_min(0).median()
+    return (1 - sim.amax(-1)).clamp_min(0).view(k, h, w)
 
 
 class FewShotCalibrator(nn.Module):
@@ -117,6 +124,7 @@ class FewShotCalibrator(nn.Module):
         self._k = 0
         self.support_side: int | None = None
         self.register_buffer("scales", None, persistent=False)  # (L,) m_s
+        self.register_buffer("support_s_max", None, persistent=False)  # () max held-out s_ctx of the support
 
     @property
     def fitted(self) -> bool:
@@ -144,8 +152,12 @@ class FewShotCalibrator(nn.Module):
         for i, f in enumerate(feats):
             self.register_buffer(f"memory_{i}", f.reshape(-1, f.shape[-1]), persistent=False)
         self._levels = len(feats)
-        self.scales = torch.stack([normal_scale(f, tuple(m.shape[-2:]), self.exclusion_radius)
-                                   for f, m in zip(feats, maps)]).clamp_min(self.eps)
+        held = [held_out_distances(f, tuple(m.shape[-2:]), self.exclusion_radius) for f, m in zip(feats, maps)]
+        self.scales = torch.stack([d.median() for d in held]).clamp_min(self.eps)
+        # s_ctx of the support images themselves (held out): its maximum is the largest context
+        # score a normal patch reached, the floor of the coarse mask (stage.CoarseLocalizer)
+        side = support_images.shape[-1]
+        self.support_s_max = torch.stack([upsample(d, side) / sc for d, sc in zip(held, self.scales)]).mean(0).max()
         self._k = support_images.shape[0]
         self.support_side = support_images.shape[-1]
         return self
@@ -154,7 +166,7 @@ class FewShotCalibrator(nn.Module):
         """Forget the support set."""
         for i in range(self._levels):
             delattr(self, f"memory_{i}")
-        self._levels, self._k, self.scales, self.support_side = 0, 0, None, None
+        self._levels, self._k, self.scales, self.support_side, self.support_s_max = 0, 0, None, None, None
 
     def forward(self, images: torch.Tensor) -> CalibrationOutput:
         """s_ctx, Lambda and per-level distances for queries (B, 3, S, S) in [0, 1]."""
@@ -176,6 +188,20 @@ def level_distances(maps: list[torch.Tensor], memory: list[torch.Tensor], side: 
             for q, mem, m in zip(patch_features(maps), memory, maps)]
 
 
+def knn_memory(extractor: FeatureExtractor, support: torch.Tensor) -> list[torch.Tensor]:
+    """The k-NN baseline's memory: per level all support patch features (M, C), normalised."""
+    check_images(support, "support")
+    return [f.reshape(-1, f.shape[-1]) for f in patch_features(extractor(support))]
+
+
+def knn_map(extractor: FeatureExtractor, memory: list[torch.Tensor], query: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps (B, S, S) = mean over levels of ``1 - max cos`` to ``memory``; scores (B,) = map maxima."""
+    check_images(query, "query")
+    maps = torch.stack(level_distances(extractor(query), memory, query.shape[-1])).mean(0)
+    return maps, maps.flatten(1).amax(1)
+
+
 def knn_anomaly_map(extractor: FeatureExtractor, support: torch.Tensor, query: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain PatchCore-style k-NN (k = 1) baseline on the same backbone, without Lambda or CLIP.
@@ -187,12 +213,11 @@ def knn_anomaly_map(extractor: FeatureExtractor, support: torch.Tensor, query: t
 
     Returns:
         maps (B, S, S): mean over levels of ``1 - max cos`` to the full memory (no subsampling);
-        scores (B,): the map maximum.
+        scores (B,): the map maximum. For many query batches, build :func:`knn_memory` once and
+        call :func:`knn_map`.
     """
     check_images(support, "support")
     check_images(query, "query")
     if support.shape[-1] != query.shape[-1]:
         raise ValueError(f"query images are {query.shape[-1]} px but the support set is {support.shape[-1]} px")
-    memory = [f.reshape(-1, f.shape[-1]) for f in patch_features(extractor(support))]
-    maps = torch.stack(level_distances(extractor(query), memory, query.shape[-1])).mean(0)
-    return maps, maps.flatten(1).amax(1)
+    return knn_map(extractor, knn_memory(extractor, support), query)

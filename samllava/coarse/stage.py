@@ -8,8 +8,13 @@ Which map is used:
   term is inactive, H := 1, so H' = Lambda; score = max of Lambda.
 
 With a support set the score is the maximum of the map actually used (the map is already the
-product of both cues, and PatchCore/WinCLIP+ score few-shot images by their map maximum). The
-coarse mask is Otsu's binarisation of that map (Eq. 1). ``CoarseOutput.terms`` says in words
+product of both cues, and PatchCore/WinCLIP+ score few-shot images by their map maximum),
+taken in log space (``log_map``) so that saturated values of Lambda do not tie. The
+coarse mask is Otsu's binarisation of that map (Eq. 1); with a support set (and
+``fewshot.support_floor``) it keeps only pixels whose context score s_ctx exceeds the largest
+held-out s_ctx of the support images themselves: the paper says H' "is thresholded", and per-image
+Otsu alone splits every map in two, normal images included (half of each image here), while this
+floor comes from the K normal shots, with nothing tuned. ``CoarseOutput.terms`` says in words
 which terms ran and why, so every table can state it.
 """
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import weights
@@ -37,6 +43,7 @@ class CoarseOutput:
     lam: torch.Tensor | None  # (B, S, S) Lambda in (0, 1); None without a support set
     calibrated: torch.Tensor  # (B, S, S) the map used: H' (Eq. 2), Lambda, or H
     mask: torch.Tensor  # (B, S, S) bool, Otsu of ``calibrated`` (Eq. 1)
+    log_map: torch.Tensor  # (B, S, S) log of ``calibrated``, computed without float32 saturation
     score: torch.Tensor  # (B,) image anomaly score
     terms: dict[str, str]  # {"zero_shot": "active: ...", "few_shot": "inactive: ..."}
 
@@ -52,8 +59,9 @@ class CoarseLocalizer(nn.Module):
     """
 
     def __init__(self, *, zero_shot: ZeroShotLocalizer, calibrator: FewShotCalibrator | None = None,
-                 use_zero_shot: bool = True, clip_label: str = "") -> None:
+                 use_zero_shot: bool = True, clip_label: str = "", support_floor: bool = True) -> None:
         super().__init__()
+        self.support_floor = support_floor
         self.zero_shot = zero_shot
         self.calibrator = calibrator
         self.use_zero_shot = use_zero_shot
@@ -96,18 +104,32 @@ class CoarseLocalizer(nn.Module):
         """
         heatmap = lam = None
         zs_score = None
+        floor = None
         if self.zero_shot_active():
             if text_feats is None:
                 raise ValueError("text_feats (2, D) are required: the zero-shot term is active (see TextCache)")
             heatmap, zs_score = self.zero_shot(images, text_feats)
         if self.has_support:
-            lam = self.calibrator(images).lam
-            calibrated = lam if heatmap is None else heatmap * lam  # Eq. 2 (H := 1 when inactive)
-            score = calibrated.flatten(1).amax(1)
+            cal = self.calibrator(images)
+            lam = cal.lam
+            # log H' = log H + log Lambda, with log-sigmoid: Lambda = sigmoid(beta (s_ctx - 1)) rounds
+            # to exactly 1.0 in float32 once beta (s_ctx - 1) > ~17, which would tie every clear
+            # defect at the top and break the ranking that AUROC measures.
+            log_map = F.logsigmoid(self.calibrator.sharpness * (cal.s_ctx - 1))
+            if heatmap is not None:
+                log_map = log_map + torch.log(heatmap.clamp_min(1e-30))
+            calibrated = log_map.exp()  # Eq. 2 (H := 1 when inactive)
+            score = log_map.flatten(1).amax(1)  # max of H', ranked in log space
+            if self.support_floor:
+                floor = cal.s_ctx > self.calibrator.support_s_max
         else:
             calibrated, score = heatmap, zs_score
-        return CoarseOutput(heatmap=heatmap, lam=lam, calibrated=calibrated, mask=otsu_masks(calibrated),
-                            score=score, terms=self.terms())
+            log_map = torch.log(heatmap.clamp_min(1e-30))
+        mask = otsu_masks(calibrated)
+        if floor is not None:
+            mask = mask & floor
+        return CoarseOutput(heatmap=heatmap, lam=lam, calibrated=calibrated, mask=mask,
+                            score=score, terms=self.terms(), log_map=log_map)
 
 
 def build_coarse(profile: Profile) -> tuple[CoarseLocalizer, Callable]:
@@ -126,5 +148,6 @@ def build_coarse(profile: Profile) -> tuple[CoarseLocalizer, Callable]:
         calibrator=FewShotCalibrator(extractor, sharpness=fs.sharpness),
         use_zero_shot=fs.use_zero_shot,
         clip_label=clip_label,
+        support_floor=fs.support_floor,
     )
     return localizer, tokenizer

@@ -108,7 +108,7 @@ class SamCascade(nn.Module):
         size = ResizeLongestSide.get_preprocess_shape(h, w, self.resize.target_length)
         x = images * 255.0
         if size != (h, w):
-            x = F.interpolate(x, size, mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(x.float(), size, mode="bilinear", align_corners=False, antialias=True).to(x.dtype)  # no bf16 CPU kernel
         return self.sam.preprocess(x)
 
     @torch.no_grad()
@@ -119,26 +119,27 @@ class SamCascade(nn.Module):
     def _prompts(self, coarse: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Sparse (B, T, C) and dense (B, C, h, w) prompt embeddings for the B coarse masks (Eq. 3)."""
         encoder = self.sam.prompt_encoder
+        dtype = encoder.point_embeddings[0].weight.dtype  # prompts follow the model's dtype (bf16 on GPUs)
         b, size = coarse.shape[0], tuple(coarse.shape[-2:])
         kind = self.cfg.prompt
         masks = points = boxes = None
         present = None  # (B,) images that have a sparse prompt
         if "mask" in kind:
-            masks = mask_to_logits(coarse, encoder.mask_input_size[0], self.cfg.mask_logit).to(device)
+            masks = mask_to_logits(coarse, encoder.mask_input_size[0], self.cfg.mask_logit).to(device, dtype)
         if "box" in kind:
             boxes = boxes_from_mask(coarse, self.box_components).to(device)
             present = ~boxes.isnan().any(1)
-            boxes = self.resize.apply_boxes_torch(boxes.nan_to_num(0.0), size)
+            boxes = self.resize.apply_boxes_torch(boxes.nan_to_num(0.0), size).to(dtype)
         if kind == "point":
             coords, labels = points_from_mask(coarse, self.max_points)
-            points = (self.resize.apply_coords_torch(coords.to(device), size), labels.to(device))
+            points = (self.resize.apply_coords_torch(coords.to(device), size).to(dtype), labels.to(device))
         sparse, dense = encoder(points=points, boxes=boxes, masks=masks)
         if present is not None:
             sparse = torch.where(present[:, None, None], sparse, encoder.not_a_point_embed.weight.expand_as(sparse))
         if kind == "none":  # the prompt encoder returns batch 1 without any prompt
             sparse, dense = sparse.expand(b, -1, -1), dense.expand(b, -1, -1, -1)
         if self.prompt_learner is not None and masks is not None:  # the multi-scale prompt comes with the mask
-            dense = dense + self.prompt_learner(resize_pad_mask(coarse, encoder.image_embedding_size[0]).to(device))
+            dense = dense + self.prompt_learner(resize_pad_mask(coarse, encoder.image_embedding_size[0]).to(device, dtype))
         return sparse, dense
 
     def forward(self, embeddings: torch.Tensor, coarse_masks: torch.Tensor,

@@ -104,7 +104,7 @@ def boxes_from_mask(mask: torch.Tensor, components: int = 1) -> torch.Tensor:
         raise ValueError(f"components must be >= 1, got {components}")
     mask = _check_masks(mask)
     keep = np.zeros(tuple(mask.shape), dtype=bool)
-    for b, m in enumerate(mask.cpu().numpy()):
+    for b, m in enumerate(mask.float().cpu().numpy()):
         labels, ranked = _ranked_components(m)
         keep[b] = np.isin(labels, ranked[:components])
     keep_t = torch.from_numpy(keep)
@@ -134,7 +134,7 @@ def points_from_mask(mask: torch.Tensor, max_points: int = 4) -> tuple[torch.Ten
     mask = _check_masks(mask)
     coords = np.zeros((mask.shape[0], max_points, 2), dtype=np.float32)
     labels = -np.ones((mask.shape[0], max_points), dtype=np.int64)
-    for b, m in enumerate(mask.cpu().numpy()):
+    for b, m in enumerate(mask.float().cpu().numpy()):
         comp, ranked = _ranked_components(m)
         ranked = ranked[:max_points]
         if len(ranked) == 0:

@@ -41,7 +41,8 @@ def test_few_shot_modulates_heatmap(tiny_coarse, tiny_text):
         out = tiny_coarse(x, tiny_text)
         lam = tiny_coarse.calibrator(x).lam
         assert torch.allclose(out.lam, lam) and torch.allclose(out.calibrated, out.heatmap * lam)  # Eq. 2
-        assert torch.allclose(out.score, out.calibrated.flatten(1).amax(1))
+        assert torch.allclose(out.score.exp(), out.calibrated.flatten(1).amax(1))  # max of H', in log space
+        assert torch.allclose(out.log_map.exp(), out.calibrated)
         assert out.calibrated.shape == out.mask.shape == (3, 64, 64)
         assert out.terms["few_shot"] == "active: CLIP blocks (1, 3, 4), K=2"
         assert out.terms["zero_shot"].startswith("active: H' = H * Lambda")
@@ -58,8 +59,8 @@ def test_inactive_zero_shot_uses_lambda(tiny_coarse):
     localizer.set_support(torch.rand(1, 3, 64, 64))
     try:
         out = localizer(torch.rand(2, 3, 64, 64))  # no text needed: H := 1
-        assert out.heatmap is None and torch.equal(out.calibrated, out.lam)
-        assert torch.equal(out.score, out.lam.flatten(1).amax(1))
+        assert out.heatmap is None and torch.allclose(out.calibrated, out.lam)
+        assert torch.allclose(out.score.exp(), out.lam.flatten(1).amax(1))
         assert out.terms["zero_shot"] == "inactive: use_zero_shot=false, H := 1 (random CLIP)"
     finally:
         localizer.clear_support()
@@ -88,3 +89,35 @@ def test_paper_profile_never_runs_random(monkeypatch, tmp_path):
         build_coarse(profile)
     with pytest.raises(ValueError, match="fewshot.image_size 224 must equal clip.image_size 64"):
         build_coarse(load_profile("tiny").replace(**{"fewshot.image_size": 224}))
+
+
+def test_scores_do_not_tie_when_lambda_saturates(tiny_coarse):
+    """Lambda rounds to 1.0 in float32 far from the memory; the log-space score still ranks."""
+    localizer = CoarseLocalizer(zero_shot=tiny_coarse.zero_shot, calibrator=tiny_coarse.calibrator, use_zero_shot=False)
+    localizer.calibrator.sharpness = 200.0  # saturate on purpose
+    try:
+        localizer.set_support(torch.rand(1, 3, 64, 64))
+        x = torch.rand(4, 3, 64, 64)
+        out = localizer(x)
+        assert (out.lam.flatten(1).amax(1) == 1.0).all()  # saturated...
+        assert len(set(out.score.tolist())) == 4  # ...but the scores still differ
+    finally:
+        localizer.calibrator.sharpness = 4.0
+        localizer.clear_support()
+
+
+def test_support_floor_keeps_normal_images_empty(tiny_coarse, tiny_text):
+    support = 0.5 + 0.02 * torch.randn(2, 3, 64, 64)  # smooth grey surfaces
+    tiny_coarse.set_support(support)
+    try:
+        out = tiny_coarse(support, tiny_text)  # the support images themselves: as normal as it gets
+        assert not out.mask.any()
+        odd = support[:1].clone()
+        checker = ((torch.arange(32)[:, None] // 2 + torch.arange(32)[None, :] // 2) % 2).float()
+        odd[:, :, 16:48, 16:48] = checker  # a large high-contrast foreign patch
+        out = tiny_coarse(odd, tiny_text)
+        assert out.mask[0, 16:48, 16:48].float().mean() > out.mask[0].float().mean()
+        no_floor = CoarseLocalizer(zero_shot=tiny_coarse.zero_shot, calibrator=tiny_coarse.calibrator, support_floor=False)
+        assert no_floor(support, tiny_text).mask.any()  # Otsu alone splits even a normal image
+    finally:
+        tiny_coarse.clear_support()

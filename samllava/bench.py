@@ -1,0 +1,251 @@
+"""Complexity benchmark (Table 11, Sec. 5.3.5): parameters, per-stage latency, throughput, memory,
+and one training step. A script, never a timed test.
+
+``samllava bench --profile P --device D`` builds the profile's architectures; for ``--random-weights``
+(the default where weights are missing) every component gets random weights, which do not change
+speed. Latency is the mean over ``runs`` timed runs after ``warmup`` untimed ones (the paper: 200
+after 50, batch 1); CUDA work is synchronised before each clock read. Output: a JSON report.
+"""
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from .config import Profile, load_profile
+
+
+def random_weights(profile: Profile) -> Profile:
+    """The profile's architectures with random weights everywhere (for speed and memory only).
+
+    A LLaVA checkpoint folder (``llm.kind = "llava_hf"``) is replaced by the same architecture built
+    from its configuration (LLaVA-1.5-7B: Vicuna-7B + CLIP ViT-L/14-336) with the repository's
+    small tokenizer: text lengths differ a little from Vicuna's tokenizer, shapes do not.
+    """
+    from .describe.lora import PAPER_TEXT_CONFIG, PAPER_VISION_CONFIG
+
+    changes = {"random_ok": ["clip", "fewshot", "sam", "llm"], "clip.weights": None, "sam.weights": None}
+    if profile.fewshot.backbone == "timm":
+        changes["fewshot.weights"] = None
+    if profile.llm.kind == "llava_hf":
+        changes.update({"llm.kind": "llava_from_lm", "llm.weights": None, "llm.tokenizer": "tiny_tokenizer",
+                        "llm.text_config": dict(PAPER_TEXT_CONFIG), "llm.vision_config": dict(PAPER_VISION_CONFIG),
+                        "llm.image_size": PAPER_VISION_CONFIG["image_size"]})
+    elif profile.llm.weights is not None:
+        changes["llm.weights"] = None
+        changes["llm.tokenizer"] = "tiny_tokenizer"
+        if profile.llm.text_config is None:
+            raise ValueError(f"profile {profile.name!r}: no text_config to build a random language model from")
+    return profile.replace(**changes)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], object], runs: int, warmup: int, device: torch.device) -> dict[str, float]:
+    """Mean, std and median milliseconds of ``fn`` over ``runs`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(1000 * (time.perf_counter() - start))
+    return {"mean_ms": statistics.fmean(times), "std_ms": statistics.pstdev(times), "median_ms": statistics.median(times),
+            "runs": runs, "warmup": warmup}
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """CUDA: peak allocated since the last reset. CPU: the process's peak resident set (never reset)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+
+
+def parameter_counts(model) -> dict[str, float]:
+    """Millions of parameters: total, trainable, LoRA."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.trainable_parameters())
+    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    return {"total_M": total / 1e6, "trainable_M": trainable / 1e6, "lora_M": lora / 1e6}
+
+
+def bench(profile: Profile, device: str = "cpu", runs: int = 20, warmup: int = 5, new_tokens: int = 128,
+          batch_sizes: tuple[int, ...] = (1,), dtype: str = "float32", train_batch: int = 0, random: bool = True,
+          fast_batch_sizes: tuple[int, ...] = (), log=print, on_update=None) -> dict:
+    """Per-stage latency at batch 1, end-to-end latency and throughput per batch size, memory, a training step.
+
+    Each measurement runs on its own: one that fails (out of memory, say) is recorded as an
+    ``error`` and the others go on; ``on_update(report)`` is called after each one, so a caller
+    can save partial results.
+    """
+    from .model import build_model
+
+    dev = torch.device(device)
+    dt = getattr(torch, dtype)
+    prof = random_weights(profile) if random else profile
+    log(f"[bench] building {profile.name} ({'random weights' if random else 'its weights'}) on {device} in {dtype}")
+    t0 = time.perf_counter()
+    with torch.device(dev):
+        model = build_model(prof)
+    # The language model is cast to ``dtype``; CLIP, SAM and SASA stay float32 and run under autocast
+    # (segment_anything's positional encoding builds float32 grids, so a cast SAM fails).
+    model = model.to(dev).eval()
+    model.describer.to(dt)
+    amp = (lambda: torch.autocast(dev.type, dtype=dt, enabled=dt != torch.float32))  # a fresh context per use
+    report = {"profile": profile.name, "random_weights": random, "device": _device_name(dev), "dtype": dtype,
+              "torch": torch.__version__, "build_s": time.perf_counter() - t0, "params": parameter_counts(model),
+              "runs": runs, "warmup": warmup, "new_tokens": new_tokens, "stages_ms": {}, "end_to_end": {},
+              "end_to_end_fast": {}}
+    log(f"[bench] built in {report['build_s']:.1f} s: {report['params']}")
+
+    def measure(section: str, key: str, fn, grad: bool = False) -> None:
+        try:
+            with torch.set_grad_enabled(grad), amp():
+                report[section][key] = fn()
+            log(f"[bench] {section}/{key}: {_short(report[section][key])}")
+        except Exception as e:  # noqa: BLE001 - one failed measurement must not lose the others
+            report[section][key] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            log(f"[bench] {section}/{key} failed: {report[section][key]['error']}")
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+        if on_update is not None:
+            on_update(report)
+
+    s = prof.data.image_size
+    category = "bottle"
+    images = torch.rand(1, 3, s, s, device=dev)
+    q = [f"This is a photo of a {category} for anomaly detection. Is there any anomaly in the image?"]
+    with torch.no_grad(), amp():
+        feats, _ = model.text(category)
+        model.set_support(torch.rand(1, 3, s, s, device=dev))
+        enc = model.encode(images, category)
+        fine = model.fine(enc)
+        sasa_tokens = model.align(enc, fine)
+    time_it = (lambda fn: time_fn(fn, runs, warmup, dev))
+    few = max(1, runs // 4)
+    measure("stages_ms", "clip_text_per_category", lambda: time_it(lambda: (model.text_cache.clear(), model.text(category))))
+    measure("stages_ms", "coarse_zero_and_few_shot", lambda: time_it(lambda: model.coarse(images, feats)))
+    measure("stages_ms", "sam_image_encoder", lambda: time_it(lambda: model.cascade.embed(images)))
+    measure("stages_ms", "sam_prompt_and_decoder", lambda: time_it(lambda: model.fine(enc)))
+    measure("stages_ms", "sasa", lambda: time_it(lambda: model.align(enc, fine)))
+    measure("stages_ms", "llava_prefill_and_1_token",
+            lambda: time_it(lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=1)))
+    measure("stages_ms", f"llava_generate_{new_tokens}_tokens", lambda: time_fn(
+        lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=new_tokens), few, 1, dev))
+    for b in batch_sizes:
+        measure("end_to_end", f"batch_{b}", lambda: _end_to_end(model, b, category, new_tokens, few, dev))
+    for b in fast_batch_sizes:
+        measure("end_to_end_fast", f"batch_{b}", lambda: fast_diagnose(model, b, category, new_tokens, runs, warmup, dev, amp))
+    if train_batch:
+        report["train"] = {}
+        measure("train", f"step_batch_{train_batch}", lambda: train_step(model, train_batch, category, dev, runs=few), grad=True)
+    report["peak_memory_GB"] = peak_memory_gb(dev)
+    return report
+
+
+def _short(d: dict) -> str:
+    keys = ("mean_ms", "images_per_s", "ms_per_token", "peak_memory_GB")
+    return ", ".join(f"{k} {d[k]:.2f}" for k in keys if k in d)
+
+
+def _end_to_end(model, b: int, category: str, new_tokens: int, runs: int, dev: torch.device) -> dict:
+    """SamLlava.diagnose (transformers' generate) on a batch of b images."""
+    s = model.profile.data.image_size
+    batch = torch.rand(b, 3, s, s, device=dev)
+    reset_peak(dev)
+    t = time_fn(lambda: model.diagnose(batch, category, max_new_tokens=new_tokens), runs, 1, dev)
+    t["images_per_s"] = 1000 * b / t["mean_ms"]
+    t["peak_memory_GB"] = peak_memory_gb(dev)
+    return t
+
+
+def fast_diagnose(model, batch: int, category: str, new_tokens: int, runs: int, warmup: int, dev: torch.device,
+                  amp) -> dict:
+    """The whole diagnosis with the static-cache decoder (a CUDA graph on GPUs), all ``new_tokens`` decoded.
+
+    Same stages as :meth:`SamLlava.diagnose`; the text embeddings are cached per category and the
+    SAM embedding is computed once per image, as there.
+    """
+    from .data.instructions import QUESTION
+    from .describe.fast_decode import StaticGreedyDecoder, prompt_embeds
+
+    s = model.profile.data.image_size
+    images = torch.rand(batch, 3, s, s, device=dev)
+    q = [QUESTION.format(category=model.phrase(category))] * batch
+
+    def embeds():
+        with amp():
+            enc = model.encode(images, category)
+            fine = model.fine(enc)
+            return prompt_embeds(model.describer, enc.llava_pixels, model.align(enc, fine), q)
+
+    with torch.no_grad(), torch.autocast(dev.type, enabled=False):  # the decoder runs in the LM's own dtype
+        emb = embeds()
+        length = emb.shape[1]
+        dec = StaticGreedyDecoder(model.describer, batch=batch, max_len=length + new_tokens, graph=dev.type == "cuda")
+        decode_only = time_fn(lambda: dec.generate(emb, new_tokens), max(1, runs // 4), 1, dev)
+        reset_peak(dev)
+        t = time_fn(lambda: dec.generate(embeds(), new_tokens), max(1, runs // 4), min(1, warmup), dev)
+    t["images_per_s"] = 1000 * batch / t["mean_ms"]
+    t["peak_memory_GB"] = peak_memory_gb(dev)
+    t["decode_only_ms"] = decode_only["mean_ms"]
+    t["ms_per_token"] = decode_only["mean_ms"] / new_tokens
+    t["prompt_tokens"] = length
+    t["cuda_graph"] = dec.use_graph
+    return t
+
+
+def train_step(model, batch: int, category: str, dev: torch.device, runs: int = 3) -> dict:
+    """Time and peak memory of one optimiser step of Eq. 9 at ``batch`` images (frozen parts cached)."""
+    s = model.profile.data.image_size
+    images = torch.rand(batch, 3, s, s, device=dev)
+    enc = model.encode(images, category)
+    gt = torch.zeros(batch, s, s, device=dev)
+    gt[:, s // 4: s // 2, s // 4: s // 2] = 1
+    q = ["This is a photo of a bottle for anomaly detection. Is there any anomaly in the image?"] * batch
+    a = ["Yes, there is an anomaly in the image, at the top left of the image. A small dark scratch."] * batch
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-4)
+    model.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        model(enc, gt, q, a).total.backward()
+        opt.step()
+
+    reset_peak(dev)
+    t = time_fn(step, runs, 1, dev)
+    t["peak_memory_GB"] = peak_memory_gb(dev)
+    t["batch"] = batch
+    model.eval()
+    return t
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def bench_cli(args) -> int:
+    from .results import write_json
+
+    profile = load_profile(args.profile)
+    report = bench(profile, device=args.device, runs=args.runs, warmup=args.warmup)
+    if args.out:
+        write_json(args.out, report)
+    print(report)
+    return 0
