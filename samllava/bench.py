@@ -249,3 +249,26 @@ def bench_cli(args) -> int:
         write_json(args.out, report)
     print(report)
     return 0
+
+
+def paper_profile_counts() -> dict[str, float]:
+    """Parameters (millions) of the paper profile's whole model without reading or allocating its
+    weights: SAM ViT-H and LLaVA-1.5-7B with LoRA are built on the meta device; CLIP ViT-B/16
+    (open_clip builds on a real device) and SASA are small enough to build on the CPU."""
+    from .coarse.clip_model import build_clip
+    from .describe.lora import paper_parameter_counts
+    from .sam import SamCascade
+    from .sam.build import SAM_REGISTRY
+    from .sasa import Sasa
+
+    p = load_profile("paper")
+    clip, _ = build_clip(p.clip, None)
+    with torch.device("meta"):
+        cascade = SamCascade(SAM_REGISTRY[p.sam.size](p.sam.image_size), p.sam, p.multiscale)
+    llava = paper_parameter_counts(p.lora)
+    sasa = Sasa(p.sasa, vis_dim=cascade.sam.prompt_encoder.embed_dim, text_dim=clip.visual.output_dim,
+                llm_dim=4096)
+    n = (lambda ps: sum(q.numel() for q in ps))
+    total = n(clip.parameters()) + n(cascade.parameters()) + n(sasa.parameters()) + llava["total"]
+    trainable = n(cascade.trainable_parameters()) + n(sasa.parameters()) + llava["trainable"]
+    return {"total_M": total / 1e6, "trainable_M": trainable / 1e6, "lora_M": llava["lora"] / 1e6}

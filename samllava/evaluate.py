@@ -172,8 +172,10 @@ class CascadeMethod:
     across images. ``last`` keeps the coarse and fine masks of the latest batch (for mask IoU).
     """
 
-    def __init__(self, coarse: CoarseMethod, cascade):
-        self.coarse, self.cascade = coarse, cascade.eval()
+    def __init__(self, coarse: CoarseMethod, cascade, score: str = "coarse"):
+        if score not in ("coarse", "map_max"):
+            raise ValueError(f"score must be 'coarse' or 'map_max', got {score!r}")
+        self.coarse, self.cascade, self.score = coarse, cascade.eval(), score
         self.last = None
 
     @torch.no_grad()
@@ -182,7 +184,8 @@ class CascadeMethod:
         out = self.coarse.last_output
         fine = self.cascade(self.cascade.embed(images), out.mask, images.shape[-1])
         self.last = (out.mask, fine.mask)
-        return 0.5 * (out.calibrated + torch.sigmoid(fine.logits)), score
+        maps = 0.5 * (out.calibrated + torch.sigmoid(fine.logits))
+        return maps, (maps.flatten(1).amax(1) if self.score == "map_max" else score)
 
 
 def evaluate_cli(args) -> int:

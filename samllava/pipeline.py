@@ -127,9 +127,12 @@ def trained_model(profile: Profile, *, tag: str = "main", epochs: int | None = N
     if done.exists() and not retrain and json.loads(done.read_text()).get("epochs") == epochs:
         state = load_checkpoint(model, out / CHECKPOINT)
         return model.eval(), state["history"]
+    import time
+
+    start = time.perf_counter()
     examples = prepare(model, synthetic(profile, "train"), profile.data.image_size, shots=shots, progress=progress)
     history = train(model, examples, epochs=epochs, out_dir=out, resume=not retrain, progress=progress)
-    done.write_text(json.dumps({"epochs": epochs, "steps": len(history)}))
+    done.write_text(json.dumps({"epochs": epochs, "steps": len(history), "seconds": time.perf_counter() - start}))
     return model.eval(), history
 
 
@@ -526,3 +529,143 @@ def segmentation_comparison_figure(profile: Profile, coarse: CoarseMethod, casca
     cols = ["input", "ground truth", "WinCLIP-style (zero-shot)", "PatchCore-style k-NN", "coarse only (M'_coarse)",
             "SAM-LLaVA (M_fine)", "coarse heatmap H'"]
     return viz.image_grid(rows, row_titles=titles, col_titles=cols)
+
+
+def accuracy_table(model, data: dict[str, CategoryData], shots=(1, 2, 4), seeds=(0, 1, 2), max_new_tokens: int = 8) -> pd.DataFrame:
+    """Table 5: yes/no description accuracy, mean ± std over support seeds, per K, beside the paper's rows."""
+    from .paper_values import TABLE5
+
+    rows = []
+    for k in shots:
+        accs = [float(description_eval(model, data, shots=k, seed=s, max_new_tokens=max_new_tokens)[0]["accuracy"].mean())
+                for s in seeds]
+        m, sd = metrics.mean_std(accs) if len(accs) > 1 else (accs[0], float("nan"))
+        rows.append({"K": k, "method": "SAM-LLaVA (this run)", "accuracy": m, "std": sd,
+                     "paper MVTec-AD": np.nan, "paper VisA": np.nan})
+        for method, ((mv, mv_sd), (vi, vi_sd)) in TABLE5.get(k, {}).items():
+            rows.append({"K": k, "method": f"{method} (paper)", "accuracy": np.nan, "std": np.nan,
+                         "paper MVTec-AD": mv, "paper VisA": vi})
+    return pd.DataFrame(rows)
+
+
+def judge_table(model, data: dict[str, CategoryData], judge, shots: int = 1, seed: int = 0, max_new_tokens: int = 40):
+    """Table 6: the judge's mean score on abnormal, normal and all images (generated descriptions),
+    beside the paper's GPT-4V scores; also returns one defective and one normal example (Figs. 3-4)."""
+    from .paper_values import TABLE6
+
+    _, answers, examples = description_eval(model, data, shots=shots, seed=seed, max_new_tokens=max_new_tokens)
+    by_label = {0: [], 1: []}
+    picked = {}
+    for ex, texts in zip(examples, answers):
+        cat = data[ex.category]
+        for i, text in enumerate(texts):
+            s = cat.test[i]
+            truth = {"label": int(ex.labels[i]), **({k: s.meta.get(k) for k in ("position", "size", "shape", "colour")} if s.label else {}),
+                     **({"defect_type": s.defect_type} if s.label else {})}
+            score = judge.score(text, truth, s.image_path)
+            by_label[int(ex.labels[i])].append(score)
+            kind = "defective" if s.label else "normal"
+            if kind not in picked:
+                picked[kind] = {"kind": kind, "image": ex.enc.images[i], "description": text, "score": score,
+                                "truth": s.description or "", "category": ex.category}
+    rows = [{"method": f"SAM-LLaVA (this run; judge: {judge.name})", "abnormal": np.mean(by_label[1]),
+             "normal": np.mean(by_label[0]), "all": np.mean(by_label[0] + by_label[1])}]
+    rows += [{"method": f"{m} (paper; GPT-4V)", "abnormal": a, "normal": n, "all": al} for m, (a, n, al) in TABLE6.items()]
+    return pd.DataFrame(rows), [picked[k] for k in ("defective", "normal") if k in picked]
+
+
+def qualitative_figure(examples: list[dict]):
+    """Figures 3-4: the image and the generated description with its judge score."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    from . import viz
+
+    fig, axes = plt.subplots(len(examples), 2, figsize=(9, 3 * len(examples)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 2]})
+    for row, e in zip(axes, examples):
+        row[0].imshow(viz.to_numpy_image(e["image"]))
+        row[0].set_title(f"{e['category']} ({e['kind']})", fontsize=9)
+        row[0].axis("off")
+        text = f"generated (score {e['score']:.0f}):\n" + textwrap.fill(e["description"], 60)
+        text += "\n\nground truth:\n" + textwrap.fill(e["truth"], 60)
+        row[1].text(0, 1, text, va="top", fontsize=8, family="monospace")
+        row[1].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+# Tables 7-10: each variant is a set of configuration changes.
+ABLATIONS: dict[str, dict] = {
+    "SAM-LLaVA (full)": {},
+    "w/o CLIP-SAM cascade": {"sam.prompt": "none", "multiscale.prompt_learner": False},
+    "w/o MS-Prompt": {"multiscale.prompt_learner": False},
+    "w/o MS-Decoder": {"multiscale.decoder": False},
+    "single-scale SAM": {"multiscale.prompt_learner": False, "multiscale.decoder": False},
+    "w/o SASA": {"sasa.enabled": False},
+    "box prompt": {"sam.prompt": "box"},
+    "point prompt": {"sam.prompt": "point"},
+}
+
+
+def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int = 150, lr: float | None = None,
+                   seeds=(0,), accuracy_variants=(), accuracy_epochs: int = 1) -> pd.DataFrame:
+    """Tables 7-10 in one table: image/pixel AUROC per variant (SAM side trained per variant, 1-shot;
+    image score = max of the combined map) and accuracy for ``accuracy_variants`` (end to end)."""
+    from .evaluate import CascadeMethod
+    from .paper_values import ABLATIONS as PAPER
+
+    coarse = CoarseMethod(profile)
+    rows = []
+    trained_sam = {}
+    for name, changes in ABLATIONS.items():
+        variant = profile.replace(**changes) if changes else profile
+        sam_key = (variant.sam.prompt, variant.multiscale.prompt_learner, variant.multiscale.decoder)
+        if sam_key not in trained_sam:  # "w/o SASA" shares the full model's SAM side
+            trained_sam[sam_key] = train_cascade(variant, steps=steps, lr=lr, shots=1, coarse=coarse, progress=False)[1]
+        method = CascadeMethod(coarse, trained_sam[sam_key], score="map_max")
+        st = _seed_stats(evaluate(method, data, shots=1, seeds=tuple(seeds), image_size=profile.data.image_size, progress=False))
+        acc = np.nan
+        if name in accuracy_variants:
+            model, _ = trained_model(variant, tag="ablation-" + name.replace(" ", "_").replace("/", ""), epochs=accuracy_epochs,
+                                     progress=False)
+            acc = float(description_eval(model, data, shots=1, max_new_tokens=8)[0]["accuracy"].mean())
+        p = PAPER[name]
+        rows.append({"variant": name, "image_auroc": st["image_auroc"], "pixel_auroc": st["pixel_auroc"], "accuracy": acc,
+                     "paper MVTec image": p[0], "paper MVTec pixel": p[1], "paper MVTec acc": p[2],
+                     "paper VisA image": p[3], "paper VisA pixel": p[4], "paper VisA acc": p[5]})
+    return pd.DataFrame(rows)
+
+
+def complexity_table(profile: Profile, device: str = "cpu", runs: int = 5, warmup: int = 1, new_tokens: int = 32) -> pd.DataFrame:
+    """Table 11: parameters (this profile measured; the paper profile counted on the meta device),
+    latency, throughput and peak memory measured on ``device``, beside the paper's row."""
+    from .bench import bench, paper_profile_counts
+    from .paper_values import TABLE11
+
+    r = bench(profile, device=device, runs=runs, warmup=warmup, new_tokens=new_tokens, batch_sizes=(1,), random=False,
+              log=lambda m: None)
+    e2e = r["end_to_end"]["batch_1"]
+    hist_time = _training_time(profile)
+    rows = [{"model": f"SAM-LLaVA, {profile.name} profile (this run, {r['device']})", "total_M": r["params"]["total_M"],
+             "trainable_M": r["params"]["trainable_M"], "lora_M": r["params"]["lora_M"], "training_time_h": hist_time,
+             "latency_ms": e2e.get("mean_ms", np.nan), "throughput_img_s": e2e.get("images_per_s", np.nan),
+             "peak_memory_GB": r["peak_memory_GB"]}]
+    pc = paper_profile_counts()
+    rows.append({"model": "SAM-LLaVA, paper profile (counted from its configuration)", "total_M": pc["total_M"],
+                 "trainable_M": pc["trainable_M"], "lora_M": pc["lora_M"], "training_time_h": np.nan, "latency_ms": np.nan,
+                 "throughput_img_s": np.nan, "peak_memory_GB": np.nan})
+    for m, v in TABLE11.items():
+        rows.append({"model": f"{m} (paper, L40)", "total_M": v["total_M"], "trainable_M": v["trainable_M"],
+                     "lora_M": v.get("lora_M", np.nan), "training_time_h": v["train_hours"], "latency_ms": v["latency_ms"],
+                     "throughput_img_s": v.get("throughput_img_s", np.nan), "peak_memory_GB": v.get("peak_memory_GB", np.nan)})
+    return pd.DataFrame(rows)
+
+
+def _training_time(profile: Profile) -> float:
+    """Hours of the cached main training run of ``profile`` (NaN when it has not run)."""
+    done = model_dir(profile) / "done.json"
+    if not done.exists():
+        return float("nan")
+    return json.loads(done.read_text()).get("seconds", float("nan")) / 3600

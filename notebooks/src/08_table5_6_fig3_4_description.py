@@ -1,0 +1,44 @@
+# %% [markdown]
+# # 08 · Table 5 (description accuracy), Table 6 (judged quality), Figures 3-4 (qualitative)
+#
+# *SAM-LLaVA*, Sec. 5.1.2 and 5.2. Accuracy follows the paper's rule: an anomalous image is right when the
+# answer says yes, a normal one when it says no; mean and std over support seeds for each K. Table 6 uses a
+# pluggable judge: an OpenAI-compatible endpoint when `judge` is configured (`{"base_url": ..., "model": ...}`;
+# the paper used GPT-4V), else the offline mask- and annotation-grounded consistency score. The table names the
+# judge. The model is the one trained in notebook 05 (trained here if missing).
+
+# %% tags=["parameters"]
+profile = "offline"
+data_roots = {}
+shots = [1, 2, 4]
+seeds = [0, 1, 2]
+max_new_tokens = 40
+judge = {}
+
+# %%
+from samllava import results
+from samllava.config import load_profile
+from samllava.judge import make_judge
+from samllava.pipeline import accuracy_table, judge_table, qualitative_figure, synthetic, trained_model
+
+P = load_profile(profile)
+model, _ = trained_model(P, progress=False)
+data = synthetic(P, "eval")
+
+# %%
+acc = accuracy_table(model, data, shots=shots, seeds=seeds, max_new_tokens=8)
+results.write_table(acc, "table5_description_accuracy", profile=P.name, dataset="synthetic (held-out), stand-in for MVTec-AD/VisA",
+                    note=f"mean ± std over support seeds {seeds}; paper rows are on MVTec-AD / VisA")
+acc
+
+# %%
+J = make_judge(judge)
+scores, examples = judge_table(model, data, J, shots=shots[0], max_new_tokens=max_new_tokens)
+results.write_table(scores, "table6_judge", profile=P.name, dataset="synthetic (held-out)", note=f"judge: {J.name}")
+scores
+
+# %%
+fig = qualitative_figure(examples)
+results.save_figure(fig, "fig3_4_qualitative")
+for e in examples:
+    print(f"[{e['kind']}] score {e['score']:.0f}: {e['description']}")

@@ -1,0 +1,23 @@
+# %% [markdown]
+# # 09 · Figure 5: segmentation of the compared methods and the coarse heatmap
+#
+# *SAM-LLaVA*, Sec. 5.2, Fig. 5: input, ground truth, masks of the compared methods (here measured in the same
+# harness: WinCLIP-style zero-shot, PatchCore-style k-NN, coarse only), SAM-LLaVA's fine mask, and the coarse
+# heatmap. Masks of map-based methods are Otsu's binarisation of their maps.
+
+# %% tags=["parameters"]
+profile = "offline"
+data_roots = {}
+steps = 400
+lr = 1e-3
+n_examples = 4
+
+# %%
+from samllava import results
+from samllava.config import load_profile
+from samllava.pipeline import segmentation_comparison_figure, synthetic, train_cascade
+
+P = load_profile(profile)
+coarse, cascade, _ = train_cascade(P, steps=steps, lr=lr, shots=1, progress=False)
+fig = segmentation_comparison_figure(P, coarse, cascade, synthetic(P, "eval"), n=n_examples)
+results.save_figure(fig, "fig5_segmentation")

@@ -1,0 +1,28 @@
+# %% [markdown]
+# # 11 · Table 11: computational complexity
+#
+# *SAM-LLaVA*, Sec. 5.3.5: total, trainable and LoRA parameters, training time, latency at batch 1 averaged
+# over N runs after M warm-ups (paper: 200 after 50, on an L40), throughput and peak memory. Measured here for
+# the chosen profile on this machine's device; the paper profile's parameter counts come from its configuration
+# (meta device, no weights). GPU numbers for the paper-size models are in `results/gpu_bench.json` when a GPU
+# run was made (benchmarks/gpu_bench.py), and are never replaced by CPU numbers.
+
+# %% tags=["parameters"]
+profile = "offline"
+data_roots = {}
+device = "cpu"
+runs = 5
+warmup = 1
+new_tokens = 32
+
+# %%
+from samllava import results
+from samllava.config import load_profile
+from samllava.pipeline import complexity_table
+
+P = load_profile(profile)
+table = complexity_table(P, device=device, runs=runs, warmup=warmup, new_tokens=new_tokens)
+results.write_table(table, "table11_complexity", profile=P.name, dataset="none (random inputs)",
+                    note=f"{device}; latency over {runs} runs after {warmup} warm-up(s), {new_tokens} new tokens; "
+                         "paper: L40, 200 runs after 50, batch 1", float_format="{:.2f}")
+table
