@@ -85,15 +85,19 @@ class Sasa(nn.Module):
         """Mask-grounded visual tokens V: (B, C, h, w) features, (B, H, W) mask -> (B, g*g, C).
 
         The mask (0/1 or soft, any size) is area-resized to h x w and multiplied into the
-        features; the product is average-pooled to g x g and flattened row-major. An empty mask
-        gives V = 0.
+        features (the paper's V); each of the g x g cells then holds the *mean feature inside the
+        mask* (sum of F*M over the cell / sum of M), and 0 where the cell holds no mask. A plain
+        average over the cell would shrink a defect covering 1 % of it to 1 % of its feature
+        magnitude, hiding small defects from the language model. An empty mask gives V = 0.
         """
         if features.ndim != 4 or features.shape[1] != self.vis_dim:
             raise ValueError(f"SASA features must be (B, {self.vis_dim}, h, w), got {tuple(features.shape)}")
         if mask.ndim != 3 or mask.shape[0] != features.shape[0]:
             raise ValueError(f"SASA mask must be (B={features.shape[0]}, H, W), got {tuple(mask.shape)}")
         m = F.interpolate(mask[:, None].to(features.dtype), size=features.shape[-2:], mode="area")  # (B, 1, h, w)
-        v = F.adaptive_avg_pool2d(features * m, self.cfg.grid)  # (B, C, g, g)
+        num = F.adaptive_avg_pool2d(features * m, self.cfg.grid)  # (B, C, g, g)
+        den = F.adaptive_avg_pool2d(m, self.cfg.grid)  # (B, 1, g, g): mask fraction of each cell
+        v = num / den.clamp_min(1e-6) * (den > 0)
         return v.flatten(2).transpose(1, 2)  # (B, g*g, C)
 
     def forward(self, features: Tensor, mask: Tensor, text: Tensor) -> SasaOutput:

@@ -40,8 +40,21 @@ def test_visual_tokens_hand_computed():
     mask[:, :, :8] = 1  # left half of the image
     mask[:, :4, :4] = 0.5  # soft value on the top-left 2x2 feature cells
     v = sasa.visual_tokens(feats, mask).view(1, 4, 4, C)  # grid 4x4 over 8x8 features: 2x2 cells each
-    expected_scale = torch.tensor([[0.5, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]])
+    # each cell holds the mean feature inside the mask (constant c here, soft or not), 0 without mask
+    expected_scale = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]])
     torch.testing.assert_close(v, expected_scale[None, :, :, None] * torch.arange(C, dtype=torch.float32))
+
+
+def test_small_defect_keeps_its_feature_magnitude():
+    """A mask on one feature position of a 2x2 cell gives that position's feature, not a quarter of it."""
+    sasa = make()
+    feats = torch.zeros(1, C, 8, 8)
+    feats[0, :, 0, 0] = 4.0
+    mask = torch.zeros(1, 8, 8)
+    mask[0, 0, 0] = 1
+    v = sasa.visual_tokens(feats, mask).view(1, 4, 4, C)
+    torch.testing.assert_close(v[0, 0, 0], torch.full((C,), 4.0))
+    assert v[0].flatten(0, 1)[1:].abs().sum() == 0
 
 
 def test_features_outside_mask_do_not_change_output():
