@@ -11,7 +11,7 @@
 profile = "offline"
 data_roots = {}
 shots = [1, 2, 4]
-seeds = [0, 1, 2]
+seeds = [0, 1]
 max_new_tokens = 40
 judge = {}
 

@@ -11,7 +11,7 @@
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-steps = 400
+steps = 150
 lr = 1e-3
 seeds = [0, 1, 2]
 accuracy_variants = ["SAM-LLaVA (full)", "w/o SASA"]
