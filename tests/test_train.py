@@ -29,7 +29,7 @@ def data(tmp_path_factory):
 
 
 def test_loss_falls(data):
-    model = _model(**{"train.epochs": 10})
+    model = _model(**{"train.epochs": 20})
     ex = prepare(model, data, 64, shots=1, progress=False)
     hist = train(model, ex, progress=False)
     first = sum(h["total"] for h in hist[:2]) / 2
