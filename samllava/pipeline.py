@@ -17,7 +17,7 @@ import torch
 from . import metrics
 from .config import Profile
 from .data import FEWSHOT_SEEDS, TADD_STANDIN_SUBSETS, CategoryData, Sample, generate_synthetic, load_dataset, sample_support
-from .evaluate import CoarseMethod, KnnMethod, evaluate, results_table  # noqa: F401
+from .evaluate import CoarseMethod, KnnMethod, evaluate
 from .paths import checkpoint_dir, data_dir, ensure_synthetic
 
 EVAL_SEED, TRAIN_SEED, TADD_SEED = 0, 1, 2  # synthetic data: held-out evaluation set, training set, TADD stand-in

@@ -5,15 +5,6 @@ from samllava.config import load_profile
 from samllava.describe.llava import Describer, build_describer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The tiny describer's matrices are small: on a shared 2-core machine one thread is several times faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def tiny():
     return load_profile("tiny")
