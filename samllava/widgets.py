@@ -68,15 +68,25 @@ def coarse_view(coarse, cat: CategoryData, index: int, shots: int, level: int | 
     return CoarseView(image[0], heat.numpy(), mask.numpy(), thr, gt, float(out.score[0]), out.terms)
 
 
+def view_figure(v: CoarseView):
+    """A one-row figure of a :class:`CoarseView`: image, heatmap, mask, ground truth."""
+    from . import viz
+
+    panels = [v.image, v.heatmap, v.mask] + ([v.ground_truth] if v.ground_truth is not None else [])
+    return viz.image_grid([panels], col_titles=["image", "heatmap", f"mask (thr {v.threshold:.2f})", "ground truth"])
+
+
 def heatmap_explorer(coarse, data: dict[str, CategoryData], n_levels: int, size: int = 256):
     """An ipywidgets control panel over :func:`coarse_view`: returns ``(widget, refresh)``.
 
-    ``n_levels`` is the number of memory levels (``len(profile.fewshot.layers)``).
+    ``n_levels`` is the number of memory levels (``len(profile.fewshot.layers)``). The panel
+    draws only when a control changes (in JupyterLab); nothing is drawn into its Output widget
+    while a notebook runs headless, where papermill's client can wait forever on Output-widget
+    messages. Show a first view with :func:`view_figure`.
     """
     import ipywidgets as w
     import matplotlib.pyplot as plt
-
-    from . import viz
+    from IPython.display import display
 
     cats = list(data)
     category = w.Dropdown(options=cats, description="category")
@@ -94,9 +104,9 @@ def heatmap_explorer(coarse, data: dict[str, CategoryData], n_levels: int, size:
             lvl = level.value if shots.value else None  # levels exist only with a support set
             v = coarse_view(coarse, data[category.value], index.value, shots.value, lvl,
                             None if otsu.value else thr.value, size=size)
-            panels = [v.image, v.heatmap, v.mask] + ([v.ground_truth] if v.ground_truth is not None else [])
-            fig = viz.image_grid([panels], col_titles=["image", "heatmap", f"mask (thr {v.threshold:.2f})", "ground truth"])
-            plt.show(fig)
+            fig = view_figure(v)
+            display(fig)
+            plt.close(fig)
             print(f"score {v.score:.3f}; terms: {v.terms}")
 
     for c in (category, index, shots, level, otsu, thr):

@@ -23,7 +23,7 @@ from samllava import results
 from samllava.config import load_profile
 from samllava.evaluate import CoarseMethod
 from samllava.pipeline import coarse_figure, fewshot_benchmark, synthetic, textiles
-from samllava.widgets import heatmap_explorer
+from samllava.widgets import coarse_view, heatmap_explorer, view_figure
 
 P = load_profile(profile)
 method = CoarseMethod(P)
@@ -39,11 +39,13 @@ terms
 
 # %% [markdown]
 # ## Explore (JupyterLab): category, image, K, memory level, threshold
-# The controls recompute the view; under papermill the panel is built once and shown statically.
+# Below, one view computed by the same function the controls call; in JupyterLab, move a control to redraw.
 
 # %%
+first = coarse_view(method.coarse, next(iter(data.values())), index=len(next(iter(data.values())).test) - 1, shots=1,
+                    size=P.data.image_size)
+results.save_figure(view_figure(first), "coarse_explorer_view")
 panel, refresh = heatmap_explorer(method.coarse, data, n_levels=len(P.fewshot.layers), size=P.data.image_size)
-refresh()
 display(panel)
 
 # %% [markdown]
