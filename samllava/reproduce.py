@@ -46,8 +46,9 @@ class NotebookRun:
     seconds: float
 
 
-def numbered_notebooks(directory: Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:
+def numbered_notebooks(directory: Path | None = None, only: list[str] | None = None) -> list[Path]:
     """The ``NN_name.ipynb`` notebooks in order; ``only`` keeps those whose number or name matches."""
+    directory = directory or NOTEBOOK_DIR
     books = sorted(p for p in directory.glob("*.ipynb") if _NUMBERED.match(p.name))
     if only:
         wanted = {o.strip() for o in only}
@@ -58,15 +59,18 @@ def numbered_notebooks(directory: Path = NOTEBOOK_DIR, only: list[str] | None = 
 
 
 def reproduce(profile: str = "offline", only: list[str] | None = None, data_roots: dict[str, str] | None = None,
-              directory: Path = NOTEBOOK_DIR, output_dir: Path = EXECUTED_DIR, extra_parameters: dict | None = None,
-              kernel_name: str = "python3", smoke: bool = False, log=print) -> list[NotebookRun]:
+              directory: Path | None = None, output_dir: Path | None = None, extra_parameters: dict | None = None,
+              kernel_name: str = "python3", smoke: bool = False, cell_timeout: int = 3600,
+              log=print) -> list[NotebookRun]:
     """Execute the notebooks; returns one :class:`NotebookRun` per notebook.
 
     ``smoke`` adds :data:`SMOKE_PARAMETERS` (small budgets) to each notebook's parameters.
+    ``cell_timeout`` (seconds) turns a cell that never answers into an error naming it.
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    directory, output_dir = directory or NOTEBOOK_DIR, output_dir or EXECUTED_DIR
     output_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "data_roots": dict(data_roots or {}), **(extra_parameters or {})}
     runs = []
@@ -76,7 +80,7 @@ def reproduce(profile: str = "offline", only: list[str] | None = None, data_root
         nb_params = {**params, **(SMOKE_PARAMETERS.get(nb.name[:2], {}) if smoke else {})}
         try:
             pm.execute_notebook(str(nb), str(output_dir / nb.name), parameters=nb_params, kernel_name=kernel_name,
-                                cwd=str(directory), progress_bar=False, log_output=False)
+                                cwd=str(directory), progress_bar=False, log_output=False, execution_timeout=cell_timeout)
         except PapermillExecutionError as e:
             raise ReproduceError(f"{nb.name}: cell {e.exec_count} failed: {e.ename}: {e.evalue}") from None
         runs.append(NotebookRun(nb.name, time.perf_counter() - start))
