@@ -246,10 +246,8 @@ class FullMethod:
     calibrated coarse map with SAM's mask probability (documented in the README).
     """
 
-    def __init__(self, profile: Profile, checkpoint=None, model: SamLlava | None = None, describe: bool = False):
+    def __init__(self, profile: Profile, checkpoint=None, model: SamLlava | None = None):
         self.model = model if model is not None else load_model(profile, checkpoint)
-        self.describe = describe
-        self.answers: list[str] = []
         self.last_terms: dict[str, str] = {}
 
     @torch.no_grad()

@@ -66,3 +66,13 @@ def test_image_level_only_folder_reports_pixel_na(root, tmp_path):
 def test_wrong_root_is_clear_error(tmp_path):
     with pytest.raises((FileNotFoundError, ValueError), match="nowhere"):
         main(["evaluate", "--profile", "tiny", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.json")])
+
+
+def test_evaluate_full_stage_adds_description_accuracy(root, tmp_path):
+    out = tmp_path / "full.json"
+    assert main(["evaluate", "--profile", "tiny", "--data", str(root), "--shots", "1", "--stage", "full",
+                 "--categories", "fabric", "--out", str(out)]) == 0
+    js = json.loads(out.read_text())
+    acc = js["categories"]["fabric"]["summary"]["description_accuracy"]
+    assert 0 <= acc <= 1 and js["mean"]["description_accuracy"] == acc
+    assert {"image_auroc", "pixel_auroc"} <= set(js["categories"]["fabric"]["summary"])
