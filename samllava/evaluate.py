@@ -165,6 +165,15 @@ class KnnMethod:
         return knn_map(self.extractor, self._memory, images)
 
 
+def combined_map(calibrated: torch.Tensor, fine_logits: torch.Tensor) -> torch.Tensor:
+    """The full model's pixel map (B, S, S): mean of H' and SAM's mask probability.
+
+    The fine mask itself is binary; both terms lie in [0, 1] on a scale shared by all images (no
+    per-image normalisation, which would break pixel AUROC across images).
+    """
+    return 0.5 * (calibrated + torch.sigmoid(fine_logits))
+
+
 class CascadeMethod:
     """Coarse stage + SAM cascade (Eq. 1-4): map = mean of H' and P(M_fine), score from the coarse stage.
 
@@ -184,7 +193,7 @@ class CascadeMethod:
         out = self.coarse.last_output
         fine = self.cascade(self.cascade.embed(images), out.mask, images.shape[-1])
         self.last = (out.mask, fine.mask)
-        maps = 0.5 * (out.calibrated + torch.sigmoid(fine.logits))
+        maps = combined_map(out.calibrated, fine.logits)
         return maps, (maps.flatten(1).amax(1) if self.score == "map_max" else score)
 
 

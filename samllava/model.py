@@ -256,7 +256,6 @@ class FullMethod:
         enc = self.model.encode(images, category)
         fine = self.model.fine(enc)
         self.last_terms = enc.coarse.terms
-        # both terms lie in [0, 1] on a scale shared by all images (no per-image normalisation,
-        # which would break pixel AUROC across images)
-        maps = 0.5 * (enc.coarse.calibrated + torch.sigmoid(fine.logits))
-        return maps, enc.coarse.score
+        from .evaluate import combined_map
+
+        return combined_map(enc.coarse.calibrated, fine.logits), enc.coarse.score
