@@ -371,6 +371,7 @@ def sasa_attention_figure(model, data: dict[str, CategoryData], shots: int = 1, 
 def parameter_table(profiles=("tiny", "offline")) -> pd.DataFrame:
     """Total, trainable and LoRA parameters (millions) of the whole model per profile; the paper
     profile's LLaVA part is counted on the meta device (no 7B weights loaded)."""
+    from .bench import parameter_counts
     from .config import load_profile
     from .describe.lora import paper_parameter_counts
     from .model import build_model
@@ -378,10 +379,7 @@ def parameter_table(profiles=("tiny", "offline")) -> pd.DataFrame:
     rows = []
     for name in profiles:
         m = build_model(load_profile(name))
-        total = sum(p.numel() for p in m.parameters())
-        trainable = sum(p.numel() for p in m.trainable_parameters())
-        lora = sum(p.numel() for n, p in m.named_parameters() if "lora_" in n)
-        rows.append({"profile": name, "scope": "whole model", "total_M": total / 1e6, "trainable_M": trainable / 1e6, "lora_M": lora / 1e6})
+        rows.append({"profile": name, "scope": "whole model", **parameter_counts(m)})
     paper = paper_parameter_counts()
     rows.append({"profile": "paper", "scope": "LLaVA-1.5-7B + LoRA only (meta device)", "total_M": paper["total"] / 1e6,
                  "trainable_M": paper["trainable"] / 1e6, "lora_M": paper["lora"] / 1e6})
