@@ -5,14 +5,20 @@ and one training step. A script, never a timed test.
 (the default where weights are missing) every component gets random weights, which do not change
 speed. Latency is the mean over ``runs`` timed runs after ``warmup`` untimed ones (the paper: 200
 after 50, batch 1); CUDA work is synchronised before each clock read. Output: a JSON report.
+
+The speed options of issue 7 (weights cast instead of autocast, SAM's encoder in chunks, LoRA merged
+while generating, a compiled decode step) are off by default; the report's ``options`` says which
+were used. SAM's encoder attention always runs through SDPA (:mod:`samllava.sam.sdpa`).
 """
 from __future__ import annotations
 
+import gc
 import platform
 import resource
 import statistics
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -83,38 +89,121 @@ def parameter_counts(model) -> dict[str, float]:
     return {"total_M": total / 1e6, "trainable_M": trainable / 1e6, "lora_M": lora / 1e6}
 
 
+class Precision:
+    """How CLIP, SAM and SASA run when ``dtype`` is below float32 (the language model is always cast to it).
+
+    ``cast=False``: float32 weights under autocast, in every stage.
+    ``cast=True``: weights cast to ``dtype``, images too, and no autocast: no per-call weight casts and
+    no float32 norms or softmaxes. Autocast stays on only in stages that run SAM's prompt encoder
+    (``SamLlava.fine``), whose positional encodings build float32 grids that a cast SAM cannot
+    multiply; there it costs little, the weights already being in ``dtype``.
+    """
+
+    def __init__(self, dev: torch.device, dtype: torch.dtype, cast: bool) -> None:
+        self.dev, self.dtype = dev, dtype
+        self.cast = cast and dtype != torch.float32
+
+    def apply(self, model) -> None:
+        """Cast the language model (always) and, with ``cast``, CLIP, SAM and SASA to ``dtype``."""
+        model.describer.to(self.dtype)
+        if self.cast:
+            for part in (model.coarse, model.cascade, model.sasa):
+                part.to(self.dtype)
+
+    def autocast(self, prompt_encoder: bool = False):
+        """A fresh autocast context; ``prompt_encoder``: the stage runs SAM's prompt encoder."""
+        on = self.dtype != torch.float32 and (prompt_encoder or not self.cast)
+        return torch.autocast(self.dev.type, dtype=self.dtype, enabled=on)
+
+    def images(self, b: int, side: int) -> torch.Tensor:
+        """(b, 3, side, side) random images in [0, 1], in the dtype CLIP and SAM take."""
+        return torch.rand(b, 3, side, side, device=self.dev).to(self.dtype if self.cast else torch.float32)
+
+    def describe(self) -> dict[str, str]:
+        lm = str(self.dtype).removeprefix("torch.")
+        if self.dtype == torch.float32:
+            rest = "float32"
+        elif self.cast:
+            rest = f"{lm} weights, no autocast (autocast only around SAM's prompt encoder)"
+        else:
+            rest = f"float32 weights under {lm} autocast"
+        return {"language_model": f"{lm} weights", "clip_sam_sasa": rest}
+
+
+def chunk_sam_encoder(cascade, chunk: int) -> None:
+    """Make ``cascade.embed`` run SAM's image encoder on at most ``chunk`` images at a time.
+
+    The embeddings are the same (images are encoded independently); the encoder's activations are
+    bounded (a global layer of ViT-H at 1024 px holds a (chunk, 16, 4096, 4096) relative-position
+    mask), so that a batch of 32 fits beside a 7B language model. Changes this instance only.
+    """
+    embed = cascade.embed
+
+    def chunked(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([embed(part) for part in images.split(chunk)])
+
+    cascade.embed = chunked
+
+
+@contextmanager
+def merged_lora(describer, enabled: bool = True) -> Iterator[bool]:
+    """Inside: the LoRA adapters folded into the base weights (W + scale * B A), so decoding runs
+    plain linear layers, not two extra small matmuls per adapted layer; unfolded on exit (training
+    needs them apart). Yields whether a merge took place (False without adapters or when disabled)."""
+    peft_model = describer.model
+    if not enabled or not hasattr(peft_model, "merge_adapter"):
+        yield False
+        return
+    peft_model.merge_adapter()
+    try:
+        yield True
+    finally:
+        peft_model.unmerge_adapter()
+
+
 def bench(profile: Profile, device: str = "cpu", runs: int = 20, warmup: int = 5, new_tokens: int = 128,
           batch_sizes: tuple[int, ...] = (1,), dtype: str = "float32", train_batch: int = 0, random: bool = True,
-          fast_batch_sizes: tuple[int, ...] = (), log=print, on_update=None) -> dict:
+          fast_batch_sizes: tuple[int, ...] = (), cast_weights: bool = False, sam_chunk: int = 0,
+          merge_lora: bool = False, compile_decode: str | None = None, sam_float32: bool = False,
+          log=print, on_update=None) -> dict:
     """Per-stage latency at batch 1, end-to-end latency and throughput per batch size, memory, a training step.
+
+    Options (all recorded in ``report["options"]``): ``cast_weights`` runs CLIP, SAM and SASA with
+    ``dtype`` weights instead of under autocast (:class:`Precision`); ``sam_chunk`` > 0 runs SAM's
+    encoder on at most that many images at a time; ``merge_lora`` folds the adapters into the base
+    weights for every generation measurement; ``compile_decode`` is a ``torch.compile`` mode for the
+    fast decoder's step (None: eager); ``sam_float32`` also times SAM's encoder with float32 weights
+    (before any cast, without autocast).
 
     Each measurement runs on its own: one that fails (out of memory, say) is recorded as an
     ``error`` and the others go on; ``on_update(report)`` is called after each one, so a caller
     can save partial results.
     """
     from .model import build_model
+    from .sam.sdpa import SdpaAttention
 
     dev = torch.device(device)
-    dt = getattr(torch, dtype)
+    prec = Precision(dev, getattr(torch, dtype), cast_weights)
     prof = random_weights(profile) if random else profile
     log(f"[bench] building {profile.name} ({'random weights' if random else 'its weights'}) on {device} in {dtype}")
     t0 = time.perf_counter()
     with torch.device(dev):
         model = build_model(prof)
-    # The language model is cast to ``dtype``; CLIP, SAM and SASA stay float32 and run under autocast
-    # (segment_anything's positional encoding builds float32 grids, so a cast SAM fails).
     model = model.to(dev).eval()
-    model.describer.to(dt)
-    amp = (lambda: torch.autocast(dev.type, dtype=dt, enabled=dt != torch.float32))  # a fresh context per use
+    build_s = time.perf_counter() - t0
+    options = {"precision": prec.describe(), "cast_weights": prec.cast, "sam_chunk": sam_chunk,
+               "sam_sdpa_attention_modules": sum(isinstance(m, SdpaAttention) for m in model.cascade.modules()),
+               "lora_merged_for_generation": False, "compile_decode": compile_decode,
+               "tf32_matmul": dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32}
     report = {"profile": profile.name, "random_weights": random, "device": _device_name(dev), "dtype": dtype,
-              "torch": torch.__version__, "build_s": time.perf_counter() - t0, "params": parameter_counts(model),
+              "torch": torch.__version__, "build_s": build_s, "params": parameter_counts(model), "options": options,
               "runs": runs, "warmup": warmup, "new_tokens": new_tokens, "stages_ms": {}, "end_to_end": {},
               "end_to_end_fast": {}}
-    log(f"[bench] built in {report['build_s']:.1f} s: {report['params']}")
+    log(f"[bench] built in {report['build_s']:.1f} s: {report['params']}; options {options}")
 
-    def measure(section: str, key: str, fn, grad: bool = False) -> None:
+    def measure(section: str, key: str, fn, grad: bool = False, prompt_encoder: bool = False) -> None:
         try:
-            with torch.set_grad_enabled(grad), amp():
+            with torch.set_grad_enabled(grad), prec.autocast(prompt_encoder):
                 report[section][key] = fn()
             log(f"[bench] {section}/{key}: {_short(report[section][key])}")
         except Exception as e:  # noqa: BLE001 - one failed measurement must not lose the others
@@ -122,39 +211,67 @@ def bench(profile: Profile, device: str = "cpu", runs: int = 20, warmup: int = 5
             log(f"[bench] {section}/{key} failed: {report[section][key]['error']}")
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
+        gc.collect()  # a compiled decoder, once dropped, lives in reference cycles: free its cache before the next peak
         if on_update is not None:
             on_update(report)
 
     s = prof.data.image_size
     category = "bottle"
-    images = torch.rand(1, 3, s, s, device=dev)
-    q = [f"This is a photo of a {category} for anomaly detection. Is there any anomaly in the image?"]
-    with torch.no_grad(), amp():
-        feats, _ = model.text(category)
-        model.set_support(torch.rand(1, 3, s, s, device=dev))
-        enc = model.encode(images, category)
-        fine = model.fine(enc)
-        sasa_tokens = model.align(enc, fine)
     time_it = (lambda fn: time_fn(fn, runs, warmup, dev))
+    if sam_float32:  # before the cast below: SAM's encoder as loaded, float32 weights, no autocast
+        fp32 = torch.rand(1, 3, s, s, device=dev)
+        measure("stages_ms", "sam_image_encoder_float32",
+                lambda: _no_autocast(dev, lambda: time_it(lambda: model.cascade.embed(fp32))))
+    prec.apply(model)
+    if sam_chunk:
+        chunk_sam_encoder(model.cascade, sam_chunk)
+    images = prec.images(1, s)
+    q = [f"This is a photo of a {category} for anomaly detection. Is there any anomaly in the image?"]
+    with torch.no_grad():
+        with prec.autocast():
+            feats, _ = model.text(category)
+            model.set_support(prec.images(1, s))
+        enc, fine, sasa_tokens = _before_language_model(model, prec, images, category)
     few = max(1, runs // 4)
     measure("stages_ms", "clip_text_per_category", lambda: time_it(lambda: (model.text_cache.clear(), model.text(category))))
     measure("stages_ms", "coarse_zero_and_few_shot", lambda: time_it(lambda: model.coarse(images, feats)))
     measure("stages_ms", "sam_image_encoder", lambda: time_it(lambda: model.cascade.embed(images)))
-    measure("stages_ms", "sam_prompt_and_decoder", lambda: time_it(lambda: model.fine(enc)))
+    measure("stages_ms", "sam_prompt_and_decoder", lambda: time_it(lambda: model.fine(enc)), prompt_encoder=True)
     measure("stages_ms", "sasa", lambda: time_it(lambda: model.align(enc, fine)))
-    measure("stages_ms", "llava_prefill_and_1_token",
-            lambda: time_it(lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=1)))
-    measure("stages_ms", f"llava_generate_{new_tokens}_tokens", lambda: time_fn(
-        lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=new_tokens), few, 1, dev))
-    for b in batch_sizes:
-        measure("end_to_end", f"batch_{b}", lambda: _end_to_end(model, b, category, new_tokens, few, dev))
-    for b in fast_batch_sizes:
-        measure("end_to_end_fast", f"batch_{b}", lambda: fast_diagnose(model, b, category, new_tokens, runs, warmup, dev, amp))
+    with merged_lora(model.describer, merge_lora) as merged:
+        options["lora_merged_for_generation"] = merged
+        measure("stages_ms", "llava_prefill_and_1_token",
+                lambda: time_it(lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=1)))
+        measure("stages_ms", f"llava_generate_{new_tokens}_tokens", lambda: time_fn(
+            lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=new_tokens), few, 1, dev))
+        for b in batch_sizes:
+            measure("end_to_end", f"batch_{b}", lambda: _end_to_end(model, prec, b, category, new_tokens, few),
+                    prompt_encoder=True)
+        for b in fast_batch_sizes:
+            measure("end_to_end_fast", f"batch_{b}",
+                    lambda: fast_diagnose(model, prec, b, category, new_tokens, runs, warmup, compile_decode))
     if train_batch:
         report["train"] = {}
-        measure("train", f"step_batch_{train_batch}", lambda: train_step(model, train_batch, category, dev, runs=few), grad=True)
+        measure("train", f"step_batch_{train_batch}", lambda: train_step(model, prec, train_batch, category, runs=few),
+                grad=True, prompt_encoder=True)
     report["peak_memory_GB"] = peak_memory_gb(dev)
     return report
+
+
+def _before_language_model(model, prec: Precision, images: torch.Tensor, category: str):
+    """Every stage before the language model on (B, 3, S, S) images, each under its precision context:
+    the frozen encodings, SAM's fine masks and the SASA tokens (B, N, llm_dim)."""
+    with prec.autocast():
+        enc = model.encode(images, category)
+    with prec.autocast(prompt_encoder=True):
+        fine = model.fine(enc)
+    with prec.autocast():
+        return enc, fine, model.align(enc, fine)
+
+
+def _no_autocast(dev: torch.device, fn):
+    with torch.autocast(dev.type, enabled=False):
+        return fn()
 
 
 def _short(d: dict) -> str:
@@ -162,41 +279,41 @@ def _short(d: dict) -> str:
     return ", ".join(f"{k} {d[k]:.2f}" for k in keys if k in d)
 
 
-def _end_to_end(model, b: int, category: str, new_tokens: int, runs: int, dev: torch.device) -> dict:
+def _end_to_end(model, prec: Precision, b: int, category: str, new_tokens: int, runs: int) -> dict:
     """SamLlava.diagnose (transformers' generate) on a batch of b images."""
-    s = model.profile.data.image_size
-    batch = torch.rand(b, 3, s, s, device=dev)
-    reset_peak(dev)
-    t = time_fn(lambda: model.diagnose(batch, category, max_new_tokens=new_tokens), runs, 1, dev)
+    batch = prec.images(b, model.profile.data.image_size)
+    reset_peak(prec.dev)
+    t = time_fn(lambda: model.diagnose(batch, category, max_new_tokens=new_tokens), runs, 1, prec.dev)
     t["images_per_s"] = 1000 * b / t["mean_ms"]
-    t["peak_memory_GB"] = peak_memory_gb(dev)
+    t["peak_memory_GB"] = peak_memory_gb(prec.dev)
     return t
 
 
-def fast_diagnose(model, batch: int, category: str, new_tokens: int, runs: int, warmup: int, dev: torch.device,
-                  amp) -> dict:
+def fast_diagnose(model, prec: Precision, batch: int, category: str, new_tokens: int, runs: int, warmup: int,
+                  compile_decode: str | None = None) -> dict:
     """The whole diagnosis with the static-cache decoder (a CUDA graph on GPUs), all ``new_tokens`` decoded.
 
     Same stages as :meth:`SamLlava.diagnose`; the text embeddings are cached per category and the
-    SAM embedding is computed once per image, as there.
+    SAM embedding is computed once per image, as there. ``compile_decode``: a ``torch.compile`` mode
+    for the decode step (see :class:`StaticGreedyDecoder`); the path taken is in ``decode_step``.
     """
     from .data.instructions import QUESTION
     from .describe.fast_decode import StaticGreedyDecoder, prompt_embeds
 
-    s = model.profile.data.image_size
-    images = torch.rand(batch, 3, s, s, device=dev)
+    dev = prec.dev
+    images = prec.images(batch, model.profile.data.image_size)
     q = [QUESTION.format(category=model.phrase(category))] * batch
 
-    def embeds():
-        with amp():
-            enc = model.encode(images, category)
-            fine = model.fine(enc)
-            return prompt_embeds(model.describer, enc.llava_pixels, model.align(enc, fine), q)
+    def embeds():  # (batch, L, D) prompt embeddings
+        enc, _, sasa_tokens = _before_language_model(model, prec, images, category)
+        with prec.autocast():
+            return prompt_embeds(model.describer, enc.llava_pixels, sasa_tokens, q)
 
     with torch.no_grad(), torch.autocast(dev.type, enabled=False):  # the decoder runs in the LM's own dtype
         emb = embeds()
         length = emb.shape[1]
-        dec = StaticGreedyDecoder(model.describer, batch=batch, max_len=length + new_tokens, graph=dev.type == "cuda")
+        dec = StaticGreedyDecoder(model.describer, batch=batch, max_len=length + new_tokens, graph=dev.type == "cuda",
+                                  compile=compile_decode)
         decode_only = time_fn(lambda: dec.generate(emb, new_tokens), max(1, runs // 4), 1, dev)
         reset_peak(dev)
         t = time_fn(lambda: dec.generate(embeds(), new_tokens), max(1, runs // 4), min(1, warmup), dev)
@@ -206,13 +323,17 @@ def fast_diagnose(model, batch: int, category: str, new_tokens: int, runs: int, 
     t["ms_per_token"] = decode_only["mean_ms"] / new_tokens
     t["prompt_tokens"] = length
     t["cuda_graph"] = dec.use_graph
+    t["decode_step"] = dec.step_path
+    if dec.compile_error is not None:
+        t["compile_error"] = dec.compile_error
     return t
 
 
-def train_step(model, batch: int, category: str, dev: torch.device, runs: int = 3) -> dict:
+def train_step(model, prec: Precision, batch: int, category: str, runs: int = 3) -> dict:
     """Time and peak memory of one optimiser step of Eq. 9 at ``batch`` images (frozen parts cached)."""
+    dev = prec.dev
     s = model.profile.data.image_size
-    images = torch.rand(batch, 3, s, s, device=dev)
+    images = prec.images(batch, s)
     enc = model.encode(images, category)
     gt = torch.zeros(batch, s, s, device=dev)
     gt[:, s // 4: s // 2, s // 4: s // 2] = 1

@@ -6,6 +6,8 @@ shared/reference/gpu-notes.md). :class:`StaticGreedyDecoder` keeps every tensor 
 at a fixed address (token, position and a preallocated ``StaticCache``), so the step can be
 captured once with ``torch.cuda.CUDAGraph`` and replayed per token. On the CPU (and with
 ``graph=False``) the same loop runs eagerly: tests check it against ``Describer.generate``.
+Optionally the step is first compiled with ``torch.compile`` (then captured as it is), falling
+back to the eager step when compilation fails.
 
 Only batches without padding are supported (all prompts of one batch have the same length, as
 in benchmarking one prompt template); ``Describer.generate`` remains the general path.
@@ -24,9 +26,14 @@ class StaticGreedyDecoder:
         batch: batch size the buffers are built for.
         max_len: prompt length + new tokens the cache holds.
         graph: capture the decode step as a CUDA graph (CUDA only).
+        compile: a ``torch.compile`` mode (e.g. ``"max-autotune-no-cudagraphs"``: the CUDA graph is
+            ours) for the decode step, or None for eager. It fuses the step's small elementwise
+            kernels (RMSNorm, rotary, SiLU * up) that remain once launches are captured. Should
+            compilation (or capturing the compiled step) fail, a warning is printed and the eager step
+            is used; :attr:`step_path` says which one runs, :attr:`compile_error` why.
     """
 
-    def __init__(self, describer, batch: int, max_len: int, graph: bool = False) -> None:
+    def __init__(self, describer, batch: int, max_len: int, graph: bool = False, compile: str | None = None) -> None:
         self.d = describer
         llava = describer.llava
         self.lm = llava.model.language_model
@@ -41,22 +48,63 @@ class StaticGreedyDecoder:
         self.next = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
         self.use_graph = graph and self.device.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.compile_mode = compile
+        self.compile_error: str | None = None
+        self.step_path = "eager"  # "eager" or "compiled:<mode>", settled by _prepare
+        # the decode step in use, a function of the decoder: a bound method kept on self would be a
+        # reference cycle, keeping the cache and graph of a dropped decoder until the next gc pass
+        self._run = StaticGreedyDecoder._step
+        self._prepared = not (self.use_graph or compile)  # graph capture and compilation happen on first use
 
     def _step(self) -> None:
         h = self.lm(inputs_embeds=self.embed(self.token), past_key_values=self.cache, cache_position=self.pos,
                     position_ids=self.pos[None].expand(self.batch, -1), use_cache=True).last_hidden_state
         self.next.copy_(self.head(h[:, -1:]).argmax(-1))
 
-    def _capture(self) -> None:
+    def _warm_up(self, step) -> None:
+        """Run ``step`` twice: compilation, allocator and lazy initialisation happen here, not in a
+        graph; on CUDA on a side stream, as graph capture requires."""
+        if self.device.type != "cuda":
+            for _ in range(2):
+                step(self)
+            return
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm-up outside the graph (allocator, lazy init)
+        with torch.cuda.stream(stream):
             for _ in range(2):
-                self._step()
+                step(self)
         torch.cuda.current_stream().wait_stream(stream)
+
+    def _capture(self, step) -> None:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self._step()
+            step(self)
+
+    def _prepare(self) -> None:
+        """Settle the decode step: compiled if asked and it works, else eager; captured if ``graph``.
+
+        Runs the step on whatever the cache holds (the caller redoes the prompt afterwards).
+        """
+        if self.compile_mode:
+            compiled = torch.compile(StaticGreedyDecoder._step, mode=self.compile_mode, fullgraph=False)
+            try:
+                self._settle(compiled)
+                self.step_path = f"compiled:{self.compile_mode}"
+                return
+            except Exception as e:  # noqa: BLE001 - any compiler or capture failure: the eager step still works
+                self.compile_error = f"{type(e).__name__}: {e}"[:500]
+                self.graph = None
+                print(f"[fast_decode] WARNING: torch.compile(mode={self.compile_mode!r}) of the decode step failed, "
+                      f"using the eager step: {self.compile_error}", flush=True)
+        self._settle(StaticGreedyDecoder._step)
+
+    def _settle(self, step) -> None:
+        """Warm ``step`` up, capture it when graphs are on, and use it from now on (raises if it fails)."""
+        self._warm_up(step)
+        if self.use_graph:
+            self._capture(step)
+        self._run = step
+        self._prepared = True
 
     @torch.no_grad()
     def generate(self, inputs_embeds: torch.Tensor, max_new: int, eos_token_id: int | None = None) -> torch.Tensor:
@@ -78,14 +126,14 @@ class StaticGreedyDecoder:
                 if i % 16 == 0 and bool(done.all()):  # a host sync only every 16 tokens
                     break
             self.pos.fill_(length + i - 1)
-            if self.use_graph:
-                if self.graph is None:
-                    self._capture()
-                    self.cache.reset()  # the capture ran the step on stale positions: redo the prompt
-                    return self.generate(inputs_embeds, max_new, eos_token_id)
+            if not self._prepared:
+                self._prepare()
+                self.cache.reset()  # warm-up and capture ran the step on stale positions: redo the prompt
+                return self.generate(inputs_embeds, max_new, eos_token_id)
+            if self.graph is not None:
                 self.graph.replay()
             else:
-                self._step()
+                self._run(self)
             self.token.copy_(self.next)
             out.append(self.token.clone())
         ids = torch.cat(out, dim=1)

@@ -22,6 +22,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from samllava.config import SamConfig
+from samllava.sam.sdpa import use_sdpa
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's normalisation, on the 0-255 scale
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -83,6 +84,7 @@ def _build(
         pixel_mean=list(SAM_PIXEL_MEAN),
         pixel_std=list(SAM_PIXEL_STD),
     )
+    use_sdpa(sam)  # same function and parameters, without the (B * heads, N, N) score matrices
     return sam.eval()
 
 
