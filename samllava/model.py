@@ -212,19 +212,22 @@ class SamLlava(nn.Module):
 def build_model(profile: Profile, lora: bool = True, seed: int = 0) -> SamLlava:
     """The profile's SAM-LLaVA: weights resolved per component (random only where the profile allows).
 
-    Random initialisation is seeded by ``seed`` (without touching the global RNG), so that the
-    frozen random parts of the tiny and offline profiles (CLIP, SAM's encoder and its positional
-    buffers, LLaVA's vision tower) are the same in every process: a checkpoint of the trainable
-    parts then fully determines the model.
+    Random initialisation is seeded per component by ``seed`` (without touching the global RNG,
+    :mod:`samllava.seeding`), so that the frozen random parts of the tiny and offline profiles
+    (CLIP, SAM's encoder and its positional buffers, LLaVA's vision tower) are the same in every
+    process and in every builder (``build_cascade(profile, seed)`` gives this model's cascade): a
+    checkpoint of the trainable parts then fully determines the model.
     """
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        coarse, _ = build_coarse(profile)
-        cascade = build_cascade(profile)
-        describer = build_describer(profile, seed=seed)
-        if lora:
+    from .seeding import seeded
+
+    coarse, _ = build_coarse(profile, seed=seed)
+    cascade = build_cascade(profile, seed=seed)
+    describer = build_describer(profile, seed=seed)
+    if lora:
+        with seeded(seed, "lora"):
             describer = apply_lora(describer, profile.lora)
-        text_dim = coarse.zero_shot.model.visual.output_dim  # CLIP's joint embedding width D
+    text_dim = coarse.zero_shot.model.visual.output_dim  # CLIP's joint embedding width D
+    with seeded(seed, "sasa"):
         sasa = Sasa(profile.sasa, vis_dim=cascade.sam.prompt_encoder.embed_dim, text_dim=text_dim, llm_dim=describer.llm_dim)
     return SamLlava(profile=profile, coarse=coarse, cascade=cascade, sasa=sasa, describer=describer)
 

@@ -132,17 +132,24 @@ class CoarseLocalizer(nn.Module):
                             score=score, terms=self.terms(), log_map=log_map)
 
 
-def build_coarse(profile: Profile) -> tuple[CoarseLocalizer, Callable]:
-    """The coarse stage of ``profile`` (weights resolved through :mod:`samllava.weights`) and CLIP's tokenizer."""
+def build_coarse(profile: Profile, seed: int = 0) -> tuple[CoarseLocalizer, Callable]:
+    """The coarse stage of ``profile`` (weights resolved through :mod:`samllava.weights`) and CLIP's tokenizer.
+
+    Random weights (where the profile allows them) are drawn from ``seed`` (see :mod:`samllava.seeding`).
+    """
+    from ..seeding import seeded
+
     clip_path = weights.require(profile, "clip", profile.clip.weights)
-    clip_model, tokenizer = build_clip(profile.clip, clip_path)
+    with seeded(seed, "clip"):
+        clip_model, tokenizer = build_clip(profile.clip, clip_path)
     clip_label = f"CLIP {profile.clip.model_name}, " + (f"weights {profile.clip.weights}" if clip_path else "random weights")
     fs = profile.fewshot
     if fs.backbone == "clip" and fs.image_size != profile.clip.image_size:
         raise ValueError(f"fewshot.image_size {fs.image_size} must equal clip.image_size {profile.clip.image_size} "
                          "for the 'clip' backbone (one CLIP tower serves both)")
     fs_path = weights.require(profile, "fewshot", fs.weights) if fs.backbone == "timm" else None
-    extractor = build_feature_extractor(fs, clip_model.visual, fs_path)
+    with seeded(seed, "fewshot"):
+        extractor = build_feature_extractor(fs, clip_model.visual, fs_path)
     localizer = CoarseLocalizer(
         zero_shot=ZeroShotLocalizer(clip_model, tokenizer, profile.clip),
         calibrator=FewShotCalibrator(extractor, sharpness=fs.sharpness),

@@ -174,7 +174,14 @@ class SamCascade(nn.Module):
         return SamOutput(branch_logits=logits, iou=iou, best=best, logits=full, mask=full > 0.0)
 
 
-def build_cascade(profile: Profile) -> SamCascade:
-    """The profile's SAM (its weights, or random where the profile allows) as a cascade, in eval mode."""
+def build_cascade(profile: Profile, seed: int = 0) -> SamCascade:
+    """The profile's SAM (its weights, or random where the profile allows) as a cascade, in eval mode.
+
+    Random weights and the multi-scale parts' initialisation are drawn from ``seed``
+    (:mod:`samllava.seeding`): every caller gets the same cascade for the same profile and seed.
+    """
+    from ..seeding import seeded
+
     checkpoint = weights.require(profile, "sam", profile.sam.weights)
-    return SamCascade(build_sam(profile.sam, checkpoint), profile.sam, profile.multiscale).eval()
+    with seeded(seed, "sam"):
+        return SamCascade(build_sam(profile.sam, checkpoint), profile.sam, profile.multiscale).eval()
