@@ -182,16 +182,19 @@ class CascadeMethod:
     """
 
     def __init__(self, coarse: CoarseMethod, cascade, score: str = "coarse"):
+        from .memo import ContentMemo
+
         if score not in ("coarse", "map_max"):
             raise ValueError(f"score must be 'coarse' or 'map_max', got {score!r}")
         self.coarse, self.cascade, self.score = coarse, cascade.eval(), score
+        self.embed = ContentMemo(self.cascade.embed, max_batches=32)  # F_sam once per image batch, for every seed and K
         self.last = None
 
     @torch.no_grad()
     def __call__(self, images, category, support):
         _, score = self.coarse(images, category, support)
         out = self.coarse.last_output
-        fine = self.cascade(self.cascade.embed(images), out.mask, images.shape[-1])
+        fine = self.cascade(self.embed(images), out.mask, images.shape[-1])
         self.last = (out.mask, fine.mask)
         maps = combined_map(out.calibrated, fine.logits)
         return maps, (maps.flatten(1).amax(1) if self.score == "map_max" else score)

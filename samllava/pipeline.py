@@ -104,47 +104,74 @@ def _seed_stats(res) -> dict[str, float]:
     return out
 
 
-def model_dir(profile: Profile, tag: str = "main") -> Path:
-    return checkpoint_dir() / f"{profile.name}-{tag}"
+def model_dir(profile: Profile, tag: str = "main", **budget) -> Path:
+    return checkpoint_dir() / f"{profile.name}-{tag}-{cache_key(profile, **budget)}"
 
 
 def trained_model(profile: Profile, *, tag: str = "main", epochs: int | None = None, shots: int = 1,
                   overrides: dict | None = None, progress: bool = True, retrain: bool = False):
     """The profile's end-to-end model trained on the synthetic training set (seed 1), cached.
 
-    Returns ``(model, history)``. The checkpoint lives in ``model_dir(profile, tag)``; a finished
-    run is reused, an interrupted one resumes.
+    Returns ``(model, history)``. The checkpoint lives in ``model_dir(profile, tag, ...)``, keyed
+    by the whole profile and budget; a finished run is reused, an interrupted one resumes. The SAM
+    warm-up is :func:`train_cascade` with the profile's warm-up budget (cached, shared with the
+    segmentation notebooks).
     """
+    import time
+
     from .model import build_model
     from .train import CHECKPOINT, load_checkpoint, prepare, train
 
     if overrides:
         profile = profile.replace(**overrides)
-    out = model_dir(profile, tag)
     epochs = profile.train.epochs if epochs is None else epochs
+    out = model_dir(profile, tag, epochs=epochs, shots=shots)
     model = build_model(profile)
     done = out / "done.json"
-    if done.exists() and not retrain and json.loads(done.read_text()).get("epochs") == epochs:
+    if done.exists() and not retrain:
         state = load_checkpoint(model, out / CHECKPOINT)
         return model.eval(), state["history"]
-    import time
-
     start = time.perf_counter()
+    resuming = (out / CHECKPOINT).is_file() and not retrain
+    if profile.train.sam_warmup_steps > 0 and not resuming:
+        _, warm, _ = train_cascade(profile, shots=shots, progress=progress)
+        model.cascade.load_state_dict(_sam_side(warm), strict=False)
     examples = prepare(model, synthetic(profile, "train"), profile.data.image_size, shots=shots, progress=progress)
-    history = train(model, examples, epochs=epochs, out_dir=out, resume=not retrain, progress=progress)
+    history = train(model, examples, epochs=epochs, out_dir=out, resume=not retrain, progress=progress, warm_up=False)
     done.write_text(json.dumps({"epochs": epochs, "steps": len(history), "seconds": time.perf_counter() - start}))
     return model.eval(), history
 
 
+def balanced_subset(data: dict[str, CategoryData], per_label: int | None) -> dict[str, CategoryData]:
+    """The first ``per_label`` normal and first ``per_label`` anomalous test images of each category
+    (in file order: deterministic, not chosen by result); None keeps everything.
+
+    The language model's forward pass is the costly part of the description tables on a CPU; a
+    balanced subset keeps chance at 50 % while bounding that cost.
+    """
+    if per_label is None:
+        return data
+    if per_label < 1:
+        raise ValueError(f"per_label must be >= 1 or None, got {per_label}")
+    out = {}
+    for name, cat in data.items():
+        test = [s for s in cat.test if s.label == 0][:per_label] + [s for s in cat.test if s.label == 1][:per_label]
+        out[name] = CategoryData(cat.category, cat.root, cat.train, test, cat.has_masks)
+    return out
+
+
 def description_eval(model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, image_size: int | None = None,
-                     max_new_tokens: int | None = None, progress: bool = False) -> pd.DataFrame:
-    """Yes/no accuracy (Table 5 rule) and position accuracy per category on held-out images.
+                     max_new_tokens: int | None = None, progress: bool = False,
+                     per_label: int | None = None) -> pd.DataFrame:
+    """Yes/no accuracy (Table 5 rule) and position accuracy per category on held-out images
+    (``per_label``: a balanced subset, :func:`balanced_subset`).
 
     Position accuracy: among anomalous images, the fraction whose answer names the right 3x3
     grid cell (chance is 1/9 for a uniform guess).
     """
     from .train import answer, prepare
 
+    data = balanced_subset(data, per_label)
     examples = prepare(model, data, image_size or model.profile.data.image_size, shots=shots, seed=seed, progress=progress)
     answers = answer(model, examples, max_new_tokens=max_new_tokens, progress=progress)
     rows = []
@@ -233,24 +260,66 @@ def cascade_inputs(coarse, cascade, data: dict[str, CategoryData], shots: int = 
     return torch.cat(embs), torch.cat(masks), torch.cat(gts)
 
 
-def train_cascade(profile: Profile, steps: int = 200, lr: float | None = None, shots: int = 1, progress: bool = True,
-                  data: dict[str, CategoryData] | None = None, coarse: CoarseMethod | None = None):
+def cache_key(profile: Profile, sections: tuple[str, ...] | None = None, **extra) -> str:
+    """A short digest of the profile (or only its ``sections``, e.g. ``("sam", "train")``) and ``extra``
+    settings: cached results are keyed by it, so a changed profile (or budget) never picks up a stale
+    checkpoint."""
+    import hashlib
+
+    config = profile.to_dict()
+    if sections is not None:
+        config = {k: config[k] for k in sections}
+    blob = json.dumps({"profile": config, **extra}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+# What the SAM side's training depends on: the coarse stage (its masks are SAM's prompts), SAM, the
+# multi-scale parts, the optimiser settings and the data; not SASA, the language model or LoRA, so
+# e.g. the "w/o SASA" variant reuses the main model's SAM warm-up.
+SAM_SIDE_SECTIONS = ("clip", "fewshot", "sam", "multiscale", "train", "data")
+
+
+def _sam_side(cascade) -> dict[str, torch.Tensor]:
+    """The trainable SAM side (prompt encoder, mask decoder, multi-scale parts): all but the frozen image encoder."""
+    return {k: v for k, v in cascade.state_dict().items() if ".image_encoder." not in f".{k}"}
+
+
+def train_cascade(profile: Profile, steps: int | None = None, lr: float | None = None, shots: int = 1, progress: bool = True,
+                  data: dict[str, CategoryData] | None = None, coarse: CoarseMethod | None = None, cache: bool = True):
     """SAM side alone (Sec. 3.2, Eq. 6); image encoder frozen. Detection metrics depend only on the
     coarse stage and SAM, so this is what the detection tables train.
 
-    ``data`` defaults to the synthetic training set (seed 1); ``shots=0`` trains on zero-shot coarse
-    masks. Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``.
+    ``steps``/``lr`` default to the profile's SAM warm-up (``train.sam_warmup_steps``/``sam_warmup_lr``),
+    so notebooks 03, 07, 09 and the end-to-end model share one trained SAM side. ``data`` defaults to
+    the synthetic training set (seed 1); ``shots=0`` trains on zero-shot coarse masks. The result is
+    cached under :func:`samllava.paths.checkpoint_dir`, keyed by profile, budget and data
+    (``cache=False`` retrains). Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``.
     """
+    from .results import atomic_path
     from .sam import build_cascade
     from .sam.train import train_segmentation
 
+    t = profile.train
+    steps = steps or t.sam_warmup_steps or 200
+    lr = lr or t.sam_warmup_lr
     coarse = coarse or CoarseMethod(profile)
-    with torch.random.fork_rng():
-        torch.manual_seed(profile.train.seed)
-        cascade = build_cascade(profile)
-    emb, masks, gt = cascade_inputs(coarse, cascade, data if data is not None else synthetic(profile, "train"), shots=shots)
-    losses = train_segmentation(cascade, emb, masks, gt, steps=steps, lr=lr or profile.train.lr,
-                                batch_size=profile.train.batch_size, seed=profile.train.seed, progress=progress)
+    cascade = build_cascade(profile)  # the same frozen encoder as build_model's (samllava.seeding)
+    data = data if data is not None else synthetic(profile, "train")
+    key = cache_key(profile, SAM_SIDE_SECTIONS, steps=steps, lr=lr, shots=shots, data=sorted(str(c.root) for c in data.values()))
+    path = checkpoint_dir() / f"{profile.name}-cascade-{key}.pt"
+    if cache and path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing, unexpected = cascade.load_state_dict(state["sam_side"], strict=False)
+        if unexpected or any(".image_encoder." not in f".{k}" for k in missing):
+            raise ValueError(f"{path}: does not fit this cascade (unexpected {unexpected[:3]}, missing {missing[:3]}); delete it")
+        return coarse, cascade.eval(), list(state["losses"])
+    emb, masks, gt = cascade_inputs(coarse, cascade, data, shots=shots)
+    losses = train_segmentation(cascade, emb, masks, gt, steps=steps, lr=lr, batch_size=t.batch_size, seed=t.seed,
+                                progress=progress)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save({"sam_side": _sam_side(cascade), "losses": list(losses), "steps": steps, "lr": lr}, tmp)
     return coarse, cascade.eval(), losses
 
 
@@ -529,13 +598,18 @@ def segmentation_comparison_figure(profile: Profile, coarse: CoarseMethod, casca
     return viz.image_grid(rows, row_titles=titles, col_titles=cols)
 
 
-def accuracy_table(model, data: dict[str, CategoryData], shots=(1, 2, 4), seeds=(0, 1, 2), max_new_tokens: int = 8) -> pd.DataFrame:
-    """Table 5: yes/no description accuracy, mean ± std over support seeds, per K, beside the paper's rows."""
+def accuracy_table(model, data: dict[str, CategoryData], shots=(1, 2, 4), seeds=(0, 1, 2), max_new_tokens: int = 3,
+                   per_label: int | None = None) -> pd.DataFrame:
+    """Table 5: yes/no description accuracy, mean ± std over support seeds, per K, beside the paper's rows.
+
+    The answer's first word decides (Table 5 rule), so a few generated tokens suffice;
+    ``per_label`` evaluates a balanced subset (:func:`balanced_subset`)."""
     from .paper_values import TABLE5
 
     rows = []
     for k in shots:
-        accs = [float(description_eval(model, data, shots=k, seed=s, max_new_tokens=max_new_tokens)[0]["accuracy"].mean())
+        accs = [float(description_eval(model, data, shots=k, seed=s, max_new_tokens=max_new_tokens,
+                                       per_label=per_label)[0]["accuracy"].mean())
                 for s in seeds]
         m, sd = metrics.mean_std(accs) if len(accs) > 1 else (accs[0], float("nan"))
         rows.append({"K": k, "method": "SAM-LLaVA (this run)", "accuracy": m, "std": sd,
@@ -546,10 +620,14 @@ def accuracy_table(model, data: dict[str, CategoryData], shots=(1, 2, 4), seeds=
     return pd.DataFrame(rows)
 
 
-def judge_table(model, data: dict[str, CategoryData], judge, shots: int = 1, seed: int = 0, max_new_tokens: int = 40):
+def judge_table(model, data: dict[str, CategoryData], judge, shots: int = 1, seed: int = 0, max_new_tokens: int = 40,
+                per_label: int | None = None):
     """Table 6: the judge's mean score on abnormal, normal and all images (generated descriptions),
-    beside the paper's GPT-4V scores; also returns one defective and one normal example (Figs. 3-4)."""
+    beside the paper's GPT-4V scores; also returns one defective and one normal example (Figs. 3-4).
+    ``per_label``: judge a balanced subset (:func:`balanced_subset`)."""
     from .paper_values import TABLE6
+
+    data = balanced_subset(data, per_label)
 
     _, answers, examples = description_eval(model, data, shots=shots, seed=seed, max_new_tokens=max_new_tokens)
     by_label = {0: [], 1: []}
@@ -608,9 +686,11 @@ ABLATIONS: dict[str, dict] = {
 
 
 def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int = 150, lr: float | None = None,
-                   seeds=(0,), accuracy_variants=(), accuracy_epochs: int = 1) -> pd.DataFrame:
-    """Tables 7-10 in one table: image/pixel AUROC per variant (SAM side trained per variant, 1-shot;
-    image score = max of the combined map) and accuracy for ``accuracy_variants`` (end to end)."""
+                   seeds=(0,), accuracy_variants=(), per_label: int | None = None) -> pd.DataFrame:
+    """Tables 7-10 in one table: image/pixel AUROC per variant (SAM side trained ``steps`` per variant,
+    1-shot; image score = max of the combined map) and, for ``accuracy_variants``, the yes/no accuracy
+    of the variant trained end to end with the profile's budget (the full variant is the main model
+    of notebook 05, cached), on a balanced subset of ``per_label`` images per label and category."""
     from .evaluate import CascadeMethod
     from .paper_values import ABLATIONS as PAPER
 
@@ -626,9 +706,8 @@ def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int =
         st = _seed_stats(evaluate(method, data, shots=1, seeds=tuple(seeds), image_size=profile.data.image_size, progress=False))
         acc = np.nan
         if name in accuracy_variants:
-            model, _ = trained_model(variant, tag="ablation-" + name.replace(" ", "_").replace("/", ""), epochs=accuracy_epochs,
-                                     progress=False)
-            acc = float(description_eval(model, data, shots=1, max_new_tokens=8)[0]["accuracy"].mean())
+            model, _ = trained_model(variant, progress=False)  # keyed by the variant's profile: "full" is the main model
+            acc = float(description_eval(model, data, shots=1, max_new_tokens=3, per_label=per_label)[0]["accuracy"].mean())
         p = PAPER[name]
         rows.append({"variant": name, "image_auroc": st["image_auroc"], "pixel_auroc": st["pixel_auroc"], "accuracy": acc,
                      "paper MVTec image": p[0], "paper MVTec pixel": p[1], "paper MVTec acc": p[2],

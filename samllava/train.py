@@ -125,8 +125,13 @@ def load_checkpoint(model: SamLlava, path: str | Path, optimizer: torch.optim.Op
 
 
 def train(model: SamLlava, examples: list[Examples], *, epochs: int | None = None, out_dir: str | Path | None = None,
-          resume: bool = True, progress: bool = True, stop_after_epoch: int | None = None) -> list[dict]:
+          resume: bool = True, progress: bool = True, stop_after_epoch: int | None = None,
+          warm_up: bool = True) -> list[dict]:
     """Train the trainable parts; returns the history (one dict per step: epoch, step, losses).
+
+    ``warm_up`` runs the profile's SAM warm-up (:func:`warm_up_sam`) before the first epoch;
+    pass False when the SAM side was already warmed up (e.g. loaded from a cached
+    :func:`samllava.pipeline.train_cascade`).
 
     ``stop_after_epoch`` ends the call early (as a killed run would), leaving the checkpoint of
     that epoch: the next call with ``resume`` continues from it.
@@ -144,7 +149,7 @@ def train(model: SamLlava, examples: list[Examples], *, epochs: int | None = Non
         state = load_checkpoint(model, ckpt, optimizer)
         start, history = state["epoch"] + 1, list(state["history"])
         torch.set_rng_state(state["rng"])
-    if start == 0 and cfg.sam_warmup_steps > 0:
+    if start == 0 and warm_up and cfg.sam_warmup_steps > 0:
         warm_up_sam(model, examples, progress=progress and rank == 0)
     model.train()
     model.coarse.eval()  # frozen stages stay in eval mode

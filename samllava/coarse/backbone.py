@@ -14,9 +14,6 @@ The modules never touch files: :func:`build_feature_extractor` does the I/O.
 """
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
-
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -202,7 +199,7 @@ def build_feature_extractor(cfg: FewShotConfig, clip_visual: nn.Module | None, w
 
 
 class CachedExtractor(FeatureExtractor):
-    """Memoises another extractor's features by image content (a BLAKE2 digest of the batch).
+    """Memoises another extractor's features by image content (:class:`samllava.memo.ContentMemo`).
 
     An evaluation over several support seeds and shot counts runs the backbone on the same query
     images again and again; with this wrapper each query batch is encoded once. Bounded by
@@ -210,23 +207,20 @@ class CachedExtractor(FeatureExtractor):
     """
 
     def __init__(self, inner: FeatureExtractor, max_batches: int = 256) -> None:
+        from ..memo import ContentMemo
+
         nn.Module.__init__(self)
         self.inner = inner
         self.label = inner.label
-        self.max_batches = max_batches
-        self._cache: "OrderedDict[tuple, list[torch.Tensor]]" = OrderedDict()
-        self.hits = self.misses = 0
+        self.memo = ContentMemo(inner, max_batches)
+
+    @property
+    def hits(self) -> int:
+        return self.memo.hits
+
+    @property
+    def misses(self) -> int:
+        return self.memo.misses
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = images.detach().contiguous().cpu()
-        key = (tuple(x.shape), str(x.dtype), hashlib.blake2b(x.view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest())
-        if key in self._cache:
-            self.hits += 1
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        self.misses += 1
-        out = self.inner(images)
-        self._cache[key] = out
-        if len(self._cache) > self.max_batches:
-            self._cache.popitem(last=False)
-        return out
+        return self.memo(images)

@@ -1,0 +1,52 @@
+"""Notebook glue that caches costly results: the trained SAM side and the end-to-end model."""
+import pytest
+import torch
+
+from samllava import pipeline
+from samllava.config import load_profile
+
+
+@pytest.fixture()
+def dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMLLAVA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SAMLLAVA_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
+    return tmp_path
+
+
+def _profile(**changes):
+    return load_profile("tiny").replace(**{"data.synthetic_images": 4, "data.synthetic_train": 2, **changes})
+
+
+def test_train_cascade_is_cached_by_budget(dirs, monkeypatch):
+    p = _profile()
+    _, first, losses = pipeline.train_cascade(p, steps=3, progress=False)
+    files = list((dirs / "ckpt").glob("tiny-cascade-*.pt"))
+    assert len(files) == 1 and len(losses) == 3
+    # the cached file holds the SAM side only, not the frozen image encoder
+    assert not any("image_encoder" in k for k in torch.load(files[0], weights_only=True)["sam_side"])
+
+    def fail(*a, **k):
+        raise AssertionError("trained again although cached")
+
+    monkeypatch.setattr("samllava.sam.train.train_segmentation", fail)
+    _, again, losses2 = pipeline.train_cascade(p, steps=3, progress=False)
+    assert losses2 == losses
+    sa, sb = first.state_dict(), again.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # settings the SAM side does not depend on share the entry (w/o SASA reuses the main SAM warm-up)
+    pipeline.train_cascade(p.replace(**{"sasa.enabled": False, "lora.r": 4}), steps=3, progress=False)
+    with pytest.raises(AssertionError, match="trained again"):  # another budget is another cache entry
+        pipeline.train_cascade(p, steps=4, progress=False)
+    with pytest.raises(AssertionError, match="trained again"):  # so is another SAM configuration
+        pipeline.train_cascade(p.replace(**{"sam.prompt": "box"}), steps=3, progress=False)
+
+
+def test_trained_model_starts_from_the_shared_sam_warm_up(dirs):
+    p = _profile(**{"train.sam_warmup_steps": 3, "train.epochs": 1})
+    _, warm, _ = pipeline.train_cascade(p, shots=1, progress=False)
+    model, history = pipeline.trained_model(p, progress=False)
+    assert len(history) > 0
+    model2, history2 = pipeline.trained_model(p, progress=False)  # reused, not retrained
+    assert history2 == history
+    # a changed profile trains a new model in its own folder
+    assert pipeline.model_dir(p, "main", epochs=1, shots=1) != pipeline.model_dir(p.replace(**{"train.lr": 1e-3}), "main", epochs=1, shots=1)
