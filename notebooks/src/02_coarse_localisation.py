@@ -13,7 +13,7 @@
 profile = "offline"
 data_roots = {}
 shots = [1, 2, 4]
-seeds = [0, 1, 2, 3, 4]
+seeds = [0, 1, 2]
 n_examples = 4
 
 # %%

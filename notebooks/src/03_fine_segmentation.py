@@ -13,8 +13,8 @@
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-steps = 300
-lr = 1e-3
+steps = None  # None: the profile's SAM warm-up budget, one cached SAM side shared by notebooks 03, 05, 07-09
+lr = None
 shots = 1
 seeds = [0, 1, 2]
 n_examples = 3
@@ -50,5 +50,5 @@ results.save_figure(prompt_types_figure(coarse, cascade, data, n=n_examples, sho
 # %%
 table = segmentation_table(coarse, cascade, data, shots=shots, seeds=seeds)
 results.write_table(table, "segmentation_coarse_vs_fine", profile=P.name, dataset="synthetic (train seed 1, eval seed 0)",
-                    note=f"SAM side trained {steps} steps at lr {lr}; K={shots}; seeds {seeds}")
+                    note=f"SAM side trained {len(losses)} steps at lr {lr or P.train.sam_warmup_lr}; K={shots}; seeds {seeds}")
 table

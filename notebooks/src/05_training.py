@@ -17,6 +17,7 @@ data_roots = {}
 epochs = None  # None: the profile's train.epochs
 shots = 1
 max_new_tokens = 24
+per_label = 1  # before/after answers on a balanced subset (Table 5 in notebook 08 scores more images)
 n_show = 4
 
 # %%
@@ -33,7 +34,8 @@ eval_data = synthetic(P, "eval")
 # ## Before training (LoRA B = 0: the base language model; SAM side and SASA untrained)
 
 # %%
-before, before_answers, examples = description_eval(build_model(P).eval(), eval_data, shots=shots, max_new_tokens=max_new_tokens)
+before, before_answers, examples = description_eval(build_model(P).eval(), eval_data, shots=shots, max_new_tokens=max_new_tokens,
+                                                    per_label=per_label)
 before
 
 # %% [markdown]
@@ -50,10 +52,10 @@ print(f"{len(history)} steps; first total loss {history[0]['total']:.3f}, last {
 # Chance: 50 % for yes/no on this balanced set; 1/9 for naming the right 3x3 cell.
 
 # %%
-after, after_answers, examples = description_eval(model, eval_data, shots=shots, max_new_tokens=max_new_tokens)
+after, after_answers, examples = description_eval(model, eval_data, shots=shots, max_new_tokens=max_new_tokens, per_label=per_label)
 summary = answers_table(before, after)
 results.write_table(summary, "training_before_after", profile=P.name, dataset="synthetic (train seed 1, held-out eval seed 0)",
-                    note=f"K={shots}; {len(history)} steps; accuracy in percent")
+                    note=f"K={shots}; {len(history)} steps; {per_label} normal + {per_label} anomalous held-out images per category; accuracy in percent")
 summary
 
 # %%

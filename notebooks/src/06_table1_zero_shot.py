@@ -13,7 +13,7 @@
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-steps = 300
+steps = 150
 lr = 1e-3
 
 # %%

@@ -11,8 +11,8 @@ profile = "offline"
 data_roots = {}
 shots = [1, 2, 4]
 seeds = [0, 1, 2, 3, 4]
-steps = 400
-lr = 1e-3
+steps = None  # None: the profile's SAM warm-up budget, one cached SAM side shared by notebooks 03, 05, 07-09
+lr = None
 
 # %%
 from samllava import results

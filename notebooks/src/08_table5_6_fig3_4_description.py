@@ -12,6 +12,8 @@ profile = "offline"
 data_roots = {}
 shots = [1, 2, 4]
 seeds = [0, 1]
+per_label = 6  # Table 5 on 6 normal + 6 anomalous held-out images per category (None: all)
+judge_per_label = 4  # Table 6 on 4 + 4 per category
 max_new_tokens = 40
 judge = {}
 
@@ -26,15 +28,15 @@ model, _ = trained_model(P, progress=False)
 data = synthetic(P, "eval")
 
 # %%
-acc = accuracy_table(model, data, shots=shots, seeds=seeds, max_new_tokens=8)
+acc = accuracy_table(model, data, shots=shots, seeds=seeds, per_label=per_label)
 results.write_table(acc, "table5_description_accuracy", profile=P.name, dataset="synthetic (held-out), stand-in for MVTec-AD/VisA",
-                    note=f"mean ± std over support seeds {seeds}; paper rows are on MVTec-AD / VisA")
+                    note=f"mean ± std over support seeds {seeds}; {per_label} normal + {per_label} anomalous images per category; paper rows are on MVTec-AD / VisA")
 acc
 
 # %%
 J = make_judge(judge)
-scores, examples = judge_table(model, data, J, shots=shots[0], max_new_tokens=max_new_tokens)
-results.write_table(scores, "table6_judge", profile=P.name, dataset="synthetic (held-out)", note=f"judge: {J.name}")
+scores, examples = judge_table(model, data, J, shots=shots[0], max_new_tokens=max_new_tokens, per_label=judge_per_label)
+results.write_table(scores, "table6_judge", profile=P.name, dataset="synthetic (held-out)", note=f"judge: {J.name}; {judge_per_label} normal + {judge_per_label} anomalous images per category")
 scores
 
 # %%

@@ -8,8 +8,8 @@
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-steps = 400
-lr = 1e-3
+steps = None  # None: the profile's SAM warm-up budget, one cached SAM side shared by notebooks 03, 05, 07-09
+lr = None
 n_examples = 4
 
 # %%
