@@ -104,8 +104,10 @@ def _seed_stats(res) -> dict[str, float]:
     return out
 
 
-def model_dir(profile: Profile, tag: str = "main", **budget) -> Path:
-    return checkpoint_dir() / f"{profile.name}-{tag}-{cache_key(profile, **budget)}"
+def model_dir(profile: Profile, tag: str = "main", epochs: int | None = None, shots: int = 1) -> Path:
+    """Where :func:`trained_model` keeps the model of ``profile`` trained ``epochs`` (None: the profile's) with K=``shots``."""
+    epochs = profile.train.epochs if epochs is None else epochs
+    return checkpoint_dir() / f"{profile.name}-{tag}-{cache_key(profile, epochs=epochs, shots=shots)}"
 
 
 def trained_model(profile: Profile, *, tag: str = "main", epochs: int | None = None, shots: int = 1,
@@ -715,9 +717,28 @@ def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int =
     return pd.DataFrame(rows)
 
 
-def complexity_table(profile: Profile, device: str = "cpu", runs: int = 5, warmup: int = 1, new_tokens: int = 32) -> pd.DataFrame:
+def gpu_rows(path: str | Path | None) -> list[dict]:
+    """Table 11 rows from a ``benchmarks/gpu_bench.py`` result (paper-size models, random weights, named
+    card): batch 1 latency and peak memory, and the best batched throughput. None or a missing file: no rows."""
+    if path is None or not Path(path).is_file():
+        return []
+    g = json.loads(Path(path).read_text())["gpu"]
+    fast = g.get("end_to_end_fast", {})
+    one = fast.get("batch_1", {})
+    best = max((v for v in fast.values() if "images_per_s" in v), key=lambda v: v["images_per_s"], default={})
+    best_batch = next((k for k, v in fast.items() if v is best), "n/a")
+    return [{"model": f"SAM-LLaVA, paper profile, random weights ({g['device']}, {g['dtype']}, batch 1 / best {best_batch}; "
+                      f"{Path(path).name})",
+             "total_M": g["params"]["total_M"], "trainable_M": g["params"]["trainable_M"], "lora_M": g["params"]["lora_M"],
+             "training_time_h": np.nan, "latency_ms": one.get("mean_ms", np.nan),
+             "throughput_img_s": best.get("images_per_s", np.nan), "peak_memory_GB": one.get("peak_memory_GB", np.nan)}]
+
+
+def complexity_table(profile: Profile, device: str = "cpu", runs: int = 5, warmup: int = 1, new_tokens: int = 32,
+                     gpu_json: str | Path | None = None) -> pd.DataFrame:
     """Table 11: parameters (this profile measured; the paper profile counted on the meta device),
-    latency, throughput and peak memory measured on ``device``, beside the paper's row."""
+    latency, throughput and peak memory measured on ``device``, beside the paper's row; with
+    ``gpu_json``, the paper-size GPU benchmark's row (:func:`gpu_rows`), never a CPU number."""
     from .bench import bench, paper_profile_counts
     from .paper_values import TABLE11
 
@@ -733,6 +754,7 @@ def complexity_table(profile: Profile, device: str = "cpu", runs: int = 5, warmu
     rows.append({"model": "SAM-LLaVA, paper profile (counted from its configuration)", "total_M": pc["total_M"],
                  "trainable_M": pc["trainable_M"], "lora_M": pc["lora_M"], "training_time_h": np.nan, "latency_ms": np.nan,
                  "throughput_img_s": np.nan, "peak_memory_GB": np.nan})
+    rows += gpu_rows(gpu_json)
     for m, v in TABLE11.items():
         rows.append({"model": f"{m} (paper, L40)", "total_M": v["total_M"], "trainable_M": v["trainable_M"],
                      "lora_M": v.get("lora_M", np.nan), "training_time_h": v["train_hours"], "latency_ms": v["latency_ms"],

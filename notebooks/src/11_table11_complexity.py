@@ -14,6 +14,7 @@ device = "cpu"
 runs = 5
 warmup = 1
 new_tokens = 32
+gpu_json = "../results/gpu_bench.json"  # the paper-size GPU benchmark (benchmarks/gpu_bench.py); None: leave out
 
 # %%
 from samllava import results
@@ -21,8 +22,8 @@ from samllava.config import load_profile
 from samllava.pipeline import complexity_table
 
 P = load_profile(profile)
-table = complexity_table(P, device=device, runs=runs, warmup=warmup, new_tokens=new_tokens)
+table = complexity_table(P, device=device, runs=runs, warmup=warmup, new_tokens=new_tokens, gpu_json=gpu_json)
 results.write_table(table, "table11_complexity", profile=P.name, dataset="none (random inputs)",
                     note=f"{device}; latency over {runs} runs after {warmup} warm-up(s), {new_tokens} new tokens; "
-                         "paper: L40, 200 runs after 50, batch 1", float_format="{:.2f}")
+                         "paper: L40, 200 runs after 50, batch 1; GPU row: 128 new tokens, see README", float_format="{:.2f}")
 table
