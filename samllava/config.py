@@ -86,6 +86,9 @@ class SasaConfig:
     num_heads: int = 8
     num_layers: int = 2  # bidirectional cross-attention layers
     grid: int = 16  # SAM features pooled to grid x grid visual tokens
+    # Eq. 8's keys: False = all g*g cells (empty ones hold V = 0); True = only the cells inside M_fine plus
+    # one learned "no defect" slot, so that T' carries the defect's features undiluted (see samllava.sasa).
+    text_attends_mask: bool = False
 
 
 @dataclass
@@ -125,6 +128,8 @@ class TrainConfig:
     gen_weight: float = 1.0  # gamma in Eq. 9
     sam_warmup_steps: int = 0  # SAM-side steps (Eq. 6 alone) before end-to-end training: stands in for
     sam_warmup_lr: float = 1e-3  # SAM's pretraining where SAM has random weights (tiny/offline profiles)
+    sasa_lr: float | None = None  # SASA and its projections (None: lr); like LLaVA's projector, a new
+    # module between frozen towers learns faster than the LoRA-adapted language model (offline profile)
 
 
 @dataclass

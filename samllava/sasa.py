@@ -7,6 +7,14 @@ space d_a (V_0, T_0), and aligned by layers of bidirectional cross-attention:
 * vision -> text (Eq. 7): ``V' = CrossAttention(Q=V_0, K=T_0, V=T_0)``
 * text -> vision (Eq. 8): ``T' = CrossAttention(Q=T_0, K=V', V=V')`` (attending to the *updated* V').
 
+With ``text_attends_mask`` (a profile setting), Eq. 8's keys are only the cells that hold part of
+M_fine, plus one learned "no defect" slot that is always there (an empty mask attends to it
+alone). Attending to all g*g cells, as a literal reading has it, lets a defect inside one of 16
+cells move T' by about 1/16 of its feature, and an empty mask differs from a small defect in one
+token only: the language model then sees almost the same sequence for normal and defective
+images (measured: it never learned to tell them apart in CPU-sized training). The "w/o SASA"
+ablation is unaffected (no attention at all).
+
 The paper gives neither the residual nor the normalisation; we follow segment_anything's
 ``TwoWayAttentionBlock`` (``x = norm(x + attn(q=x, k=y, v=y))``), without its MLP and self-attention
 since the paper calls SASA a lightweight cross-attention module. V' and T' are projected to the
@@ -39,13 +47,25 @@ class BidirectionalCrossAttentionLayer(nn.Module):
         self.t2v = nn.MultiheadAttention(dim, num_heads, batch_first=True)
         self.norm_t = nn.LayerNorm(dim)
 
-    def forward(self, v: Tensor, t: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """v: (B, N_v, d_a) visual tokens, t: (B, N_t, d_a) text tokens -> updated v, t, head-averaged maps."""
+    def forward(self, v: Tensor, t: Tensor, present: Tensor | None = None,
+                null: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """v: (B, N_v, d_a) visual tokens, t: (B, N_t, d_a) text tokens -> updated v, t, head-averaged maps.
+
+        With ``present`` (B, N_v) bool and ``null`` (1, 1, d_a), Eq. 8 attends only to the present
+        cells and the null slot; the returned "t2v" map keeps the N_v cell columns (rows then sum to
+        1 minus the weight on the null slot).
+        """
         # visual positions attending to the words (Eq. 7)
         out, w_v2t = self.v2t(v, t, t, need_weights=True)  # (B, N_v, d_a), (B, N_v, N_t)
         v = self.norm_v(v + out)
         # words attending to the updated visual positions (Eq. 8)
-        out, w_t2v = self.t2v(t, v, v, need_weights=True)  # (B, N_t, d_a), (B, N_t, N_v)
+        if null is None:
+            out, w_t2v = self.t2v(t, v, v, need_weights=True)  # (B, N_t, d_a), (B, N_t, N_v)
+        else:
+            keys = torch.cat([v, null.to(v.dtype).expand(v.shape[0], 1, -1)], dim=1)  # (B, N_v + 1, d_a)
+            ignore = torch.cat([~present, present.new_zeros(present.shape[0], 1)], dim=1)  # the null slot is always kept
+            out, w_t2v = self.t2v(t, keys, keys, key_padding_mask=ignore, need_weights=True)
+            w_t2v = w_t2v[..., :-1]
         t = self.norm_t(t + out)
         return v, t, {"v2t": w_v2t, "t2v": w_t2v}
 
@@ -74,6 +94,8 @@ class Sasa(nn.Module):
         self.layers = nn.ModuleList(
             BidirectionalCrossAttentionLayer(cfg.align_dim, cfg.num_heads) for _ in range(cfg.num_layers if cfg.enabled else 0)
         )
+        # the "no defect" key/value of Eq. 8 when text attends to the mask's cells only
+        self.null = nn.Parameter(0.02 * torch.randn(1, 1, cfg.align_dim)) if cfg.text_attends_mask and self.layers else None
         self.out_v = nn.Linear(cfg.align_dim, llm_dim)  # V' -> LLaVA embedding space
         self.out_t = nn.Linear(cfg.align_dim, llm_dim)  # T' -> LLaVA embedding space
 
@@ -94,11 +116,19 @@ class Sasa(nn.Module):
             raise ValueError(f"SASA features must be (B, {self.vis_dim}, h, w), got {tuple(features.shape)}")
         if mask.ndim != 3 or mask.shape[0] != features.shape[0]:
             raise ValueError(f"SASA mask must be (B={features.shape[0]}, H, W), got {tuple(mask.shape)}")
-        m = F.interpolate(mask[:, None].to(features.dtype), size=features.shape[-2:], mode="area")  # (B, 1, h, w)
+        m = self._mask_at(features, mask)  # (B, 1, h, w)
         num = F.adaptive_avg_pool2d(features * m, self.cfg.grid)  # (B, C, g, g)
         den = F.adaptive_avg_pool2d(m, self.cfg.grid)  # (B, 1, g, g): mask fraction of each cell
         v = num / den.clamp_min(1e-6) * (den > 0)
         return v.flatten(2).transpose(1, 2)  # (B, g*g, C)
+
+    @staticmethod
+    def _mask_at(features: Tensor, mask: Tensor) -> Tensor:
+        return F.interpolate(mask[:, None].to(features.dtype), size=features.shape[-2:], mode="area")
+
+    def present_cells(self, features: Tensor, mask: Tensor) -> Tensor:
+        """(B, g*g) bool: the cells that hold part of the mask (those with a non-zero V)."""
+        return F.adaptive_avg_pool2d(self._mask_at(features, mask), self.cfg.grid).flatten(1) > 0
 
     def forward(self, features: Tensor, mask: Tensor, text: Tensor) -> SasaOutput:
         """X_llava from SAM features (B, C, h, w), M_fine (B, H, W) and CLIP text (B or 1, N_t, D_t)."""
@@ -106,9 +136,10 @@ class Sasa(nn.Module):
             raise ValueError(f"SASA text must be (B={features.shape[0]} or 1, N_t, {self.text_dim}), got {tuple(text.shape)}")
         v = self.proj_v(self.visual_tokens(features, mask))  # V_0: (B, g*g, d_a)
         t = self.proj_t(text.to(v.dtype)).expand(v.shape[0], -1, -1)  # T_0: (B, N_t, d_a)
+        present = self.present_cells(features, mask) if self.null is not None else None
         attn = []
         for layer in self.layers:  # empty when cfg.enabled is False: plain concatenation
-            v, t, maps = layer(v, t)
+            v, t, maps = layer(v, t, present, self.null)
             attn.append(maps)
         tokens = torch.cat([self.out_v(v), self.out_t(t)], dim=1)  # (B, g*g + N_t, llm_dim)
         return SasaOutput(tokens=tokens, attn=attn)

@@ -57,8 +57,9 @@ def test_small_defect_keeps_its_feature_magnitude():
     assert v[0].flatten(0, 1)[1:].abs().sum() == 0
 
 
-def test_features_outside_mask_do_not_change_output():
-    sasa = make()
+@pytest.mark.parametrize("text_attends_mask", [False, True])
+def test_features_outside_mask_do_not_change_output(text_attends_mask):
+    sasa = make(text_attends_mask=text_attends_mask)
     feats, text = torch.randn(2, C, 8, 8), torch.randn(2, 4, DT)
     mask = torch.zeros(2, 64, 64)
     mask[:, 8:40, 16:48] = 1  # covers feature cells rows 1..4, cols 2..5 exactly (8 px per cell)
@@ -72,8 +73,9 @@ def test_features_outside_mask_do_not_change_output():
     assert not torch.allclose(sasa(feats, mask, text).tokens, sasa(inside, mask, text).tokens)
 
 
-def test_empty_mask_gives_zero_visual_features():
-    sasa = make()
+@pytest.mark.parametrize("text_attends_mask", [False, True])
+def test_empty_mask_gives_zero_visual_features(text_attends_mask):
+    sasa = make(text_attends_mask=text_attends_mask)
     feats, text = torch.randn(1, C, 8, 8), torch.randn(1, 2, DT)
     empty = torch.zeros(1, 20, 20)
     assert torch.equal(sasa.visual_tokens(feats, empty), torch.zeros(1, 16, C))
@@ -106,8 +108,9 @@ def test_eq7_eq8_order_text_attends_to_updated_visual_tokens():
     assert not torch.allclose(t_new, t_wrong)
 
 
-def test_gradients_reach_all_parameters():
-    sasa = make().train()
+@pytest.mark.parametrize("text_attends_mask", [False, True])
+def test_gradients_reach_all_parameters(text_attends_mask):
+    sasa = make(text_attends_mask=text_attends_mask).train()
     out = sasa(torch.randn(2, C, 8, 8), torch.ones(2, 8, 8), torch.randn(2, 3, DT))
     out.tokens.square().mean().backward()
     missing = [n for n, p in sasa.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -138,3 +141,40 @@ def test_bad_input_raises_value_error(bad, call):
             Sasa(dataclasses.replace(SasaConfig(num_heads=4), **bad), C, DT, LLM)
         else:
             call(make())
+
+
+def test_text_attends_mask_keys_are_the_masks_cells_and_the_null_slot():
+    """Eq. 8 with text_attends_mask: T' attends to the cells holding M_fine and the learned null slot only."""
+    sasa = make(text_attends_mask=True)
+    feats, text = torch.randn(2, C, 8, 8), torch.randn(2, 3, DT)
+    mask = torch.zeros(2, 8, 8)
+    mask[0, 0, 0] = 1  # one feature position: cell (0, 0) of the 4x4 grid
+    present = sasa.present_cells(feats, mask)
+    assert present[0].tolist() == [True] + [False] * 15 and not present[1].any()
+    out = sasa(feats, mask, text)
+    t2v = out.attn[0]["t2v"]  # (B, N_t, 16): cell columns only
+    assert (t2v[0, :, 1:] == 0).all() and (t2v[0, :, 0] > 0).all() and (t2v[0].sum(-1) < 1).all()
+    assert (t2v[1] == 0).all()  # an empty mask attends to the null slot alone
+    # by hand, layer 1: keys = [V'_cell0, null]
+    layer = sasa.layers[0]
+    v0, t0 = sasa.proj_v(sasa.visual_tokens(feats, mask)), sasa.proj_t(text)
+    v1 = layer.norm_v(v0 + layer.v2t(v0, t0, t0)[0])
+    keys = torch.cat([v1[:1, :1], sasa.null], dim=1)
+    t1 = layer.norm_t(t0[:1] + layer.t2v(t0[:1], keys, keys)[0])
+    _, t_layer, _ = layer(v0, t0, present, sasa.null)
+    torch.testing.assert_close(t_layer[:1], t1)
+
+
+def test_text_attends_mask_separates_empty_from_small_defect_more():
+    """The point of the setting: a one-cell defect moves T' (the text tokens) far more than with all cells as keys."""
+    torch.manual_seed(0)
+    feats, text = torch.randn(1, C, 8, 8), torch.randn(1, 4, DT)
+    empty, small = torch.zeros(1, 8, 8), torch.zeros(1, 8, 8)
+    small[0, 3, 5] = 1
+    gaps = {}
+    for flag in (False, True):
+        torch.manual_seed(1)
+        sasa = make(text_attends_mask=flag)
+        t = lambda m: sasa(feats, m, text).tokens[:, 16:]  # T' in LLM space
+        gaps[flag] = (t(small) - t(empty)).norm() / t(empty).norm()
+    assert gaps[True] > 2 * gaps[False]
