@@ -339,7 +339,9 @@ def train_step(model, prec: Precision, batch: int, category: str, runs: int = 3)
     gt[:, s // 4: s // 2, s // 4: s // 2] = 1
     q = ["This is a photo of a bottle for anomaly detection. Is there any anomaly in the image?"] * batch
     a = ["Yes, there is an anomaly in the image, at the top left of the image. A small dark scratch."] * batch
-    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-4)
+    from .train import param_groups
+
+    opt = torch.optim.Adam(param_groups(model))  # the trainer's optimiser (its groups and learning rates)
     model.train()
 
     def step():

@@ -181,13 +181,16 @@ class CascadeMethod:
     across images. ``last`` keeps the coarse and fine masks of the latest batch (for mask IoU).
     """
 
-    def __init__(self, coarse: CoarseMethod, cascade, score: str = "coarse"):
+    def __init__(self, coarse: CoarseMethod, cascade, score: str = "coarse", embed=None):
+        """``embed``: a shared memo of SAM's image encoder (``ContentMemo(cascade.embed)``) for methods
+        whose cascades share one frozen encoder (the ablation variants); by default one of its own."""
         from .memo import ContentMemo
 
         if score not in ("coarse", "map_max"):
             raise ValueError(f"score must be 'coarse' or 'map_max', got {score!r}")
         self.coarse, self.cascade, self.score = coarse, cascade.eval(), score
-        self.embed = ContentMemo(self.cascade.embed, max_batches=32)  # F_sam once per image batch, for every seed and K
+        # F_sam once per image batch, for every seed and K
+        self.embed = embed if embed is not None else ContentMemo(self.cascade.embed, max_batches=32)
         self.last = None
 
     @torch.no_grad()

@@ -186,6 +186,26 @@ def description_eval(model, data: dict[str, CategoryData], shots: int = 1, seed:
     return pd.DataFrame(rows), answers, examples
 
 
+def log_odds_eval(model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, per_label: int | None = None) -> dict:
+    """How well the answer's first token separates the classes, without decoding: AUROC of the
+    yes/no log-odds (:func:`samllava.train.answer_log_odds`) and the accuracy of their sign, on a
+    balanced subset of ``per_label`` images per label and category (None: all)."""
+    from sklearn.metrics import roc_auc_score
+
+    from .train import answer_log_odds, prepare
+
+    examples = prepare(model, balanced_subset(data, per_label), model.profile.data.image_size, shots=shots, seed=seed, progress=False)
+    labels = np.concatenate([ex.labels for ex in examples])
+    odds = answer_log_odds(model, examples)
+    return {"yes_no_auroc": 100 * float(roc_auc_score(labels, odds)), "sign_accuracy": 100 * float(((odds > 0) == labels).mean()),
+            "said_yes": 100 * float((odds > 0).mean()), "n": int(len(labels))}
+
+
+def log_odds_table(runs: dict[str, dict]) -> pd.DataFrame:
+    """One row per model (e.g. before and after training) from :func:`log_odds_eval` results."""
+    return pd.DataFrame([{"model": name, **r} for name, r in runs.items()])
+
+
 def dataset_summary(sets: dict[str, dict[str, CategoryData]]) -> pd.DataFrame:
     """One row per (data set, category): train/good, test normal, test anomalous, defect types, masks."""
     rows = []
@@ -276,9 +296,10 @@ def cache_key(profile: Profile, sections: tuple[str, ...] | None = None, **extra
 
 
 # What the SAM side's training depends on: the coarse stage (its masks are SAM's prompts), SAM, the
-# multi-scale parts, the optimiser settings and the data; not SASA, the language model or LoRA, so
-# e.g. the "w/o SASA" variant reuses the main model's SAM warm-up.
-SAM_SIDE_SECTIONS = ("clip", "fewshot", "sam", "multiscale", "train", "data")
+# multi-scale parts and the data, plus its own steps, lr, batch size and seed (added by train_cascade);
+# not SASA, the language model, LoRA or the end-to-end budget, so e.g. the "w/o SASA" variant and a
+# longer end-to-end training reuse the main model's SAM warm-up.
+SAM_SIDE_SECTIONS = ("clip", "fewshot", "sam", "multiscale", "data")
 
 
 def _sam_side(cascade) -> dict[str, torch.Tensor]:
@@ -287,7 +308,8 @@ def _sam_side(cascade) -> dict[str, torch.Tensor]:
 
 
 def train_cascade(profile: Profile, steps: int | None = None, lr: float | None = None, shots: int = 1, progress: bool = True,
-                  data: dict[str, CategoryData] | None = None, coarse: CoarseMethod | None = None, cache: bool = True):
+                  data: dict[str, CategoryData] | None = None, coarse: CoarseMethod | None = None, cache: bool = True,
+                  inputs=None):
     """SAM side alone (Sec. 3.2, Eq. 6); image encoder frozen. Detection metrics depend only on the
     coarse stage and SAM, so this is what the detection tables train.
 
@@ -295,7 +317,9 @@ def train_cascade(profile: Profile, steps: int | None = None, lr: float | None =
     so notebooks 03, 07, 09 and the end-to-end model share one trained SAM side. ``data`` defaults to
     the synthetic training set (seed 1); ``shots=0`` trains on zero-shot coarse masks. The result is
     cached under :func:`samllava.paths.checkpoint_dir`, keyed by profile, budget and data
-    (``cache=False`` retrains). Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``.
+    (``cache=False`` retrains). ``inputs``: a callable returning :func:`cascade_inputs` of ``data``,
+    for callers that train several variants on the same frozen inputs (called only on a cache miss).
+    Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``.
     """
     from .results import atomic_path
     from .sam import build_cascade
@@ -307,7 +331,8 @@ def train_cascade(profile: Profile, steps: int | None = None, lr: float | None =
     coarse = coarse or CoarseMethod(profile)
     cascade = build_cascade(profile)  # the same frozen encoder as build_model's (samllava.seeding)
     data = data if data is not None else synthetic(profile, "train")
-    key = cache_key(profile, SAM_SIDE_SECTIONS, steps=steps, lr=lr, shots=shots, data=sorted(str(c.root) for c in data.values()))
+    key = cache_key(profile, SAM_SIDE_SECTIONS, steps=steps, lr=lr, batch_size=t.batch_size, seed=t.seed, shots=shots,
+                    data=sorted(str(c.root) for c in data.values()))
     path = checkpoint_dir() / f"{profile.name}-cascade-{key}.pt"
     if cache and path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -315,7 +340,7 @@ def train_cascade(profile: Profile, steps: int | None = None, lr: float | None =
         if unexpected or any(".image_encoder." not in f".{k}" for k in missing):
             raise ValueError(f"{path}: does not fit this cascade (unexpected {unexpected[:3]}, missing {missing[:3]}); delete it")
         return coarse, cascade.eval(), list(state["losses"])
-    emb, masks, gt = cascade_inputs(coarse, cascade, data, shots=shots)
+    emb, masks, gt = inputs() if inputs is not None else cascade_inputs(coarse, cascade, data, shots=shots)
     losses = train_segmentation(cascade, emb, masks, gt, steps=steps, lr=lr, batch_size=t.batch_size, seed=t.seed,
                                 progress=progress)
     if cache:
@@ -693,18 +718,34 @@ def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int =
     1-shot; image score = max of the combined map) and, for ``accuracy_variants``, the yes/no accuracy
     of the variant trained end to end with the profile's budget (the full variant is the main model
     of notebook 05, cached), on a balanced subset of ``per_label`` images per label and category."""
-    from .evaluate import CascadeMethod
-    from .paper_values import ABLATIONS as PAPER
+    from functools import lru_cache
 
+    from .coarse.backbone import CachedExtractor
+    from .evaluate import CascadeMethod
+    from .memo import ContentMemo
+    from .paper_values import ABLATIONS as PAPER
+    from .sam import build_cascade
+
+    # The variants differ only in SAM's prompting and decoder, so the frozen work is shared: the few-shot
+    # backbone's features and SAM's image embeddings are computed once for all variants and seeds, and
+    # the SAM-side training inputs (coarse masks, embeddings of the training set) once for all variants.
     coarse = CoarseMethod(profile)
+    coarse.coarse.calibrator.extractor = CachedExtractor(coarse.coarse.calibrator.extractor)
+    encoder = build_cascade(profile)  # every variant's image encoder is this one (same config and seed)
+    embed = ContentMemo(encoder.embed, max_batches=64)
+    train_data = synthetic(profile, "train")
+    train_inputs = lru_cache(maxsize=1)(lambda: cascade_inputs(coarse, encoder, train_data, shots=1))
     rows = []
     trained_sam = {}
     for name, changes in ABLATIONS.items():
         variant = profile.replace(**changes) if changes else profile
         sam_key = (variant.sam.prompt, variant.multiscale.prompt_learner, variant.multiscale.decoder)
         if sam_key not in trained_sam:  # "w/o SASA" shares the full model's SAM side
-            trained_sam[sam_key] = train_cascade(variant, steps=steps, lr=lr, shots=1, coarse=coarse, progress=False)[1]
-        method = CascadeMethod(coarse, trained_sam[sam_key], score="map_max")
+            cascade = train_cascade(variant, steps=steps, lr=lr, shots=1, coarse=coarse, data=train_data, progress=False,
+                                    inputs=train_inputs)[1]
+            cascade.sam.image_encoder = encoder.sam.image_encoder  # frozen and identical (test_pipeline): share it
+            trained_sam[sam_key] = cascade
+        method = CascadeMethod(coarse, trained_sam[sam_key], score="map_max", embed=embed)
         st = _seed_stats(evaluate(method, data, shots=1, seeds=tuple(seeds), image_size=profile.data.image_size, progress=False))
         acc = np.nan
         if name in accuracy_variants:

@@ -124,6 +124,16 @@ def load_checkpoint(model: SamLlava, path: str | Path, optimizer: torch.optim.Op
     return state
 
 
+def param_groups(model: SamLlava) -> list[dict]:
+    """Adam's groups: SASA at ``train.sasa_lr`` (when set), every other trainable part at ``train.lr``."""
+    cfg = model.profile.train
+    sasa = {id(p) for p in model.sasa.parameters()}
+    params = model.trainable_parameters()
+    groups = [{"params": [p for p in params if id(p) not in sasa], "lr": cfg.lr},
+              {"params": [p for p in params if id(p) in sasa], "lr": cfg.lr if cfg.sasa_lr is None else cfg.sasa_lr}]
+    return [g for g in groups if g["params"]]
+
+
 def train(model: SamLlava, examples: list[Examples], *, epochs: int | None = None, out_dir: str | Path | None = None,
           resume: bool = True, progress: bool = True, stop_after_epoch: int | None = None,
           warm_up: bool = True) -> list[dict]:
@@ -141,7 +151,7 @@ def train(model: SamLlava, examples: list[Examples], *, epochs: int | None = Non
     rank, world = _world()
     torch.manual_seed(cfg.seed)
     params = model.trainable_parameters()
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    optimizer = torch.optim.Adam(param_groups(model), lr=cfg.lr)
     history: list[dict] = []
     start = 0
     ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
@@ -216,6 +226,20 @@ def answer(model: SamLlava, examples: list[Examples], batch_size: int = 8, max_n
                                               max_new_tokens=max_new_tokens)
         out.append(texts)
     return out
+
+
+@torch.no_grad()
+def answer_log_odds(model: SamLlava, examples: list[Examples], batch_size: int = 16) -> np.ndarray:
+    """First-token yes/no log-odds of every example, concatenated in order (:meth:`Describer.yes_no_log_odds`)."""
+    model.eval()
+    out = []
+    for ex in examples:
+        for i in range(0, len(ex), batch_size):
+            sel = torch.arange(i, min(i + batch_size, len(ex)))
+            enc = ex.enc.select(sel)
+            tokens = model.align(enc, model.fine(enc))
+            out.append(model.describer.yes_no_log_odds(enc.llava_pixels, tokens, [ex.questions[j] for j in sel.tolist()]))
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
 
 def main(argv: list[str] | None = None) -> int:

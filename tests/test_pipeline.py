@@ -34,9 +34,12 @@ def test_train_cascade_is_cached_by_budget(dirs, monkeypatch):
     sa, sb = first.state_dict(), again.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     # settings the SAM side does not depend on share the entry (w/o SASA reuses the main SAM warm-up)
-    pipeline.train_cascade(p.replace(**{"sasa.enabled": False, "lora.r": 4}), steps=3, progress=False)
+    pipeline.train_cascade(p.replace(**{"sasa.enabled": False, "lora.r": 4, "train.epochs": 7, "train.sasa_lr": 1e-3}),
+                           steps=3, progress=False)
     with pytest.raises(AssertionError, match="trained again"):  # another budget is another cache entry
         pipeline.train_cascade(p, steps=4, progress=False)
+    with pytest.raises(AssertionError, match="trained again"):  # and another batch size
+        pipeline.train_cascade(p.replace(**{"train.batch_size": 3}), steps=3, progress=False)
     with pytest.raises(AssertionError, match="trained again"):  # so is another SAM configuration
         pipeline.train_cascade(p.replace(**{"sam.prompt": "box"}), steps=3, progress=False)
 
@@ -70,3 +73,30 @@ def test_gpu_rows_name_the_card_and_take_batch_1(tmp_path):
 def test_model_dir_defaults_to_the_profiles_budget():
     p = _profile()
     assert pipeline.model_dir(p) == pipeline.model_dir(p, "main", epochs=p.train.epochs, shots=1)
+
+
+def test_ablation_variants_share_one_frozen_sam_encoder():
+    """ablation_table shares SAM's image encoder and its embeddings across variants: they must be identical."""
+    from samllava.sam import build_cascade
+
+    p = load_profile("tiny")
+    ref = build_cascade(p).sam.image_encoder.state_dict()
+    for name, changes in pipeline.ABLATIONS.items():
+        enc = build_cascade(p.replace(**changes) if changes else p).sam.image_encoder.state_dict()
+        assert ref.keys() == enc.keys() and all(torch.equal(ref[k], enc[k]) for k in ref), name
+
+
+def test_train_cascade_takes_precomputed_inputs(dirs):
+    from samllava.sam import build_cascade
+
+    p = _profile()
+    calls = []
+
+    def inputs():
+        calls.append(1)
+        coarse = pipeline.CoarseMethod(p)
+        return pipeline.cascade_inputs(coarse, build_cascade(p), pipeline.synthetic(p, "train"), shots=1)
+
+    _, a, la = pipeline.train_cascade(p, steps=2, progress=False, inputs=inputs, cache=False)
+    _, b, lb = pipeline.train_cascade(p, steps=2, progress=False, cache=False)
+    assert calls == [1] and la == lb  # the same inputs give the same training

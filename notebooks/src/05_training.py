@@ -18,13 +18,14 @@ epochs = None  # None: the profile's train.epochs
 shots = 1
 max_new_tokens = 24
 per_label = 1  # before/after answers on a balanced subset (Table 5 in notebook 08 scores more images)
+odds_per_label = 6  # first-token yes/no log-odds (no decoding, cheap) on 6 + 6 images per category
 n_show = 4
 
 # %%
 from samllava import results
 from samllava.config import load_profile
 from samllava.model import build_model
-from samllava.pipeline import answers_table, description_eval, synthetic, trained_model
+from samllava.pipeline import answers_table, description_eval, log_odds_eval, log_odds_table, synthetic, trained_model
 from samllava.viz import loss_figure
 
 P = load_profile(profile)
@@ -34,8 +35,11 @@ eval_data = synthetic(P, "eval")
 # ## Before training (LoRA B = 0: the base language model; SAM side and SASA untrained)
 
 # %%
-before, before_answers, examples = description_eval(build_model(P).eval(), eval_data, shots=shots, max_new_tokens=max_new_tokens,
+untrained = build_model(P).eval()
+before, before_answers, examples = description_eval(untrained, eval_data, shots=shots, max_new_tokens=max_new_tokens,
                                                     per_label=per_label)
+odds_before = log_odds_eval(untrained, eval_data, shots=shots, per_label=odds_per_label)
+del untrained
 before
 
 # %% [markdown]
@@ -57,6 +61,18 @@ summary = answers_table(before, after)
 results.write_table(summary, "training_before_after", profile=P.name, dataset="synthetic (train seed 1, held-out eval seed 0)",
                     note=f"K={shots}; {len(history)} steps; {per_label} normal + {per_label} anomalous held-out images per category; accuracy in percent")
 summary
+
+# %% [markdown]
+# ## Does the answer follow the image? First-token yes/no log-odds before and after training
+# AUROC 50 = the answer ignores the image; `said_yes` = share of images answered "yes" (sign of the log-odds).
+
+# %%
+odds = log_odds_table({"before training": odds_before,
+                       "after training": log_odds_eval(model, eval_data, shots=shots, per_label=odds_per_label)})
+results.write_table(odds, "training_yes_no_log_odds", profile=P.name, dataset="synthetic (train seed 1, held-out eval seed 0)",
+                    note=f"K={shots}; {len(history)} steps; {odds_per_label} normal + {odds_per_label} anomalous held-out images per "
+                         "category; percent")
+odds
 
 # %%
 for ex, texts in zip(examples[:n_show], after_answers[:n_show]):

@@ -186,21 +186,44 @@ class Describer(nn.Module):
         out = self.generate_ids(llava_pixels, sasa_tokens, questions, max_new_tokens)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
+    def _left_padded(self, questions: list[str], n_sasa: int, extra: int, device) -> tuple[Tensor, Tensor]:
+        """(B, L) prompt ids and attention mask, left-padded: every row's last prompt token sits at the end."""
+        prompts = [self._encode(self._prompt(q, n_sasa), None, extra=extra)[0] for q in questions]
+        length = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), length), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):
+            ids[i, length - len(p):] = torch.tensor(p, device=device)
+            mask[i, length - len(p):] = 1
+        return ids, mask
+
+    def answer_token_id(self, word: str) -> int:
+        """The first token of an answer starting with ``word`` (e.g. "Yes"), as the completion is tokenised."""
+        prompt = self._prompt("Is there any anomaly in the image?", 0)
+        return self._encode(prompt, f" {word},")[1][0]
+
+    @torch.no_grad()
+    def yes_no_log_odds(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str]) -> Tensor:
+        """(B,) log p(Yes) - log p(No) of the answer's first token: a continuous score behind Table 5's
+        yes/no rule (greedy decoding answers "yes" when it is positive, if those are the top two tokens)."""
+        n_sasa = self._check_batch(llava_pixels, sasa_tokens, questions, None)
+        ids, mask = self._left_padded(questions, n_sasa, 1, llava_pixels.device)
+        was_training = self.training
+        self.eval()
+        try:
+            logits = self.model(inputs_embeds=self._inputs_embeds(ids, llava_pixels, sasa_tokens), attention_mask=mask).logits[:, -1]
+        finally:
+            self.train(was_training)
+        logp = logits.float().log_softmax(-1)
+        return logp[:, self.answer_token_id("Yes")] - logp[:, self.answer_token_id("No")]
+
     @torch.no_grad()
     def generate_ids(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str],
                      max_new_tokens: int | None = None) -> Tensor:
         """Greedy new token ids (B, <= max_new_tokens); rows that stopped early are padded after eos."""
         n_sasa = self._check_batch(llava_pixels, sasa_tokens, questions, None)
         max_new = max_new_tokens or self.max_new_tokens
-        prompts = [self._encode(self._prompt(q, n_sasa), None, extra=max_new)[0] for q in questions]
-        length = max(len(p) for p in prompts)
-        device = llava_pixels.device
-        # left padding: every row's last prompt token sits at the end, where generation continues
-        ids = torch.full((len(prompts), length), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(prompts):
-            ids[i, length - len(p):] = torch.tensor(p, device=device)
-            mask[i, length - len(p):] = 1
+        ids, mask = self._left_padded(questions, n_sasa, max_new, llava_pixels.device)
         was_training = self.training
         self.eval()  # no (LoRA) dropout while decoding
         try:

@@ -238,3 +238,18 @@ def test_offline_describer_from_smollm2():
     out = d.generate(torch.rand(1, 3, s, s), torch.zeros(1, 2, d.llm_dim), ["Is there any defect?"], max_new_tokens=4)
     assert len(out) == 1 and isinstance(out[0], str)
     assert time.time() - t0 < 120
+
+
+def test_yes_no_log_odds_match_the_logits_of_the_first_answer_token(describer, batch):
+    pixels, sasa, questions, _ = batch
+    odds = describer.yes_no_log_odds(pixels, sasa, questions)
+    assert odds.shape == (4,) and torch.isfinite(odds).all()
+    yes, no = describer.answer_token_id("Yes"), describer.answer_token_id("No")
+    assert yes != no
+    for i in range(4):  # one row at a time (no padding): the same numbers
+        ids = torch.tensor([describer._encode(describer._prompt(questions[i], sasa.shape[1]), None)[0]])
+        logp = describer.model(inputs_embeds=describer._inputs_embeds(ids, pixels[i:i + 1], sasa[i:i + 1])).logits[0, -1].log_softmax(-1)
+        torch.testing.assert_close(odds[i], logp[yes] - logp[no], atol=1e-4, rtol=1e-4)
+    # the first answer token is what the completion starts with
+    prompt = describer._prompt(questions[0], sasa.shape[1])
+    assert describer._encode(prompt, " Yes, there is a crack.")[1][0] == yes
