@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     profile = load_profile(args.profile)
     runs = [run(profile, flag, args.steps, args.every, lambda m: print(m, flush=True)) for flag in (False, True)]
-    write_json(args.out, {"profile": profile.name, "weights": profile.weights_label(), "steps": args.steps,
+    write_json(args.out, {"profile": profile.name, "weights": profile.weights_label(), "sasa": profile.to_dict()["sasa"], "steps": args.steps,
                           "lr": profile.train.lr, "sasa_lr": profile.train.sasa_lr, "machine": platform.processor() or platform.machine(),
                           "threads": torch.get_num_threads(), "runs": runs})
     print(f"wrote {args.out}")

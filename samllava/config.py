@@ -89,6 +89,9 @@ class SasaConfig:
     # Eq. 8's keys: False = all g*g cells (empty ones hold V = 0); True = only the cells inside M_fine plus
     # one learned "no defect" slot, so that T' carries the defect's features undiluted (see samllava.sasa).
     text_attends_mask: bool = False
+    # V = (F_sam + PE) * M_fine with SAM's own dense positional encoding (the one its decoder adds to the
+    # image embedding): V then carries where the defect lies, which the answer's position needs.
+    positions: bool = False
 
 
 @dataclass

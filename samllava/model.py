@@ -164,7 +164,16 @@ class SamLlava(nn.Module):
         if straight_through:
             prob = torch.sigmoid(fine.logits)
             mask = mask + prob - prob.detach()
-        return self.sasa(enc.embeddings, mask, enc.text_tokens.to(enc.embeddings.dtype)).tokens
+        return self.sasa(self.sasa_features(enc), mask, enc.text_tokens.to(enc.embeddings.dtype)).tokens
+
+    def sasa_features(self, enc: Encoded) -> torch.Tensor:
+        """SASA's F_sam (B, C, h, w): the SAM embedding, plus SAM's dense positional encoding (the one its
+        mask decoder adds to the image embedding) when ``sasa.positions`` is set, so that the masked
+        features carry the defect's coordinates."""
+        feats = enc.embeddings
+        if self.profile.sasa.positions:
+            feats = feats + self.cascade.sam.prompt_encoder.get_dense_pe().to(feats.dtype)
+        return feats
 
     def forward(self, enc: Encoded, gt_masks: torch.Tensor, questions: list[str], answers: list[str]) -> Losses:
         """Eq. 9 on a cached batch: gt_masks (B, S, S) {0,1}; the question/answer texts of each image."""
