@@ -90,7 +90,8 @@ class SasaConfig:
     # one learned "no defect" slot, so that T' carries the defect's features undiluted (see samllava.sasa).
     text_attends_mask: bool = False
     # V = (F_sam + PE) * M_fine with SAM's own dense positional encoding (the one its decoder adds to the
-    # image embedding): V then carries where the defect lies, which the answer's position needs.
+    # image embedding): V then carries where the defect lies. Off: measured worse in the offline profile
+    # (README, "Choices").
     positions: bool = False
 
 
