@@ -47,10 +47,9 @@ def run(profile, text_attends_mask: bool, steps: int, every: int, log) -> dict:
     size = profile.data.image_size
     train_set = prepare(model, pipeline.synthetic(profile, "train"), size, shots=1, progress=False)
     held_out = prepare(model, pipeline.synthetic(profile, "eval"), size, shots=1, progress=False)
-    with torch.no_grad():
-        fine = {id(ex): model.fine(ex.enc).mask for ex in held_out}
     labels = np.concatenate([ex.labels for ex in held_out])
-    nonempty = np.concatenate([fine[id(ex)].flatten(1).any(1).numpy() for ex in held_out])
+    with torch.no_grad():
+        nonempty = np.concatenate([model.fine(ex.enc).mask.flatten(1).any(1).numpy() for ex in held_out])
     model.requires_grad_(False)
     for name, p in model.named_parameters():  # SASA and LoRA learn; the SAM side stays as warmed up
         p.requires_grad_(name.startswith("sasa.") or "lora_" in name)
@@ -92,7 +91,6 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=20)
     ap.add_argument("--out", default=str(REPO / "results" / "bench_description.json"))
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     profile = load_profile(args.profile)
     runs = [run(profile, flag, args.steps, args.every, lambda m: print(m, flush=True)) for flag in (False, True)]
     write_json(args.out, {"profile": profile.name, "weights": profile.weights_label(), "sasa": profile.to_dict()["sasa"], "steps": args.steps,

@@ -112,31 +112,32 @@ class Sasa(nn.Module):
         average over the cell would shrink a defect covering 1 % of it to 1 % of its feature
         magnitude, hiding small defects from the language model. An empty mask gives V = 0.
         """
+        return self._cells(features, mask)[0]
+
+    def present_cells(self, features: Tensor, mask: Tensor) -> Tensor:
+        """(B, g*g) bool: the cells that hold part of the mask (those with a non-zero V)."""
+        return self._cells(features, mask)[1] > 0
+
+    def _cells(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """V (B, g*g, C) and the mask fraction of each cell (B, g*g), from one pooling pass."""
         if features.ndim != 4 or features.shape[1] != self.vis_dim:
             raise ValueError(f"SASA features must be (B, {self.vis_dim}, h, w), got {tuple(features.shape)}")
         if mask.ndim != 3 or mask.shape[0] != features.shape[0]:
             raise ValueError(f"SASA mask must be (B={features.shape[0]}, H, W), got {tuple(mask.shape)}")
-        m = self._mask_at(features, mask)  # (B, 1, h, w)
+        m = F.interpolate(mask[:, None].to(features.dtype), size=features.shape[-2:], mode="area")  # (B, 1, h, w)
         num = F.adaptive_avg_pool2d(features * m, self.cfg.grid)  # (B, C, g, g)
         den = F.adaptive_avg_pool2d(m, self.cfg.grid)  # (B, 1, g, g): mask fraction of each cell
         v = num / den.clamp_min(1e-6) * (den > 0)
-        return v.flatten(2).transpose(1, 2)  # (B, g*g, C)
-
-    @staticmethod
-    def _mask_at(features: Tensor, mask: Tensor) -> Tensor:
-        return F.interpolate(mask[:, None].to(features.dtype), size=features.shape[-2:], mode="area")
-
-    def present_cells(self, features: Tensor, mask: Tensor) -> Tensor:
-        """(B, g*g) bool: the cells that hold part of the mask (those with a non-zero V)."""
-        return F.adaptive_avg_pool2d(self._mask_at(features, mask), self.cfg.grid).flatten(1) > 0
+        return v.flatten(2).transpose(1, 2), den.flatten(1)
 
     def forward(self, features: Tensor, mask: Tensor, text: Tensor) -> SasaOutput:
         """X_llava from SAM features (B, C, h, w), M_fine (B, H, W) and CLIP text (B or 1, N_t, D_t)."""
         if text.ndim != 3 or text.shape[-1] != self.text_dim or text.shape[0] not in (1, features.shape[0]):
             raise ValueError(f"SASA text must be (B={features.shape[0]} or 1, N_t, {self.text_dim}), got {tuple(text.shape)}")
-        v = self.proj_v(self.visual_tokens(features, mask))  # V_0: (B, g*g, d_a)
+        v, cover = self._cells(features, mask)
+        present = cover > 0 if self.null is not None else None  # (B, g*g): Eq. 8's keys with text_attends_mask
+        v = self.proj_v(v)  # V_0: (B, g*g, d_a)
         t = self.proj_t(text.to(v.dtype)).expand(v.shape[0], -1, -1)  # T_0: (B, N_t, d_a)
-        present = self.present_cells(features, mask) if self.null is not None else None
         attn = []
         for layer in self.layers:  # empty when cfg.enabled is False: plain concatenation
             v, t, maps = layer(v, t, present, self.null)
