@@ -75,7 +75,7 @@ def test_two_cpu_processes_stay_in_step(tmp_path):
         ensure_synthetic(load_profile("tiny"), seed=1)  # generated once, before both ranks read it
     finally:
         os.environ.pop("SAMLLAVA_DATA_DIR") if old is None else os.environ.__setitem__("SAMLLAVA_DATA_DIR", old)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port each run
            "-m", "samllava.train", "--profile", "tiny", "--epochs", "1", "--out", str(tmp_path / "ckpt"), "--no-progress"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
