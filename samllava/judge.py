@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .data.instructions import parse_yes_no
-
-POSITIONS = ("top left", "top right", "bottom left", "bottom right", "top", "bottom", "left", "right", "center")
+from .data.instructions import parse_position, parse_yes_no
 
 
 class Judge(Protocol):
@@ -38,13 +36,6 @@ class Judge(Protocol):
 
 def _mentions(text: str, word: str | None) -> bool:
     return bool(word) and re.search(rf"\b{re.escape(str(word).lower())}\b", text.lower()) is not None
-
-
-def _position_claim(text: str) -> str | None:
-    """The first grid position named in the text (longest names first: "top left" before "top")."""
-    t = text.lower()
-    found = [(t.find(p), -len(p), p) for p in POSITIONS if re.search(rf"\b{p}\b", t)]
-    return min(found)[2] if found else None
 
 
 @dataclass
@@ -66,14 +57,14 @@ class GroundedJudge:
         if said is None or said != bool(truth["label"]):
             return 0.0
         if not truth["label"]:
-            return 50.0 if _position_claim(description) else 100.0  # a located "no" hints at an invented defect
+            return 50.0 if parse_position(description) else 100.0  # a located "no" hints at an invented defect
         keys = [k for k in ("position", "size", "shape", "colour", "defect_type") if truth.get(k) not in (None, "", "none")]
         if not keys:
             return 100.0
         hits = 0
         for k in keys:
             if k == "position":
-                hits += _position_claim(description) == truth["position"]
+                hits += parse_position(description) == truth["position"]
             elif k == "shape":
                 hits += any(_mentions(description, w) for w in str(truth["shape"]).split())
             else:

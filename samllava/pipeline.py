@@ -17,6 +17,7 @@ import torch
 from . import metrics
 from .config import Profile
 from .data import FEWSHOT_SEEDS, TADD_STANDIN_SUBSETS, CategoryData, Sample, generate_synthetic, load_dataset, sample_support
+from .data.instructions import parse_position
 from .evaluate import CoarseMethod, KnnMethod, evaluate
 from .paths import checkpoint_dir, data_dir, ensure_synthetic
 
@@ -179,7 +180,7 @@ def description_eval(model, data: dict[str, CategoryData], shots: int = 1, seed:
     rows = []
     for ex, texts in zip(examples, answers):
         anomalous = ex.labels == 1
-        pos_ok = [p.lower() in t.lower() for p, t, a in zip(ex.positions, texts, anomalous) if a]
+        pos_ok = [parse_position(t) == p for p, t, a in zip(ex.positions, texts, anomalous) if a]
         rows.append({"category": ex.category, "accuracy": 100 * metrics.description_accuracy(texts, ex.labels),
                      "position_accuracy": 100 * float(np.mean(pos_ok)) if pos_ok else float("nan"),
                      "n": len(texts)})

@@ -153,3 +153,13 @@ def parse_yes_no(text: str) -> bool | None:
     if negative == positive:
         return None
     return positive
+
+
+_POSITION_RE = re.compile(r"\b(" + "|".join(sorted(POSITIONS, key=len, reverse=True)) + r")\b")
+
+
+def parse_position(text: str) -> str | None:
+    """The first 3x3 grid position named in ``text`` ("top left" is read whole, not as "top"), or None."""
+    found = _POSITION_RE.search(text.lower())
+    return found.group(1) if found else None
+

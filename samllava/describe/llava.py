@@ -151,12 +151,10 @@ class Describer(nn.Module):
         return build_prompt(question, self.n_image_tokens, n_sasa, system=self.system)
 
     # ----------------------------------------------------------------- training
-    def forward(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str],
-                answers: list[str]) -> LlavaCausalLMOutputWithPast:
-        """Teacher-forced pass; returns the model output with ``loss`` (Eq. 10) and ``logits`` (B, L, V).
-
-        Sequences are right-padded; labels are the answer tokens (and eos), -100 elsewhere.
-        """
+    def _teacher_forced(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str],
+                        answers: list[str]) -> tuple[Tensor, Tensor, Tensor]:
+        """Right-padded input embeddings (B, L, D), attention mask (B, L) and labels (B, L): the answer
+        tokens (and eos) where Eq. 10 sums, -100 elsewhere."""
         n_sasa = self._check_batch(llava_pixels, sasa_tokens, questions, answers)
         rows = []
         for q, a in zip(questions, answers):
@@ -172,12 +170,31 @@ class Describer(nn.Module):
             ids[i, :n] = torch.tensor(p + a, device=device)
             labels[i, len(p):n] = torch.tensor(a, device=device)
             mask[i, :n] = 1
-        embeds = self._inputs_embeds(ids, llava_pixels, sasa_tokens)
+        return self._inputs_embeds(ids, llava_pixels, sasa_tokens), mask, labels
+
+    def forward(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str],
+                answers: list[str]) -> LlavaCausalLMOutputWithPast:
+        """Teacher-forced pass; returns the model output with ``loss`` (Eq. 10) and ``logits`` (B, L, V).
+
+        Sequences are right-padded; labels are the answer tokens (and eos), -100 elsewhere.
+        """
+        embeds, mask, labels = self._teacher_forced(llava_pixels, sasa_tokens, questions, answers)
         return self.model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
 
     def loss(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str], answers: list[str]) -> Tensor:
-        """L_gen (Eq. 10): cross-entropy of the answer tokens, averaged over them (scalar)."""
-        return self(llava_pixels, sasa_tokens, questions, answers).loss
+        """L_gen (Eq. 10): cross-entropy of the answer tokens, averaged over them (scalar).
+
+        The same value as ``forward(...).loss``, but the vocabulary projection runs only at the
+        positions that predict an answer token: the prompt (image, SASA and question tokens) is about
+        half of each sequence, and (B, L, V) logits over a 49k vocabulary are a large share of a CPU
+        training step.
+        """
+        embeds, mask, labels = self._teacher_forced(llava_pixels, sasa_tokens, questions, answers)
+        hidden = self.llava.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state  # (B, L, D)
+        target = labels[:, 1:]  # position t predicts token t + 1
+        keep = target != IGNORE_INDEX
+        logits = self.llava.lm_head(hidden[:, :-1][keep])  # (n_answer_tokens, V)
+        return torch.nn.functional.cross_entropy(logits.float(), target[keep])
 
     # ----------------------------------------------------------------- inference
     def generate(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str],

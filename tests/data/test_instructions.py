@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from samllava.data import Sample, instruction_records, load_folder, parse_yes_no, position_on_grid
-from samllava.data.instructions import POSITIONS, describe
+from samllava.data.instructions import POSITIONS, describe, parse_position
 
 
 @pytest.mark.parametrize("row,col,name", [
@@ -90,3 +90,16 @@ def test_describe_mentions_every_attribute():
 ])
 def test_parse_yes_no(text, expected):
     assert parse_yes_no(text) is expected
+
+
+@pytest.mark.parametrize("text, want", [
+    ("Yes, there is an anomaly in the image, at the top left of the image.", "top left"),
+    ("Yes, at the top of the image; the bottom right is clean.", "top"),  # the first named, read whole
+    ("The defect lies at the Bottom Right.", "bottom right"),
+    ("No, there is no anomaly in the image.", None),
+    ("It stops at the desktop.", None),  # word boundaries: "top" inside a word is not a position
+])
+def test_parse_position_reads_the_first_position_whole(text, want):
+    assert parse_position(text) == want
+    assert want is None or want in POSITIONS
+

@@ -70,6 +70,19 @@ def test_loss_is_mean_ce_of_answer_tokens_and_padding_does_not_leak(describer, b
     torch.testing.assert_close(out.loss, total / count)
 
 
+def test_loss_projects_only_answer_positions_yet_equals_the_full_logit_loss(describer, batch):
+    """``loss`` skips the vocabulary projection on prompt positions; value and gradients match HF's loss."""
+    pixels, sasa, questions, answers = batch
+    describer.eval()
+    s1, s2 = sasa.clone().requires_grad_(True), sasa.clone().requires_grad_(True)
+    fast = describer.loss(pixels, s1, questions, answers)
+    full = describer(pixels, s2, questions, answers).loss
+    torch.testing.assert_close(fast, full)
+    fast.backward()
+    full.backward()
+    torch.testing.assert_close(s1.grad, s2.grad, atol=1e-6, rtol=1e-4)
+
+
 def test_gradients_reach_sasa_tokens(describer, batch):
     pixels, sasa, questions, answers = batch
     sasa = sasa.clone().requires_grad_(True)

@@ -79,6 +79,10 @@ def test_training_moves_lora_only_and_lowers_the_loss(describer, tiny, batch):
     assert losses[-1] < losses[0] - 0.3
     assert all(torch.equal(p, frozen[n]) for n, p in describer.named_parameters() if n in frozen)
     assert any(torch.count_nonzero(m.lora_B["default"].weight) for m in _lora_modules(describer.model).values())
+    # loss() runs the base LLaVA's modules directly: the trained adapters must be in it (as in peft's forward)
+    describer.eval()
+    torch.testing.assert_close(describer.loss(*batch), describer(*batch).loss)
+    assert abs(describer.loss(*batch).item() - losses[0]) > 0.3
 
 
 def test_tiny_parameter_counts_by_hand(describer, tiny):
