@@ -1,15 +1,17 @@
-"""Benchmark: does the language model learn to read SASA's tokens? Literal Eq. 8 keys vs mask cells only.
+"""Benchmark: does the language model learn to read SASA's tokens: whether there is a defect, and where?
 
-    python benchmarks/bench_description.py [--profile offline] [--steps 60] [--every 20] [--out results/bench_description.json]
+    python benchmarks/bench_description.py [--profile offline] [--variants NAME ...] [--steps 60] [--every 20]
+                                           [--out results/bench_description.json]
 
-For each setting of ``sasa.text_attends_mask`` (False: Eq. 8 attends to all g x g cells; True: to the
-cells inside M_fine and a learned "no defect" slot, see :mod:`samllava.sasa`) the profile's model starts
-from the cached SAM side (:func:`samllava.pipeline.train_cascade`, frozen here so that only the
-description stage differs), trains SASA and LoRA with the trainer's optimiser groups on the synthetic
-training set (seed 1) with the answer sentence as target ("Yes, ..." / "No, ..."; descriptions left out
-to keep CPU steps short), and every ``--every`` steps scores the 144 held-out images (seed 0, 1-shot):
-AUROC of the first-token yes/no log-odds and the accuracy of its sign. The fine mask's own separation
-(non-empty or not) is the ceiling any reader of M_fine can reach. CPU, offline profile: ~5 s a step.
+Each variant (:data:`VARIANTS`, SASA settings over the profile's) starts from the cached SAM side
+(:func:`samllava.pipeline.train_cascade`, frozen here so that only the description stage differs), trains
+SASA and LoRA with the trainer's optimiser groups on the synthetic training set (seed 1) with the answer
+sentence as target ("Yes, ... at the top left of the image." / "No, ..."; descriptions left out to keep
+CPU steps short), and every ``--every`` steps scores the 144 held-out images (seed 0, 1-shot): AUROC of
+the first-token yes/no log-odds and the accuracy of its sign; and the position the greedy answer names
+on the 72 held-out defective images (3x3 grid: chance 1/9 for a uniform guess; the most frequent true
+position is given as the constant-guess baseline). The fine mask's own separation (non-empty or not)
+is the ceiling any reader of M_fine can reach, for yes/no as for position.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -30,69 +33,109 @@ from samllava import pipeline  # noqa: E402
 from samllava.config import load_profile  # noqa: E402
 from samllava.model import build_model  # noqa: E402
 from samllava.results import write_json  # noqa: E402
-from samllava.train import answer_log_odds, epoch_batches, param_groups, prepare  # noqa: E402
+from samllava.data import CategoryData  # noqa: E402
+from samllava.data.instructions import parse_position, position_on_grid  # noqa: E402
+from samllava.train import epoch_batches, param_groups, prepare  # noqa: E402
+
+VARIANTS = {
+    "literal Eq. 8 keys": {"sasa.text_attends_mask": False, "sasa.cell_words": False},
+    "mask-cell keys": {"sasa.text_attends_mask": True, "sasa.cell_words": False},
+    "mask-cell keys + cell words": {"sasa.text_attends_mask": True, "sasa.cell_words": True},
+}
 
 
-def score(model, examples) -> dict:
+def batches(model, examples, oracle: bool, batch_size: int = 8):
+    """(cached frozen part, SASA tokens, questions) per batch; M_fine is SAM's, or the ground truth with ``oracle``."""
+    for ex in examples:
+        for i in range(0, len(ex), batch_size):
+            sel = torch.arange(i, min(i + batch_size, len(ex)))
+            enc = ex.enc.select(sel)
+            mask = ex.gt[sel] > 0.5 if oracle else model.fine(enc).mask
+            yield enc, model.align(enc, SimpleNamespace(mask=mask)), [ex.questions[j] for j in sel.tolist()]
+
+
+@torch.no_grad()
+def score(model, examples, defective, oracle: bool) -> dict:
+    model.eval()
     labels = np.concatenate([ex.labels for ex in examples])
-    odds = answer_log_odds(model, examples)
-    return {"auroc": float(roc_auc_score(labels, odds)), "accuracy": float(((odds > 0) == labels).mean())}
+    odds = torch.cat([model.describer.yes_no_log_odds(enc.llava_pixels, tokens, q) for enc, tokens, q in batches(model, examples, oracle)]).numpy()
+    said = [parse_position(t) for enc, tokens, q in batches(model, defective, oracle)
+            for t in model.describer.generate(enc.llava_pixels, tokens, q, max_new_tokens=18)]
+    truth = [p for ex in defective for p in ex.positions]
+    return {"auroc": float(roc_auc_score(labels, odds)), "accuracy": float(((odds > 0) == labels).mean()),
+            "position_accuracy": float(np.mean([s == t for s, t in zip(said, truth)])),
+            "positions_said": {str(p): said.count(p) for p in sorted(set(said), key=str)}}
 
 
-def run(profile, text_attends_mask: bool, steps: int, every: int, log) -> dict:
-    profile = profile.replace(**{"sasa.text_attends_mask": text_attends_mask})
+def defective_only(data: dict[str, CategoryData]) -> dict[str, CategoryData]:
+    return {n: CategoryData(c.category, c.root, c.train, [s for s in c.test if s.label == 1], c.has_masks) for n, c in data.items()}
+
+
+def run(profile, name: str, steps: int, every: int, log, oracle_masks: bool = False) -> dict:
+    profile = profile.replace(**VARIANTS[name])
     model = build_model(profile)
     _, warm, _ = pipeline.train_cascade(profile, progress=False)
     model.cascade.load_state_dict(pipeline._sam_side(warm), strict=False)
     size = profile.data.image_size
+    held = pipeline.synthetic(profile, "eval")
     train_set = prepare(model, pipeline.synthetic(profile, "train"), size, shots=1, progress=False)
-    held_out = prepare(model, pipeline.synthetic(profile, "eval"), size, shots=1, progress=False)
+    held_out = prepare(model, held, size, shots=1, progress=False)
+    defective = prepare(model, defective_only(held), size, shots=1, progress=False)
     labels = np.concatenate([ex.labels for ex in held_out])
     with torch.no_grad():
         nonempty = np.concatenate([model.fine(ex.enc).mask.flatten(1).any(1).numpy() for ex in held_out])
+    truth = [p for ex in defective for p in ex.positions]
+    with torch.no_grad():  # where M_fine itself puts the defect: what a perfect reader of the mask would say
+        from_mask = [position_on_grid(m) for ex in defective
+                     for m in (ex.gt > 0.5 if oracle_masks else model.fine(ex.enc).mask).numpy()]
     model.requires_grad_(False)
-    for name, p in model.named_parameters():  # SASA and LoRA learn; the SAM side stays as warmed up
-        p.requires_grad_(name.startswith("sasa.") or "lora_" in name)
+    for pname, p in model.named_parameters():  # SASA and LoRA learn; the SAM side stays as warmed up
+        p.requires_grad_(pname.startswith("sasa.") or "lora_" in pname)
     opt = torch.optim.Adam(param_groups(model))
-    curve = [{"step": 0, **score(model, held_out)}]
-    log(f"text_attends_mask={text_attends_mask} step 0 {curve[-1]}")
-    step, start = 0, time.perf_counter()
+    curve = [{"step": 0, **score(model, held_out, defective, oracle_masks)}]
+    log(f"{name}: step 0 {curve[-1]}")
+    step, seconds = 0, 0.0  # training time, evaluation excluded
     for epoch in range(10**6):
         for c, idx in epoch_batches(train_set, profile.train.batch_size, profile.train.seed, epoch):
             if step == steps:
                 break
+            t0 = time.perf_counter()
             ex, sel = train_set[c], torch.as_tensor(idx)
             enc = ex.enc.select(sel)
             model.train()
             with torch.no_grad():
-                fine_out = model.fine(enc)
-            tokens = model.align(enc, fine_out)
+                mask = ex.gt[sel] > 0.5 if oracle_masks else model.fine(enc).mask
+            tokens = model.align(enc, SimpleNamespace(mask=mask))
             answers = [ex.targets[i].split(" This is")[0] for i in idx]  # the answer sentence only
             loss = model.describer.loss(enc.llava_pixels, tokens, [ex.questions[i] for i in idx], answers)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            step += 1
+            step, seconds = step + 1, seconds + time.perf_counter() - t0
             if step % every == 0 or step == steps:
-                curve.append({"step": step, "loss": loss.item(), "seconds": time.perf_counter() - start, **score(model, held_out)})
-                log(f"text_attends_mask={text_attends_mask} step {step} {curve[-1]}")
+                curve.append({"step": step, "loss": loss.item(), "seconds": seconds, **score(model, held_out, defective, oracle_masks)})
+                log(f"{name}: step {step} {curve[-1]}")
         if step == steps:
             break
-    return {"text_attends_mask": text_attends_mask, "curve": curve,
+    return {"variant": name, "sasa": VARIANTS[name], "oracle_masks": oracle_masks, "curve": curve,
             "fine_mask_ceiling": {"nonempty_normal": float(nonempty[labels == 0].mean()),
                                   "nonempty_anomalous": float(nonempty[labels == 1].mean()),
-                                  "auroc": float(roc_auc_score(labels, nonempty))}}
+                                  "auroc": float(roc_auc_score(labels, nonempty))},
+            "position_baselines": {"uniform": 1 / 9, "m_fine_centroid": float(np.mean([f == t for f, t in zip(from_mask, truth)])), "most_frequent": max(truth.count(p) for p in set(truth)) / len(truth),
+                                   "n_defective": len(truth)}}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="offline")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--oracle-masks", action="store_true", help="M_fine := the ground-truth mask (a perfect SAM's ceiling)")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--every", type=int, default=20)
     ap.add_argument("--out", default=str(REPO / "results" / "bench_description.json"))
     args = ap.parse_args(argv)
     profile = load_profile(args.profile)
-    runs = [run(profile, flag, args.steps, args.every, lambda m: print(m, flush=True)) for flag in (False, True)]
+    runs = [run(profile, name, args.steps, args.every, lambda m: print(m, flush=True), args.oracle_masks) for name in args.variants]
     write_json(args.out, {"profile": profile.name, "weights": profile.weights_label(), "sasa": profile.to_dict()["sasa"], "steps": args.steps,
                           "lr": profile.train.lr, "sasa_lr": profile.train.sasa_lr, "machine": platform.processor() or platform.machine(),
                           "threads": torch.get_num_threads(), "runs": runs})

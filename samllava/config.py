@@ -93,6 +93,10 @@ class SasaConfig:
     # image embedding): V then carries where the defect lies. Off: measured worse in the offline profile
     # (README, "Choices").
     positions: bool = False
+    # The language model's own embedding of each cell's 3x3 position word ("top left", ...) added, learnable,
+    # to the visual token of every cell that holds part of M_fine: a spatial prior in words the model
+    # already reads, so naming the defect's position is copying a token, not decoding a new code.
+    cell_words: bool = False
 
 
 @dataclass

@@ -238,6 +238,8 @@ def build_model(profile: Profile, lora: bool = True, seed: int = 0) -> SamLlava:
     text_dim = coarse.zero_shot.model.visual.output_dim  # CLIP's joint embedding width D
     with seeded(seed, "sasa"):
         sasa = Sasa(profile.sasa, vis_dim=cascade.sam.prompt_encoder.embed_dim, text_dim=text_dim, llm_dim=describer.llm_dim)
+    if profile.sasa.cell_words:
+        sasa.set_cell_words(describer.phrase_embeddings(sasa.cell_position_names()).float())
     return SamLlava(profile=profile, coarse=coarse, cascade=cascade, sasa=sasa, describer=describer)
 
 

@@ -17,7 +17,7 @@ import torch
 from . import metrics
 from .config import Profile
 from .data import FEWSHOT_SEEDS, TADD_STANDIN_SUBSETS, CategoryData, Sample, generate_synthetic, load_dataset, sample_support
-from .data.instructions import parse_position
+from .data.instructions import NO_POSITION, POSITIONS, parse_position
 from .evaluate import CoarseMethod, KnnMethod, evaluate
 from .paths import checkpoint_dir, data_dir, ensure_synthetic
 
@@ -185,6 +185,17 @@ def description_eval(model, data: dict[str, CategoryData], shots: int = 1, seed:
                      "position_accuracy": 100 * float(np.mean(pos_ok)) if pos_ok else float("nan"),
                      "n": len(texts)})
     return pd.DataFrame(rows), answers, examples
+
+
+def position_baselines(examples) -> dict:
+    """Position accuracy (percent) of two guesses that ignore the image, on the defective examples:
+    uniform over the 9 grid cells, and always naming the most frequent true position."""
+    truth = [p for ex in examples for p, label in zip(ex.positions, ex.labels) if label == 1 and p != NO_POSITION]
+    if not truth:
+        raise ValueError("no defective example with a position: position accuracy is undefined")
+    top = max(sorted(set(truth)), key=truth.count)
+    return {"uniform": 100 / len(POSITIONS), "most_frequent": 100 * truth.count(top) / len(truth),
+            "most_frequent_position": top, "n_defective": len(truth)}
 
 
 def log_odds_eval(model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, per_label: int | None = None) -> dict:

@@ -7,6 +7,10 @@ space d_a (V_0, T_0), and aligned by layers of bidirectional cross-attention:
 * vision -> text (Eq. 7): ``V' = CrossAttention(Q=V_0, K=T_0, V=T_0)``
 * text -> vision (Eq. 8): ``T' = CrossAttention(Q=T_0, K=V', V=V')`` (attending to the *updated* V').
 
+With ``cell_words`` (a profile setting), the visual token of each cell holding part of M_fine also
+gets the language model's own embedding of that cell's position word ("top left", ...; learnable,
+initialised by :meth:`Sasa.set_cell_words`): a spatial prior in the words the model already reads.
+
 With ``text_attends_mask`` (a profile setting), Eq. 8's keys are only the cells that hold part of
 M_fine, plus one learned "no defect" slot that is always there (an empty mask attends to it
 alone). Attending to all g*g cells, as a literal reading has it, lets a defect inside one of 16
@@ -97,7 +101,26 @@ class Sasa(nn.Module):
         # the "no defect" key/value of Eq. 8 when text attends to the mask's cells only
         self.null = nn.Parameter(0.02 * torch.randn(1, 1, cfg.align_dim)) if cfg.text_attends_mask and self.layers else None
         self.out_v = nn.Linear(cfg.align_dim, llm_dim)  # V' -> LLaVA embedding space
+        # sasa.cell_words: (g*g, llm_dim) word embeddings of the cells' positions, filled by set_cell_words
+        self.cell_words = nn.Parameter(torch.zeros(cfg.grid**2, llm_dim)) if cfg.cell_words else None
         self.out_t = nn.Linear(cfg.align_dim, llm_dim)  # T' -> LLaVA embedding space
+
+    def cell_position_names(self) -> list[str]:
+        """The 3x3 grid word of each of the g*g cells (row-major), by the cell's centre, as the data names
+        a mask's position (:func:`samllava.data.instructions.position_on_grid`)."""
+        from .data.instructions import position_on_grid
+
+        g = self.cfg.grid
+        return [position_on_grid(torch.eye(g * g)[i].reshape(g, g)) for i in range(g * g)]
+
+    @torch.no_grad()
+    def set_cell_words(self, embeddings: Tensor) -> None:
+        """Initialise ``cell_words`` (sasa.cell_words) with (g*g, llm_dim) embeddings of :meth:`cell_position_names`."""
+        if self.cell_words is None:
+            raise ValueError("set_cell_words needs sasa.cell_words = true")
+        if tuple(embeddings.shape) != tuple(self.cell_words.shape):
+            raise ValueError(f"cell word embeddings must be {tuple(self.cell_words.shape)}, got {tuple(embeddings.shape)}")
+        self.cell_words.copy_(embeddings)
 
     def num_tokens(self, n_text: int) -> int:
         """Length of X_llava for ``n_text`` text embeddings: g*g + N_t."""
@@ -142,5 +165,8 @@ class Sasa(nn.Module):
         for layer in self.layers:  # empty when cfg.enabled is False: plain concatenation
             v, t, maps = layer(v, t, present, self.null)
             attn.append(maps)
-        tokens = torch.cat([self.out_v(v), self.out_t(t)], dim=1)  # (B, g*g + N_t, llm_dim)
+        v = self.out_v(v)
+        if self.cell_words is not None:  # the position word of each cell that holds part of the mask
+            v = v + (cover > 0).to(v.dtype)[..., None] * self.cell_words.to(v.dtype)
+        tokens = torch.cat([v, self.out_t(t)], dim=1)  # (B, g*g + N_t, llm_dim)
         return SasaOutput(tokens=tokens, attn=attn)

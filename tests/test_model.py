@@ -95,3 +95,15 @@ def test_sasa_positions_add_sams_dense_pe_inside_the_mask_only():
     vl, vr = with_pe.sasa.visual_tokens(feats, left), with_pe.sasa.visual_tokens(feats, right)
     assert not torch.allclose(vl.sum(1), vr.sum(1))
     assert with_pe.sasa.visual_tokens(feats, torch.zeros(1, s, s)).abs().sum() == 0  # an empty mask stays V = 0
+
+
+def test_sasa_cell_words_start_as_the_language_models_embeddings_of_the_position_words():
+    p = load_profile("tiny").replace(**{"sasa.cell_words": True})
+    m = build_model(p)
+    names = m.sasa.cell_position_names()
+    table = m.describer.llava.get_input_embeddings().weight
+    ids = m.describer.tokenizer(f" {names[0]}", add_special_tokens=False)["input_ids"]  # " top left"
+    torch.testing.assert_close(m.sasa.cell_words[0], table[ids].mean(0))
+    torch.testing.assert_close(m.sasa.cell_words[1], m.sasa.cell_words[2])  # both "top"
+    assert not torch.allclose(m.sasa.cell_words[0], m.sasa.cell_words[1])
+    assert m.sasa.cell_words.requires_grad and any(q is m.sasa.cell_words for q in m.trainable_parameters())

@@ -1,4 +1,5 @@
 """Notebook glue that caches costly results: the trained SAM side and the end-to-end model."""
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +101,17 @@ def test_train_cascade_takes_precomputed_inputs(dirs):
     _, a, la = pipeline.train_cascade(p, steps=2, progress=False, inputs=inputs, cache=False)
     _, b, lb = pipeline.train_cascade(p, steps=2, progress=False, cache=False)
     assert calls == [1] and la == lb  # the same inputs give the same training
+
+
+def test_position_baselines_count_defective_images_with_a_position():
+    from samllava.pipeline import position_baselines
+    from samllava.train import Examples
+
+    def ex(labels, positions):
+        return Examples("c", None, None, [""] * len(labels), [""] * len(labels), np.array(labels), positions)
+
+    b = position_baselines([ex([0, 1, 1], ["none", "top", "center"]), ex([1, 1, 1], ["top", "none", "left"])])
+    assert b["n_defective"] == 4 and b["most_frequent_position"] == "top"
+    assert b["most_frequent"] == pytest.approx(50.0) and b["uniform"] == pytest.approx(100 / 9)
+    with pytest.raises(ValueError, match="no defective"):
+        position_baselines([ex([0, 0], ["none", "none"])])

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from samllava.config import SasaConfig, load_profile
+from samllava.data.instructions import POSITIONS
 from samllava.sasa import Sasa
 
 C, DT, LLM = 12, 10, 24
@@ -108,9 +109,9 @@ def test_eq7_eq8_order_text_attends_to_updated_visual_tokens():
     assert not torch.allclose(t_new, t_wrong)
 
 
-@pytest.mark.parametrize("text_attends_mask", [False, True])
-def test_gradients_reach_all_parameters(text_attends_mask):
-    sasa = make(text_attends_mask=text_attends_mask).train()
+@pytest.mark.parametrize("text_attends_mask, cell_words", [(False, False), (True, False), (True, True)])
+def test_gradients_reach_all_parameters(text_attends_mask, cell_words):
+    sasa = make(text_attends_mask=text_attends_mask, cell_words=cell_words).train()
     out = sasa(torch.randn(2, C, 8, 8), torch.ones(2, 8, 8), torch.randn(2, 3, DT))
     out.tokens.square().mean().backward()
     missing = [n for n, p in sasa.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -178,3 +179,33 @@ def test_text_attends_mask_separates_empty_from_small_defect_more():
         t = lambda m: sasa(feats, m, text).tokens[:, 16:]  # T' in LLM space
         gaps[flag] = (t(small) - t(empty)).norm() / t(empty).norm()
     assert gaps[True] > 2 * gaps[False]
+
+
+
+def test_cell_position_names_follow_the_3x3_grid_of_the_data():
+    names = make(cell_words=True).cell_position_names()
+    assert names == ["top left", "top", "top", "top right", "left", "center", "center", "right",
+                     "left", "center", "center", "right", "bottom left", "bottom", "bottom", "bottom right"]
+    three = Sasa(SasaConfig(grid=3, align_dim=16, num_heads=4, cell_words=True), vis_dim=C, text_dim=DT, llm_dim=LLM)
+    assert three.cell_position_names() == list(POSITIONS)  # a 3x3 grid is the data's grid
+
+
+def test_cell_words_are_added_to_the_cells_that_hold_the_mask_only():
+    torch.manual_seed(0)
+    plain = make(text_attends_mask=True)
+    torch.manual_seed(0)
+    worded = make(text_attends_mask=True, cell_words=True)
+    words = torch.randn(16, LLM)
+    worded.set_cell_words(words)
+    feats, text = torch.randn(2, C, 8, 8), torch.randn(1, 3, DT)
+    mask = torch.zeros(2, 8, 8)
+    mask[0, 0:2, 0:2] = 1  # cell 0
+    mask[0, 6, 3] = 1  # cell 13 ("bottom")
+    diff = worded(feats, mask, text).tokens - plain(feats, mask, text).tokens
+    want = torch.zeros(2, 16 + 3, LLM)
+    want[0, 0], want[0, 13] = words[0], words[13]
+    torch.testing.assert_close(diff, want)  # nothing for an empty mask, nothing on T'
+    with pytest.raises(ValueError, match=r"\(16, 24\)"):
+        worded.set_cell_words(torch.zeros(9, LLM))
+    with pytest.raises(ValueError, match="cell_words = true"):
+        plain.set_cell_words(words)

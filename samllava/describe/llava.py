@@ -113,6 +113,13 @@ class Describer(nn.Module):
         feats = self.llava.model.get_image_features(pixel_values=x).pooler_output  # list of (n_img, D)
         return torch.stack(list(feats))
 
+    @torch.no_grad()
+    def phrase_embeddings(self, phrases: list[str]) -> Tensor:
+        """(len(phrases), llm_dim): the mean input embedding of each phrase's tokens, tokenised as it reads
+        inside a sentence (with a leading space)."""
+        table = self.llava.get_input_embeddings().weight
+        return torch.stack([table[self._token_ids(f" {p.strip()}")].mean(0) for p in phrases])
+
     def _token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
