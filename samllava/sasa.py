@@ -10,6 +10,7 @@ space d_a (V_0, T_0), and aligned by layers of bidirectional cross-attention:
 With ``cell_words`` (a profile setting), the visual token of each cell holding part of M_fine also
 gets the language model's own embedding of that cell's position word ("top left", ...; learnable,
 initialised by :meth:`Sasa.set_cell_words`): a spatial prior in the words the model already reads.
+It belongs to the visual tokens, not to the attention, so the "w/o SASA" ablation keeps it.
 
 With ``text_attends_mask`` (a profile setting), Eq. 8's keys are only the cells that hold part of
 M_fine, plus one learned "no defect" slot that is always there (an empty mask attends to it
@@ -111,7 +112,8 @@ class Sasa(nn.Module):
         from .data.instructions import position_on_grid
 
         g = self.cfg.grid
-        return [position_on_grid(torch.eye(g * g)[i].reshape(g, g)) for i in range(g * g)]
+        one_hot = torch.eye(g * g).reshape(g * g, g, g)  # cell i alone, as a g x g mask
+        return [position_on_grid(m) for m in one_hot]
 
     @torch.no_grad()
     def set_cell_words(self, embeddings: Tensor) -> None:
