@@ -20,7 +20,6 @@ import platform
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ from samllava.model import build_model  # noqa: E402
 from samllava.results import write_json  # noqa: E402
 from samllava.data import CategoryData  # noqa: E402
 from samllava.data.instructions import parse_position, position_on_grid  # noqa: E402
-from samllava.train import epoch_batches, param_groups, prepare  # noqa: E402
+from samllava.train import answer, answer_log_odds, epoch_batches, param_groups, prepare  # noqa: E402
 
 VARIANTS = {
     "literal Eq. 8 keys": {"sasa.text_attends_mask": False, "sasa.cell_words": False},
@@ -44,23 +43,11 @@ VARIANTS = {
 }
 
 
-def batches(model, examples, oracle: bool, batch_size: int = 8):
-    """(cached frozen part, SASA tokens, questions) per batch; M_fine is SAM's, or the ground truth with ``oracle``."""
-    for ex in examples:
-        for i in range(0, len(ex), batch_size):
-            sel = torch.arange(i, min(i + batch_size, len(ex)))
-            enc = ex.enc.select(sel)
-            mask = ex.gt[sel] > 0.5 if oracle else model.fine(enc).mask
-            yield enc, model.align(enc, SimpleNamespace(mask=mask)), [ex.questions[j] for j in sel.tolist()]
-
-
-@torch.no_grad()
 def score(model, examples, defective, oracle: bool) -> dict:
-    model.eval()
     labels = np.concatenate([ex.labels for ex in examples])
-    odds = torch.cat([model.describer.yes_no_log_odds(enc.llava_pixels, tokens, q) for enc, tokens, q in batches(model, examples, oracle)]).numpy()
-    said = [parse_position(t) for enc, tokens, q in batches(model, defective, oracle)
-            for t in model.describer.generate(enc.llava_pixels, tokens, q, max_new_tokens=18)]
+    odds = answer_log_odds(model, examples, oracle_masks=oracle)
+    said = [parse_position(t) for texts in answer(model, defective, max_new_tokens=18, progress=False, oracle_masks=oracle)
+            for t in texts]
     truth = [p for ex in defective for p in ex.positions]
     return {"auroc": float(roc_auc_score(labels, odds)), "accuracy": float(((odds > 0) == labels).mean()),
             "position_accuracy": float(np.mean([s == t for s, t in zip(said, truth)])),
@@ -105,7 +92,7 @@ def run(profile, name: str, steps: int, every: int, log, oracle_masks: bool = Fa
             model.train()
             with torch.no_grad():
                 mask = ex.gt[sel] > 0.5 if oracle_masks else model.fine(enc).mask
-            tokens = model.align(enc, SimpleNamespace(mask=mask))
+            tokens = model.align_mask(enc, mask)
             answers = [ex.targets[i].split(" This is")[0] for i in idx]  # the answer sentence only
             loss = model.describer.loss(enc.llava_pixels, tokens, [ex.questions[i] for i in idx], answers)
             opt.zero_grad()

@@ -164,7 +164,11 @@ class SamLlava(nn.Module):
         if straight_through:
             prob = torch.sigmoid(fine.logits)
             mask = mask + prob - prob.detach()
-        return self.sasa(self.sasa_features(enc), mask, enc.text_tokens.to(enc.embeddings.dtype)).tokens
+        return self.align_mask(enc, mask)
+
+    def align_mask(self, enc: Encoded, mask: torch.Tensor) -> torch.Tensor:
+        """SASA tokens (B, N, llm_dim) for any mask (B, S, S) in the role of M_fine, e.g. the ground truth."""
+        return self.sasa(self.sasa_features(enc), mask.float(), enc.text_tokens.to(enc.embeddings.dtype)).tokens
 
     def sasa_features(self, enc: Encoded) -> torch.Tensor:
         """SASA's F_sam (B, C, h, w): the SAM embedding, plus SAM's dense positional encoding (the one its

@@ -211,29 +211,31 @@ def warm_up_sam(model: SamLlava, examples: list[Examples], progress: bool = True
 
 
 @torch.no_grad()
-def _aligned_batches(model: SamLlava, ex: Examples, batch_size: int):
-    """Consecutive batches of one category's examples: (cached frozen part, SASA tokens, questions)."""
+def _aligned_batches(model: SamLlava, ex: Examples, batch_size: int, oracle_masks: bool = False):
+    """Consecutive batches of one category's examples: (cached frozen part, SASA tokens, questions).
+    ``oracle_masks``: the ground-truth mask stands in for M_fine (what a perfect SAM would give)."""
     for i in range(0, len(ex), batch_size):
         sel = torch.arange(i, min(i + batch_size, len(ex)))
         enc = ex.enc.select(sel)
-        yield enc, model.align(enc, model.fine(enc)), [ex.questions[j] for j in sel.tolist()]
+        mask = ex.gt[sel] > 0.5 if oracle_masks else model.fine(enc).mask
+        yield enc, model.align_mask(enc, mask), [ex.questions[j] for j in sel.tolist()]
 
 
 def answer(model: SamLlava, examples: list[Examples], batch_size: int = 8, max_new_tokens: int | None = None,
-           progress: bool = True) -> list[list[str]]:
+           progress: bool = True, oracle_masks: bool = False) -> list[list[str]]:
     """Generated answers for every example (per category), from the cached frozen part."""
     model.eval()
-    return [[text for enc, tokens, questions in _aligned_batches(model, ex, batch_size)
+    return [[text for enc, tokens, questions in _aligned_batches(model, ex, batch_size, oracle_masks)
              for text in model.describer.generate(enc.llava_pixels, tokens, questions, max_new_tokens=max_new_tokens)]
             for ex in tqdm(examples, desc="describe", disable=not progress)]
 
 
 @torch.no_grad()
-def answer_log_odds(model: SamLlava, examples: list[Examples], batch_size: int = 16) -> np.ndarray:
+def answer_log_odds(model: SamLlava, examples: list[Examples], batch_size: int = 16, oracle_masks: bool = False) -> np.ndarray:
     """First-token yes/no log-odds of every example, concatenated in order (:meth:`Describer.yes_no_log_odds`)."""
     model.eval()
     out = [model.describer.yes_no_log_odds(enc.llava_pixels, tokens, questions)
-           for ex in examples for enc, tokens, questions in _aligned_batches(model, ex, batch_size)]
+           for ex in examples for enc, tokens, questions in _aligned_batches(model, ex, batch_size, oracle_masks)]
     return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
 

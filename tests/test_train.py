@@ -11,7 +11,7 @@ import torch
 from samllava.config import load_profile
 from samllava.data import generate_synthetic, load_dataset
 from samllava.model import build_model
-from samllava.train import load_checkpoint, param_groups, prepare, train
+from samllava.train import answer, load_checkpoint, param_groups, prepare, train
 
 
 def _model(seed=0, **overrides):
@@ -109,16 +109,11 @@ def test_yes_no_accuracy_rises_well_above_chance_with_a_small_budget(yes_no_data
     d = model.describer
 
     def accuracy() -> tuple[float, set]:
-        model.eval()
-        said, ok = set(), []
-        with torch.no_grad():
-            for ex in ev:
-                tokens = model.sasa(ex.enc.embeddings, ex.gt, ex.enc.text_tokens).tokens
-                answers = [parse_yes_no(t) for t in d.generate(ex.enc.llava_pixels, tokens, ex.questions, max_new_tokens=2)]
-                said |= set(answers)
-                ok += [a == bool(label) for a, label in zip(answers, ex.labels)]
+        texts = answer(model, ev, max_new_tokens=2, progress=False, oracle_masks=True)  # M_fine := ground truth
         model.train()
-        return float(sum(ok)) / len(ok), said
+        answers = [parse_yes_no(t) for ts in texts for t in ts]
+        ok = [a == bool(label) for a, label in zip(answers, [l for ex in ev for l in ex.labels])]
+        return float(sum(ok)) / len(ok), set(answers)
 
     before, _ = accuracy()
     params = [p for p in [*model.sasa.parameters(), *d.parameters()] if p.requires_grad]
@@ -128,7 +123,7 @@ def test_yes_no_accuracy_rises_well_above_chance_with_a_small_budget(yes_no_data
     for step in range(15):
         ex = tr[step % len(tr)]
         idx = torch.randperm(len(ex), generator=rng)[:8]
-        tokens = model.sasa(ex.enc.embeddings[idx], ex.gt[idx], ex.enc.text_tokens).tokens
+        tokens = model.align_mask(ex.enc.select(idx), ex.gt[idx])
         loss = d.loss(ex.enc.llava_pixels[idx], tokens, [ex.questions[i] for i in idx],
                       [ex.targets[i].split(",")[0] for i in idx])  # "Yes" / "No"
         opt.zero_grad()
