@@ -151,7 +151,7 @@ def train(model: SamLlava, examples: list[Examples], *, epochs: int | None = Non
     rank, world = _world()
     torch.manual_seed(cfg.seed)
     params = model.trainable_parameters()
-    optimizer = torch.optim.Adam(param_groups(model), lr=cfg.lr)
+    optimizer = torch.optim.Adam(param_groups(model), lr=cfg.lr, foreach=True)  # CPU default: a Python loop over tensors
     history: list[dict] = []
     start = 0
     ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
@@ -218,7 +218,7 @@ def _aligned_batches(model: SamLlava, ex: Examples, batch_size: int, oracle_mask
         sel = torch.arange(i, min(i + batch_size, len(ex)))
         enc = ex.enc.select(sel)
         mask = ex.gt[sel] > 0.5 if oracle_masks else model.fine(enc).mask
-        yield enc, model.align_mask(enc, mask), [ex.questions[j] for j in sel.tolist()]
+        yield enc, model.align_mask(enc, mask), model.grounded_questions([ex.questions[j] for j in sel.tolist()], mask)
 
 
 def answer(model: SamLlava, examples: list[Examples], batch_size: int = 8, max_new_tokens: int | None = None,

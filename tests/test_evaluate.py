@@ -3,6 +3,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,3 +77,18 @@ def test_evaluate_full_stage_adds_description_accuracy(root, tmp_path):
     acc = js["categories"]["fabric"]["summary"]["description_accuracy"]
     assert 0 <= acc <= 1 and js["mean"]["description_accuracy"] == acc
     assert {"image_auroc", "pixel_auroc"} <= set(js["categories"]["fabric"]["summary"])
+
+
+def test_score_category_pixel_metrics_from_one_pass():
+    # score_category bins the pixels once for both pixel metrics: the same values as the separate functions
+    from samllava import metrics
+    from samllava.evaluate import score_category
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((3, 16, 16), dtype=np.uint8)
+    masks[0, 2:6, 3:7] = 1
+    masks[2, 10:12, 1:15] = 1
+    maps = rng.random((3, 16, 16)).astype(np.float32) + masks
+    out = score_category(maps, maps.reshape(3, -1).max(1), np.array([1, 0, 1]), masks, has_masks=True)
+    assert out["pixel_auroc"] == metrics.pixel_auroc(maps, masks)
+    assert out["aupro"] == metrics.aupro(maps, masks)

@@ -49,8 +49,14 @@ def patch_features(maps: list[torch.Tensor]) -> list[torch.Tensor]:
     return [F.normalize(m.flatten(2).transpose(1, 2), dim=-1) for m in maps]
 
 
-def min_cosine_distance(query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-    """``1 - max cos`` of each query patch to the memory, as one matrix product.
+# Query patches per block of min_cosine_distance: the (block, M) similarity block stays ~2M floats
+# (8 MB, cache-sized) instead of a (B*N, M) matrix of hundreds of MB, which was 3-4x slower on CPU.
+SIMILARITY_BLOCK = 2**21
+
+
+def min_cosine_distance(query: torch.Tensor, memory: torch.Tensor, block: int = SIMILARITY_BLOCK) -> torch.Tensor:
+    """``1 - max cos`` of each query patch to the memory, as matrix products over blocks of query
+    patches (``block`` similarities at a time: bounded memory whatever B, N and M).
 
     Args:
         query: (B, N, C) L2-normalised.
@@ -59,7 +65,11 @@ def min_cosine_distance(query: torch.Tensor, memory: torch.Tensor) -> torch.Tens
     Returns:
         (B, N) distances in [0, 2].
     """
-    return (1 - (query @ memory.t()).amax(-1)).clamp_min(0)  # clamp: rounding can give -1e-7
+    flat = query.reshape(-1, query.shape[-1])  # (B*N, C)
+    rows = max(1, block // max(1, memory.shape[0]))
+    mem_t = memory.t()
+    best = torch.cat([(flat[i:i + rows] @ mem_t).amax(-1) for i in range(0, flat.shape[0], rows)]) if flat.shape[0] else flat.new_zeros(0)
+    return (1 - best.view(query.shape[:-1])).clamp_min(0)  # clamp: rounding can give -1e-7
 
 
 def upsample(grid: torch.Tensor, side: int) -> torch.Tensor:
@@ -88,18 +98,21 @@ def held_out_distances(memory: torch.Tensor, grid: tuple[int, int], exclusion_ra
     k, n, _ = memory.shape
     h, w = grid
     idx = torch.arange(k * n, device=memory.device)
-    if k > 1:  # leave one image out
-        image = idx // n  # (K*n,) image id per patch
-        excluded = image[:, None] == image[None, :]
-    else:  # leave the patch's (2r+1)x(2r+1) grid neighbourhood out
-        ys, xs = idx // w, idx % w
-        excluded = torch.maximum((ys[:, None] - ys[None, :]).abs(), (xs[:, None] - xs[None, :]).abs()) <= exclusion_radius
-        if bool(excluded.all(1).any()):
-            raise ValueError(f"K=1 normal scale: a {h}x{w} grid leaves no patch outside radius {exclusion_radius}; "
-                             "use a smaller exclusion_radius or a finer level")
     feats = memory.reshape(k * n, -1)
-    sim = (feats @ feats.t()).masked_fill(excluded, float("-inf"))  # (K*n, K*n)
-    return (1 - sim.amax(-1)).clamp_min(0).view(k, h, w)
+    rows = max(1, SIMILARITY_BLOCK // (k * n))  # bounded blocks of the (K*n, K*n) similarities
+    best = []
+    for start in range(0, k * n, rows):
+        i = idx[start:start + rows]
+        if k > 1:  # leave one image out
+            excluded = (i // n)[:, None] == (idx // n)[None, :]
+        else:  # leave the patch's (2r+1)x(2r+1) grid neighbourhood out
+            excluded = torch.maximum(((i // w)[:, None] - (idx // w)[None, :]).abs(),
+                                     ((i % w)[:, None] - (idx % w)[None, :]).abs()) <= exclusion_radius
+            if bool(excluded.all(1).any()):
+                raise ValueError(f"K=1 normal scale: a {h}x{w} grid leaves no patch outside radius {exclusion_radius}; "
+                                 "use a smaller exclusion_radius or a finer level")
+        best.append((feats[start:start + rows] @ feats.t()).masked_fill_(excluded, float("-inf")).amax(-1))
+    return (1 - torch.cat(best)).clamp_min(0).view(k, h, w)
 
 
 class FewShotCalibrator(nn.Module):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from samllava.coarse.backbone import FeatureExtractor
-from samllava.coarse.memory import FewShotCalibrator, knn_anomaly_map, min_cosine_distance, normal_scale
+from samllava.coarse import memory as memory_module
+from samllava.coarse.memory import FewShotCalibrator, held_out_distances, knn_anomaly_map, min_cosine_distance, normal_scale
 
 
 class PixelFeatures(FeatureExtractor):
@@ -32,6 +33,29 @@ def test_min_cosine_distance_hand_made():
     d = min_cosine_distance(query, memory)
     expected = torch.tensor([0.0, 1 - math.cos(math.radians(45)), 0.0, 1 - math.cos(math.radians(30))])
     assert torch.allclose(d[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_blocked_similarities_equal_one_product(monkeypatch, k):
+    # blocks of a few rows (uneven last block) give what one (rows, M) product gives
+    torch.manual_seed(0)
+    query = torch.nn.functional.normalize(torch.randn(2, 7, 5), dim=-1)
+    memory = torch.nn.functional.normalize(torch.randn(k, 12, 5), dim=-1)  # K images of a 3x4 grid
+    flat = memory.reshape(-1, 5)
+    whole = (1 - (query @ flat.t()).amax(-1)).clamp_min(0)
+    held = held_out_distances(memory, (3, 4))
+    for block in (flat.shape[0] * 3, 1):  # 3 rows per block; and one row per block
+        assert torch.allclose(min_cosine_distance(query, flat, block=block), whole, atol=1e-6)
+        monkeypatch.setattr(memory_module, "SIMILARITY_BLOCK", block)
+        assert torch.allclose(held_out_distances(memory, (3, 4)), held, atol=1e-6)
+    # the reference for held_out_distances: the full masked matrix
+    idx = torch.arange(k * 12)
+    if k > 1:
+        excluded = (idx // 12)[:, None] == (idx // 12)[None, :]
+    else:
+        excluded = torch.maximum(((idx // 4)[:, None] - (idx // 4)[None, :]).abs(), ((idx % 4)[:, None] - (idx % 4)[None, :]).abs()) <= 1
+    ref = (1 - (flat @ flat.t()).masked_fill(excluded, float("-inf")).amax(-1)).clamp_min(0).view(k, 3, 4)
+    assert torch.allclose(held, ref, atol=1e-6)
 
 
 def test_normal_scale_leave_one_image_out():
