@@ -37,9 +37,10 @@ from samllava.data.instructions import parse_position, position_on_grid  # noqa:
 from samllava.train import answer, answer_log_odds, epoch_batches, param_groups, prepare  # noqa: E402
 
 VARIANTS = {
-    "literal Eq. 8 keys": {"sasa.text_attends_mask": False, "sasa.cell_words": False},
-    "mask-cell keys": {"sasa.text_attends_mask": True, "sasa.cell_words": False},
-    "mask-cell keys + cell words": {"sasa.text_attends_mask": True, "sasa.cell_words": True},
+    "literal Eq. 8 keys": {"sasa.text_attends_mask": False, "sasa.cell_words": False, "sasa.region_text": False},
+    "mask-cell keys": {"sasa.text_attends_mask": True, "sasa.cell_words": False, "sasa.region_text": False},
+    "mask-cell keys + cell words": {"sasa.text_attends_mask": True, "sasa.cell_words": True, "sasa.region_text": False},
+    "mask-cell keys + cell words + region text": {"sasa.text_attends_mask": True, "sasa.cell_words": True, "sasa.region_text": True},
 }
 
 
@@ -94,7 +95,8 @@ def run(profile, name: str, steps: int, every: int, log, oracle_masks: bool = Fa
                 mask = ex.gt[sel] > 0.5 if oracle_masks else model.fine(enc).mask
             tokens = model.align_mask(enc, mask)
             answers = [ex.targets[i].split(" This is")[0] for i in idx]  # the answer sentence only
-            loss = model.describer.loss(enc.llava_pixels, tokens, [ex.questions[i] for i in idx], answers)
+            questions = model.grounded_questions([ex.questions[i] for i in idx], mask)
+            loss = model.describer.loss(enc.llava_pixels, tokens, questions, answers)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -97,6 +97,11 @@ class SasaConfig:
     # to the visual token of every cell that holds part of M_fine: a spatial prior in words the model
     # already reads, so naming the defect's position is copying a token, not decoding a new code.
     cell_words: bool = False
+    # M_fine's position stated in words before the question ("The segmentation marks a region at the top
+    # left of the image." / "... marks no region."), from the mask's centre of mass on the 3x3 grid, as
+    # grounded VLMs give regions as text: the language model then names the position by copying real
+    # tokens from its context. Derived from the predicted M_fine, never from the ground truth.
+    region_text: bool = False
 
 
 @dataclass

@@ -21,7 +21,7 @@ from torch import nn
 from .coarse import CoarseLocalizer, CoarseOutput, TextCache, build_coarse, category_phrase
 from .coarse.prompts import ANOMALOUS_STATES, NORMAL_STATES, TEMPLATES
 from .config import Profile
-from .data.instructions import QUESTION, parse_yes_no
+from .data.instructions import NO_POSITION, QUESTION, parse_yes_no, position_on_grid
 from .describe.llava import Describer, build_describer
 from .describe.lora import apply_lora
 from .losses import segmentation_loss
@@ -74,6 +74,15 @@ class Diagnosis:
         return {"category": self.category, "score": self.score, "answer": self.answer, "description": self.description,
                 "coarse_mask_pixels": int(self.coarse_mask.sum()), "fine_mask_pixels": int(self.fine_mask.sum()),
                 "coarse_terms": self.terms}
+
+
+REGION_TEXT = "The segmentation marks a region at the {position} of the image."
+NO_REGION_TEXT = "The segmentation marks no region."
+
+
+def region_sentence(position: str) -> str:
+    """The words ``sasa.region_text`` puts before the question for a mask at ``position`` ("none": empty mask)."""
+    return NO_REGION_TEXT if position == NO_POSITION else REGION_TEXT.format(position=position)
 
 
 def state_tokens(prompt_embeddings: torch.Tensor) -> torch.Tensor:
@@ -170,6 +179,16 @@ class SamLlava(nn.Module):
         """SASA tokens (B, N, llm_dim) for any mask (B, S, S) in the role of M_fine, e.g. the ground truth."""
         return self.sasa(self.sasa_features(enc), mask.float(), enc.text_tokens.to(enc.embeddings.dtype)).tokens
 
+    def grounded_questions(self, questions: list[str], mask: torch.Tensor) -> list[str]:
+        """The questions as the language model reads them: with ``sasa.region_text``, each is preceded by
+        the position of its mask (B, S, S) on the 3x3 grid in words (:data:`REGION_TEXT`); else unchanged."""
+        if not self.profile.sasa.region_text:
+            return list(questions)
+        if mask.shape[0] != len(questions):
+            raise ValueError(f"{len(questions)} questions for {mask.shape[0]} masks")
+        positions = [position_on_grid(m) for m in (mask.detach() > 0.5).cpu().numpy()]
+        return [region_sentence(p) + " " + q for p, q in zip(positions, questions)]
+
     def sasa_features(self, enc: Encoded) -> torch.Tensor:
         """SASA's F_sam (B, C, h, w): the SAM embedding, plus SAM's dense positional encoding (the one its
         mask decoder adds to the image embedding) when ``sasa.positions`` is set, so that the masked
@@ -185,7 +204,7 @@ class SamLlava(nn.Module):
         ms = self.profile.multiscale
         seg, branches = segmentation_loss(fine.kept_branches(), self._gt_frame(gt_masks), ms.branch_weights, ms.focal_weight)
         tokens = self.align(enc, fine, straight_through=True)
-        gen = self.describer.loss(enc.llava_pixels, tokens, questions, answers)
+        gen = self.describer.loss(enc.llava_pixels, tokens, self.grounded_questions(questions, fine.mask), answers)
         t = self.profile.train
         return Losses(total=t.seg_weight * seg + t.gen_weight * gen, seg=seg, gen=gen, branches=branches)
 
@@ -209,7 +228,7 @@ class SamLlava(nn.Module):
         enc = self.encode(images, category)
         fine = self.fine(enc)
         tokens = self.align(enc, fine)
-        questions = [QUESTION.format(category=self.phrase(category))] * images.shape[0]
+        questions = self.grounded_questions([QUESTION.format(category=self.phrase(category))] * images.shape[0], fine.mask)
         texts = self.describer.generate(enc.llava_pixels, tokens, questions, max_new_tokens=max_new_tokens)
         out = []
         for i, text in enumerate(texts):

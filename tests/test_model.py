@@ -107,3 +107,38 @@ def test_sasa_cell_words_start_as_the_language_models_embeddings_of_the_position
     torch.testing.assert_close(m.sasa.cell_words[1], m.sasa.cell_words[2])  # both "top"
     assert not torch.allclose(m.sasa.cell_words[0], m.sasa.cell_words[1])
     assert m.sasa.cell_words.requires_grad and any(q is m.sasa.cell_words for q in m.trainable_parameters())
+
+
+def test_region_text_states_m_fines_position(model):
+    import copy
+
+    s = model.profile.data.image_size
+    assert model.profile.sasa.region_text
+    mask = torch.zeros(2, s, s, dtype=torch.bool)
+    mask[0, : s // 4, : s // 4] = True  # centre of mass in the top-left ninth
+    q = model.grounded_questions(["Is there any anomaly?"] * 2, mask)
+    assert q == ["The segmentation marks a region at the top left of the image. Is there any anomaly?",
+                 "The segmentation marks no region. Is there any anomaly?"]
+    with pytest.raises(ValueError, match="2 questions for 1 masks"):
+        model.grounded_questions(["a", "b"], mask[:1])
+    plain = copy.copy(model)
+    plain.profile = model.profile.replace(**{"sasa.region_text": False})
+    assert plain.grounded_questions(["Q?"], mask[:1]) == ["Q?"]
+
+
+def test_training_loss_reads_the_region_of_the_predicted_mask(model):
+    # Eq. 10 inside Eq. 9 is computed on the questions grounded by M_fine (the model's own mask), not the ground truth
+    s = model.profile.data.image_size
+    model.eval()
+    enc = model.encode(torch.rand(2, 3, s, s), "fabric")
+    gt = torch.zeros(2, s, s)
+    gt[:, -8:, -8:] = 1  # bottom right in the ground truth
+    questions, answers = ["Is there any anomaly?"] * 2, ["Yes.", "No."]
+    with torch.no_grad():
+        losses = model(enc, gt, questions, answers)
+        fine = model.fine(enc)
+        grounded = model.grounded_questions(questions, fine.mask)
+        expected = model.describer.loss(enc.llava_pixels, model.align(enc, fine), grounded, answers)
+        from_gt = model.describer.loss(enc.llava_pixels, model.align(enc, fine), model.grounded_questions(questions, gt), answers)
+    torch.testing.assert_close(losses.gen, expected)
+    assert grounded != model.grounded_questions(questions, gt) and not torch.allclose(losses.gen, from_gt)

@@ -115,3 +115,18 @@ def test_position_baselines_count_defective_images_with_a_position():
     assert b["most_frequent"] == pytest.approx(50.0) and b["uniform"] == pytest.approx(100 / 9)
     with pytest.raises(ValueError, match="no defective"):
         position_baselines([ex([0, 0], ["none", "none"])])
+
+
+def test_position_baseline_from_the_predicted_mask():
+    from types import SimpleNamespace
+
+    from samllava.pipeline import position_baselines
+    from samllava.train import Examples
+
+    masks = torch.zeros(3, 9, 9, dtype=torch.bool)
+    masks[0, :3, :3] = True  # top left: right
+    masks[1, 6:, 6:] = True  # bottom right, but the truth is "top": wrong
+    model = SimpleNamespace(fine=lambda enc: SimpleNamespace(mask=masks[enc]))  # enc: the example's indices
+    ex = Examples("c", torch.arange(3), None, [""] * 3, [""] * 3, np.array([1, 1, 0]), ["top left", "top", "none"])
+    b = position_baselines([ex], model)
+    assert b["from_m_fine"] == pytest.approx(50.0) and b["n_defective"] == 2

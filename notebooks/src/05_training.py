@@ -54,16 +54,19 @@ print(f"{len(history)} steps; first total loss {history[0]['total']:.3f}, last {
 # %% [markdown]
 # ## After training: yes/no accuracy (Table 5 rule) and position accuracy on held-out images
 # Chance: 50 % for yes/no on this balanced set; for naming the right 3x3 cell, 11.1 % for a uniform guess and
-# the share of the most frequent true position for always naming it (both in the table's note).
+# the share of the most frequent true position for always naming it (both in the table's note). The note also
+# gives the position of M_fine's own centre of mass: an answer that reads the predicted mask cannot beat it
+# (with `sasa.region_text` that position is stated in the prompt, so the model has to learn to repeat it).
 
 # %%
 after, after_answers, examples = description_eval(model, eval_data, shots=shots, max_new_tokens=max_new_tokens, per_label=per_label)
 summary = answers_table(before, after)
-chance = position_baselines(examples)
+chance = position_baselines(examples, model)
 results.write_table(summary, "training_before_after", profile=P.name, dataset="synthetic (train seed 1, held-out eval seed 0)",
                     note=f"K={shots}; {len(history)} steps; {per_label} normal + {per_label} anomalous held-out images per category; "
                          f"accuracy in percent; position chance: uniform {chance['uniform']:.1f}, always the most frequent "
-                         f"({chance['most_frequent_position']}) {chance['most_frequent']:.1f} of {chance['n_defective']} defective images")
+                         f"({chance['most_frequent_position']}) {chance['most_frequent']:.1f} of {chance['n_defective']} defective images; "
+                         f"M_fine's own centre of mass (the ceiling of an answer that follows the predicted mask) {chance['from_m_fine']:.1f}")
 summary
 
 # %% [markdown]
