@@ -112,7 +112,8 @@ class Sasa(nn.Module):
         from .data.instructions import position_on_grid
 
         g = self.cfg.grid
-        one_hot = torch.eye(g * g).reshape(g * g, g, g)  # cell i alone, as a g x g mask
+        # on the CPU whatever the default device (build_model may run under torch.device("cuda")): numpy reads it
+        one_hot = torch.eye(g * g, device="cpu").reshape(g * g, g, g)  # cell i alone, as a g x g mask
         return [position_on_grid(m) for m in one_hot]
 
     @torch.no_grad()
