@@ -63,7 +63,7 @@ def run(profile, name: str, steps: int, every: int, log, oracle_masks: bool = Fa
     profile = profile.replace(**VARIANTS[name])
     model = build_model(profile)
     _, warm, _ = pipeline.train_cascade(profile, progress=False)
-    model.cascade.load_state_dict(pipeline._sam_side(warm), strict=False)
+    model.cascade.load_state_dict(pipeline.sam_side_state(warm), strict=False)
     size = profile.data.image_size
     held = pipeline.synthetic(profile, "eval")
     train_set = prepare(model, pipeline.synthetic(profile, "train"), size, shots=1, progress=False)

@@ -5,6 +5,7 @@ import torch
 
 from samllava import pipeline
 from samllava.config import load_profile
+from samllava.evaluate import CoarseMethod
 
 
 @pytest.fixture()
@@ -95,7 +96,7 @@ def test_train_cascade_takes_precomputed_inputs(dirs):
 
     def inputs():
         calls.append(1)
-        coarse = pipeline.CoarseMethod(p)
+        coarse = CoarseMethod(p)
         return pipeline.cascade_inputs(coarse, build_cascade(p), pipeline.synthetic(p, "train"), shots=1)
 
     _, a, la = pipeline.train_cascade(p, steps=2, progress=False, inputs=inputs, cache=False)

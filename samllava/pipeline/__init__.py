@@ -1,0 +1,36 @@
+"""What the notebooks call: data sets of a profile, the trained model, shared benchmarks.
+
+Notebooks stay thin (a parameters cell, a few calls, a saved table or figure); everything they
+compute lives here or in the stage modules, so it is tested like the rest of the library.
+Costly results shared by several notebooks (the SAM side, the trained model) are cached under
+:func:`samllava.paths.checkpoint_dir`, keyed by what they depend on, and rebuilt when missing.
+
+One module per part of the paper, as the notebooks use them:
+
+* :mod:`.data` - the profile's synthetic splits, the TADD stand-in, the packaged textiles, balanced subsets;
+* :mod:`.detection` - the SAM side's training, segmentation and few-shot tables (Tables 1-4, Figs. 2, 5);
+* :mod:`.description` - the trained end-to-end model, answers, Tables 5-6, Figs. 3-4;
+* :mod:`.ablations` - Tables 7-10;
+* :mod:`.complexity` - Table 11 and the parameter table.
+"""
+from .ablations import ABLATIONS, ablation_table
+from .complexity import complexity_table, gpu_rows, parameter_table
+from .data import (EVAL_SEED, STANDIN_DOMAINS, TADD_SEED, TRAIN_SEED, balanced_subset, cross_domain_sets, dataset_summary,
+                   synthetic, synthetic_gallery, tadd_standin, textiles)
+from .description import (accuracy_table, answers_table, description_eval, judge_table, log_odds_eval, log_odds_table,
+                          model_dir, position_baselines, qualitative_figure, sasa_attention_figure, trained_model)
+from .detection import (SAM_SIDE_SECTIONS, cache_key, cascade_figure, cascade_inputs, coarse_figure,
+                        fewshot_benchmark, fewshot_pixel_tables, figure2, mask_iou, prompt_types_figure, segmentation_comparison_figure,
+                        sam_side_state, seed_stats, segmentation_table, train_cascade, zero_shot_table)
+
+__all__ = [
+    "ABLATIONS", "ablation_table",
+    "complexity_table", "gpu_rows", "parameter_table",
+    "EVAL_SEED", "STANDIN_DOMAINS", "TADD_SEED", "TRAIN_SEED", "balanced_subset", "cross_domain_sets", "dataset_summary",
+    "synthetic", "synthetic_gallery", "tadd_standin", "textiles",
+    "accuracy_table", "answers_table", "description_eval", "judge_table", "log_odds_eval", "log_odds_table", "model_dir",
+    "position_baselines", "qualitative_figure", "sasa_attention_figure", "trained_model",
+    "SAM_SIDE_SECTIONS", "cache_key", "sam_side_state", "seed_stats", "cascade_figure", "cascade_inputs", "coarse_figure", "fewshot_benchmark",
+    "fewshot_pixel_tables", "figure2", "mask_iou", "prompt_types_figure", "segmentation_comparison_figure",
+    "segmentation_table", "train_cascade", "zero_shot_table",
+]

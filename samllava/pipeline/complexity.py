@@ -1,0 +1,82 @@
+"""Table 11 and the parameter table: parameter counts, latency, throughput and memory beside the paper's."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import Profile
+from .description import model_dir
+
+
+def parameter_table(profiles=("tiny", "offline")) -> pd.DataFrame:
+    """Total, trainable and LoRA parameters (millions) of the whole model per profile; the paper
+    profile's LLaVA part is counted on the meta device (no 7B weights loaded)."""
+    from ..bench import parameter_counts
+    from ..config import load_profile
+    from ..describe.lora import paper_parameter_counts
+    from ..model import build_model
+
+    rows = []
+    for name in profiles:
+        m = build_model(load_profile(name))
+        rows.append({"profile": name, "scope": "whole model", **parameter_counts(m)})
+    paper = paper_parameter_counts()
+    rows.append({"profile": "paper", "scope": "LLaVA-1.5-7B + LoRA only (meta device)", "total_M": paper["total"] / 1e6,
+                 "trainable_M": paper["trainable"] / 1e6, "lora_M": paper["lora"] / 1e6})
+    return pd.DataFrame(rows)
+
+
+def gpu_rows(path: str | Path | None) -> list[dict]:
+    """Table 11 rows from a ``benchmarks/gpu_bench.py`` result (paper-size models, random weights, named
+    card): batch 1 latency and peak memory, and the best batched throughput. None or a missing file: no rows."""
+    if path is None or not Path(path).is_file():
+        return []
+    g = json.loads(Path(path).read_text())["gpu"]
+    fast = g.get("end_to_end_fast", {})
+    one = fast.get("batch_1", {})
+    best = max((v for v in fast.values() if "images_per_s" in v), key=lambda v: v["images_per_s"], default={})
+    best_batch = next((k for k, v in fast.items() if v is best), "n/a")
+    return [{"model": f"SAM-LLaVA, paper profile, random weights ({g['device']}, {g['dtype']}, batch 1 / best {best_batch}; "
+                      f"{Path(path).name})",
+             "total_M": g["params"]["total_M"], "trainable_M": g["params"]["trainable_M"], "lora_M": g["params"]["lora_M"],
+             "training_time_h": np.nan, "latency_ms": one.get("mean_ms", np.nan),
+             "throughput_img_s": best.get("images_per_s", np.nan), "peak_memory_GB": one.get("peak_memory_GB", np.nan)}]
+
+
+def complexity_table(profile: Profile, device: str = "cpu", runs: int = 5, warmup: int = 1, new_tokens: int = 32,
+                     gpu_json: str | Path | None = None) -> pd.DataFrame:
+    """Table 11: parameters (this profile measured; the paper profile counted on the meta device),
+    latency, throughput and peak memory measured on ``device``, beside the paper's row; with
+    ``gpu_json``, the paper-size GPU benchmark's row (:func:`gpu_rows`), never a CPU number."""
+    from ..bench import bench, paper_profile_counts
+    from ..paper_values import TABLE11
+
+    r = bench(profile, device=device, runs=runs, warmup=warmup, new_tokens=new_tokens, batch_sizes=(1,), random=False,
+              log=lambda m: None)
+    e2e = r["end_to_end"]["batch_1"]
+    hist_time = _training_time(profile)
+    rows = [{"model": f"SAM-LLaVA, {profile.name} profile (this run, {r['device']})", "total_M": r["params"]["total_M"],
+             "trainable_M": r["params"]["trainable_M"], "lora_M": r["params"]["lora_M"], "training_time_h": hist_time,
+             "latency_ms": e2e.get("mean_ms", np.nan), "throughput_img_s": e2e.get("images_per_s", np.nan),
+             "peak_memory_GB": r["peak_memory_GB"]}]
+    pc = paper_profile_counts()
+    rows.append({"model": "SAM-LLaVA, paper profile (counted from its configuration)", "total_M": pc["total_M"],
+                 "trainable_M": pc["trainable_M"], "lora_M": pc["lora_M"], "training_time_h": np.nan, "latency_ms": np.nan,
+                 "throughput_img_s": np.nan, "peak_memory_GB": np.nan})
+    rows += gpu_rows(gpu_json)
+    for m, v in TABLE11.items():
+        rows.append({"model": f"{m} (paper, L40)", "total_M": v["total_M"], "trainable_M": v["trainable_M"],
+                     "lora_M": v.get("lora_M", np.nan), "training_time_h": v["train_hours"], "latency_ms": v["latency_ms"],
+                     "throughput_img_s": v.get("throughput_img_s", np.nan), "peak_memory_GB": v.get("peak_memory_GB", np.nan)})
+    return pd.DataFrame(rows)
+
+
+def _training_time(profile: Profile) -> float:
+    """Hours of the cached main training run of ``profile`` (NaN when it has not run)."""
+    done = model_dir(profile) / "done.json"
+    if not done.exists():
+        return float("nan")
+    return json.loads(done.read_text()).get("seconds", float("nan")) / 3600

@@ -1,0 +1,357 @@
+"""Detection notebooks: the SAM side's training (cached, shared), segmentation and few-shot tables, Tables 1-4, Figs. 2 and 5."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import metrics
+from ..config import Profile
+from ..data import FEWSHOT_SEEDS, CategoryData, sample_support
+from ..evaluate import CoarseMethod, KnnMethod, evaluate
+from ..paths import checkpoint_dir
+from .data import cross_domain_sets, synthetic
+
+
+def fewshot_benchmark(profile: Profile, datasets: dict[str, dict[str, CategoryData]], shots=(1, 2, 4),
+                      seeds=FEWSHOT_SEEDS, image_size: int | None = None, progress: bool = False) -> pd.DataFrame:
+    """Calibrated coarse map (Eq. 2) beside a PatchCore-style k-NN on the same backbone.
+
+    One row per (data set, method, K): mean over categories of the per-seed-mean image AUROC (and
+    pixel AUROC where masks exist), with the std over seeds of the category-mean.
+    """
+    from ..coarse.backbone import CachedExtractor
+
+    size = image_size or profile.data.image_size
+    coarse = CoarseMethod(profile)
+    # one backbone pass per query batch for all seeds, shot counts and both methods
+    cached = CachedExtractor(coarse.coarse.calibrator.extractor)
+    coarse.coarse.calibrator.extractor = cached
+    knn = KnnMethod(profile, extractor=cached)  # the very same backbone
+    rows = []
+    for ds_name, data in datasets.items():
+        for k in shots:
+            for name, method in (("SAM-LLaVA coarse (calibrated, Eq. 2)", coarse), ("PatchCore-style k-NN", knn)):
+                res = evaluate(method, data, shots=k, seeds=tuple(seeds), image_size=size, progress=progress)
+                rows.append({"data": ds_name, "method": name, "K": k, **seed_stats(res)})
+    return pd.DataFrame(rows)
+
+
+def seed_stats(res) -> dict[str, float]:
+    """Mean over categories per seed, then mean and std over seeds (percent)."""
+    out = {}
+    for metric in ("image_auroc", "pixel_auroc"):
+        per_seed = np.array([[r[metric] for r in c.per_seed] for c in res.values()])  # (categories, seeds)
+        if np.isnan(per_seed).all():
+            out[metric], out[f"{metric}_std"] = float("nan"), float("nan")
+            continue
+        m, s = metrics.mean_std(100 * per_seed.mean(0))
+        out[metric], out[f"{metric}_std"] = m, s
+    return out
+
+
+@torch.no_grad()
+def coarse_figure(coarse, data: dict[str, CategoryData], n: int = 4, shots: int = 1, seed: int = 0, size: int = 256):
+    """Figure: per row one anomalous image: image, ground truth, zero-shot H, few-shot H' and both Otsu masks."""
+    from .. import viz
+    from ..coarse import TextCache, category_phrase
+
+    cache = TextCache(coarse.zero_shot)
+    rows, titles = [], []
+    for j, (name, cat) in enumerate(list(data.items())[:n]):
+        anomalous = [s for s in cat.test if s.label == 1]
+        s = anomalous[(2 * j) % len(anomalous)]
+        img = cat.load_images([s], size)
+        gt = cat.load_masks([s], size)[0, 0] if cat.has_masks else None
+        feats = cache.get(category_phrase(name, allow_generic=True))
+        coarse.clear_support()
+        zs = coarse(img, feats)
+        coarse.set_support(cat.load_images(sample_support(cat, shots, seed), size))
+        fs = coarse(img, feats if coarse.zero_shot_active() else None)
+        rows.append([img[0], gt, zs.calibrated[0], zs.mask[0], fs.calibrated[0], fs.mask[0]])
+        titles.append(f"{name}\n{s.defect_type}")
+    coarse.clear_support()
+    fig = viz.image_grid(rows, row_titles=titles, col_titles=["image", "ground truth", "zero-shot H (Eq. 1)", "M_coarse (Otsu)",
+                                                               f"few-shot H' (Eq. 2, K={shots})", "M'_coarse (Otsu)"])
+    return fig, fs.terms
+
+
+# --- stage 2: the cascade ------------------------------------------------------------------------
+
+@torch.no_grad()
+def cascade_inputs(coarse, cascade, data: dict[str, CategoryData], shots: int = 1, seed: int = 0,
+                   size: int | None = None, batch_size: int = 16):
+    """Coarse masks, SAM embeddings and ground truth of every test image (frozen work, done once)."""
+    size = size or coarse.profile.data.image_size
+    masks, embs, gts = [], [], []
+    for name, cat in data.items():
+        support = cat.load_images(sample_support(cat, shots, seed), size) if shots > 0 else None
+        images = cat.load_images(cat.test, size)
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size]
+            coarse(x, name, support)
+            masks.append(coarse.last_output.mask)
+            embs.append(cascade.embed(x))
+        gts.append(cat.load_masks(cat.test, size)[:, 0])
+    return torch.cat(embs), torch.cat(masks), torch.cat(gts)
+
+
+def cache_key(profile: Profile, sections: tuple[str, ...] | None = None, **extra) -> str:
+    """A short digest of the profile (or only its ``sections``, e.g. ``("sam", "train")``) and ``extra``
+    settings: cached results are keyed by it, so a changed profile (or budget) never picks up a stale
+    checkpoint."""
+    import hashlib
+
+    config = profile.to_dict()
+    if sections is not None:
+        config = {k: config[k] for k in sections}
+    blob = json.dumps({"profile": config, **extra}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+# What the SAM side's training depends on: the coarse stage (its masks are SAM's prompts), SAM, the
+# multi-scale parts and the data, plus its own steps, lr, batch size and seed (added by train_cascade);
+# not SASA, the language model, LoRA or the end-to-end budget, so e.g. the "w/o SASA" variant and a
+# longer end-to-end training reuse the main model's SAM warm-up.
+SAM_SIDE_SECTIONS = ("clip", "fewshot", "sam", "multiscale", "data")
+
+
+def sam_side_state(cascade) -> dict[str, torch.Tensor]:
+    """The trainable SAM side (prompt encoder, mask decoder, multi-scale parts): all but the frozen image encoder."""
+    return {k: v for k, v in cascade.state_dict().items() if ".image_encoder." not in f".{k}"}
+
+
+def train_cascade(profile: Profile, steps: int | None = None, lr: float | None = None, shots: int = 1, progress: bool = True,
+                  data: dict[str, CategoryData] | None = None, coarse: CoarseMethod | None = None, cache: bool = True,
+                  inputs=None):
+    """SAM side alone (Sec. 3.2, Eq. 6); image encoder frozen. Detection metrics depend only on the
+    coarse stage and SAM, so this is what the detection tables train.
+
+    ``steps``/``lr`` default to the profile's SAM warm-up (``train.sam_warmup_steps``/``sam_warmup_lr``),
+    so notebooks 03, 07, 09 and the end-to-end model share one trained SAM side. ``data`` defaults to
+    the synthetic training set (seed 1); ``shots=0`` trains on zero-shot coarse masks. The result is
+    cached under :func:`samllava.paths.checkpoint_dir`, keyed by profile, budget and data
+    (``cache=False`` retrains). ``inputs``: a callable returning :func:`cascade_inputs` of ``data``,
+    for callers that train several variants on the same frozen inputs (called only on a cache miss).
+    Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``.
+    """
+    from ..results import atomic_path
+    from ..sam import build_cascade
+    from ..sam.train import train_segmentation
+
+    t = profile.train
+    steps = steps or t.sam_warmup_steps or 200
+    lr = lr or t.sam_warmup_lr
+    coarse = coarse or CoarseMethod(profile)
+    cascade = build_cascade(profile)  # the same frozen encoder as build_model's (samllava.seeding)
+    data = data if data is not None else synthetic(profile, "train")
+    key = cache_key(profile, SAM_SIDE_SECTIONS, steps=steps, lr=lr, batch_size=t.batch_size, seed=t.seed, shots=shots,
+                    data=sorted(str(c.root) for c in data.values()))
+    path = checkpoint_dir() / f"{profile.name}-cascade-{key}.pt"
+    if cache and path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing, unexpected = cascade.load_state_dict(state["sam_side"], strict=False)
+        if unexpected or any(".image_encoder." not in f".{k}" for k in missing):
+            raise ValueError(f"{path}: does not fit this cascade (unexpected {unexpected[:3]}, missing {missing[:3]}); delete it")
+        return coarse, cascade.eval(), list(state["losses"])
+    emb, masks, gt = inputs() if inputs is not None else cascade_inputs(coarse, cascade, data, shots=shots)
+    losses = train_segmentation(cascade, emb, masks, gt, steps=steps, lr=lr, batch_size=t.batch_size, seed=t.seed,
+                                progress=progress)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save({"sam_side": sam_side_state(cascade), "losses": list(losses), "steps": steps, "lr": lr}, tmp)
+    return coarse, cascade.eval(), losses
+
+
+def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """Mean IoU over images that have a ground-truth defect; (N, H, W) bool/0-1 tensors."""
+    pred, gt = pred.bool(), gt.bool()
+    keep = gt.flatten(1).any(1)
+    inter = (pred & gt)[keep].flatten(1).sum(1).float()
+    union = (pred | gt)[keep].flatten(1).sum(1).float()
+    return float((inter / union.clamp(min=1)).mean()) if keep.any() else float("nan")
+
+
+def segmentation_table(coarse, cascade, data: dict[str, CategoryData], shots: int = 1, seeds=(0,),
+                       size: int | None = None) -> pd.DataFrame:
+    """Coarse only vs coarse + SAM: image/pixel AUROC, AUPRO and mask IoU (mean over categories and seeds)."""
+    from ..evaluate import CascadeMethod
+
+    size = size or coarse.profile.data.image_size
+    rows = []
+    for name, method in (("coarse only (Eq. 1-2)", coarse), ("coarse + SAM cascade (Eq. 3-4)", CascadeMethod(coarse, cascade))):
+        res = evaluate(method, data, shots=shots, seeds=tuple(seeds), image_size=size, progress=False)
+        row = {"method": name, **{k: v for k, v in seed_stats(res).items() if not k.endswith("_std")}}
+        row["aupro"] = 100 * float(np.mean([c.summary()["aupro"] for c in res.values()]))
+        rows.append(row)
+    emb, cmask, gt = cascade_inputs(coarse, cascade, data, shots=shots, seed=seeds[0], size=size)
+    with torch.no_grad():
+        fine = torch.cat([cascade(emb[i:i + 16], cmask[i:i + 16], size).mask for i in range(0, len(emb), 16)])
+    rows[0]["mask_iou"], rows[1]["mask_iou"] = 100 * mask_iou(cmask, gt), 100 * mask_iou(fine, gt)
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def cascade_figure(coarse, cascade, data: dict[str, CategoryData], n: int = 3, shots: int = 1, seed: int = 0,
+                   size: int | None = None):
+    """Figure: image, ground truth, H', M_coarse, the candidate masks with predicted IoU, M_fine."""
+    from .. import viz
+
+    size = size or coarse.profile.data.image_size
+    rows, titles = [], []
+    for j, (name, cat) in enumerate(list(data.items())[:n]):
+        s = [s for s in cat.test if s.label == 1][j % 3]
+        img = cat.load_images([s], size)
+        coarse(img, name, cat.load_images(sample_support(cat, shots, seed), size))
+        out = coarse.last_output
+        fine = cascade(cascade.embed(img), out.mask, size)
+        cands = fine.branch_logits["mid"][0]  # (Nm, 4h, 4w) in SAM's frame
+        iou = fine.iou[0].tolist()
+        row = [img[0], cat.load_masks([s], size)[0, 0], out.calibrated[0], out.mask[0]]
+        row += [c > 0 for c in cands] + [fine.mask[0]]
+        rows.append(row)
+        titles.append(f"{name}\n" + " ".join(f"{v:.2f}" for v in iou))
+    n_c = len(rows[0]) - 5
+    cols = ["image", "ground truth", "H'", "M_coarse"] + [f"candidate {k}" for k in range(n_c)] + ["M_fine (best IoU)"]
+    return viz.image_grid(rows, row_titles=titles, col_titles=cols)
+
+
+@torch.no_grad()
+def prompt_types_figure(coarse, cascade, data: dict[str, CategoryData], prompts=("mask", "mask+box", "box", "point", "none"),
+                        n: int = 3, shots: int = 1, seed: int = 0, size: int | None = None):
+    """Figure: the fine mask of each prompt type (Tables 7 and 10) from the same SAM weights."""
+    import dataclasses
+
+    from .. import viz
+    from ..sam import SamCascade
+
+    size = size or coarse.profile.data.image_size
+    variants = {}
+    for p in prompts:
+        v = SamCascade(cascade.sam, dataclasses.replace(cascade.cfg, prompt=p), cascade.ms).eval()
+        if v.prompt_learner is not None and cascade.prompt_learner is not None:
+            v.prompt_learner = cascade.prompt_learner  # the trained multi-scale prompt
+        variants[p] = v
+    rows, titles = [], []
+    for j, (name, cat) in enumerate(list(data.items())[:n]):
+        s = [s for s in cat.test if s.label == 1][j % 3]
+        img = cat.load_images([s], size)
+        coarse(img, name, cat.load_images(sample_support(cat, shots, seed), size))
+        emb, cmask = cascade.embed(img), coarse.last_output.mask
+        rows.append([img[0], cat.load_masks([s], size)[0, 0], cmask[0]] + [variants[p](emb, cmask, size).mask[0] for p in prompts])
+        titles.append(name)
+    return viz.image_grid(rows, row_titles=titles, col_titles=["image", "ground truth", "M_coarse", *prompts])
+
+
+def zero_shot_table(profile: Profile, data_roots: dict | None = None, steps: int = 200, lr: float | None = None) -> pd.DataFrame:
+    """Table 1: train on one data set, test zero-shot on the other, both directions.
+
+    Measured in one harness: the WinCLIP-style zero-shot CLIP map (the coarse stage without
+    support) and SAM-LLaVA's coarse + SAM cascade (SAM side trained on the source data set).
+    Columns follow the paper: VisA -> MVTec-AD first, then MVTec-AD -> VisA.
+    """
+    from ..evaluate import CascadeMethod
+    from ..paper_values import TABLE1
+
+    sets = cross_domain_sets(profile, data_roots)
+    (name_a, (train_a, test_a)), (name_b, (train_b, test_b)) = sets.items()
+    coarse = CoarseMethod(profile)
+    size = profile.data.image_size
+    ours = {"WinCLIP-style zero-shot map (this harness)": [], "SAM-LLaVA coarse + SAM (this run)": []}
+    columns = []
+    for src_name, train_data, dst_name, test_data in ((name_b, train_b, name_a, test_a), (name_a, train_a, name_b, test_b)):
+        _, cascade, _ = train_cascade(profile, steps=steps, lr=lr, shots=0, data=train_data, coarse=coarse, progress=False)
+        columns += [f"{src_name} -> {dst_name}: image AUROC", f"{src_name} -> {dst_name}: pixel AUROC"]
+        for name, method in zip(ours, (coarse, CascadeMethod(coarse, cascade))):
+            st = seed_stats(evaluate(method, test_data, shots=0, image_size=size, progress=False))
+            ours[name] += [st["image_auroc"], st["pixel_auroc"]]
+    rows = [[name, *vals] for name, vals in ours.items()]
+    rows += [[f"{m} (paper)", *TABLE1[m]] for m in ("WinCLIP", "SPGDD-GPT", "SAM-LLaVA")]
+    return pd.DataFrame(rows, columns=["method", *columns])
+
+
+def fewshot_pixel_tables(profile: Profile, coarse: CoarseMethod, cascade, data: dict[str, CategoryData],
+                         shots=(1, 2, 4), seeds=FEWSHOT_SEEDS) -> dict[int, pd.DataFrame]:
+    """Tables 2-4: pixel AUROC per TADD (stand-in) subset, mean over seeds, for each K; methods in
+    one harness (SAM-LLaVA, coarse only, PatchCore-style k-NN, WinCLIP-style zero-shot) beside
+    the paper's SAM-LLaVA, PatchCore and WinCLIP columns."""
+    from ..coarse.backbone import CachedExtractor
+    from ..evaluate import CascadeMethod
+    from ..paper_values import TABLES2_4
+
+    size = profile.data.image_size
+    if not isinstance(coarse.coarse.calibrator.extractor, CachedExtractor):
+        coarse.coarse.calibrator.extractor = CachedExtractor(coarse.coarse.calibrator.extractor)
+    methods = {"SAM-LLaVA (this run)": CascadeMethod(coarse, cascade), "coarse only (this run)": coarse,
+               "PatchCore-style k-NN (this run)": KnnMethod(profile, extractor=coarse.coarse.calibrator.extractor)}
+    zero = {name: r.summary()["pixel_auroc"] for name, r in evaluate(coarse, data, shots=0, image_size=size, progress=False).items()}
+    tables = {}
+    for k in shots:
+        cols = {name: evaluate(m, data, shots=k, seeds=tuple(seeds), image_size=size, progress=False) for name, m in methods.items()}
+        rows = []
+        for subset in data:
+            row = {"subset": subset}
+            row.update({name: 100 * res[subset].summary()["pixel_auroc"] for name, res in cols.items()})
+            row["WinCLIP-style zero-shot (this harness)"] = 100 * zero[subset]
+            paper = TABLES2_4.get(subset, {})
+            for m in ("SAM-LLaVA", "PatchCore", "WinCLIP"):
+                row[f"{m} (paper)"] = paper.get(m, (np.nan,) * 3)[(1, 2, 4).index(k)]
+            rows.append(row)
+        df = pd.DataFrame(rows)
+        mean = {"subset": "mean", **{c: df[c].mean() for c in df.columns if c != "subset"}}
+        tables[k] = pd.concat([df, pd.DataFrame([mean])], ignore_index=True)
+    return tables
+
+
+def figure2(tables: dict[int, pd.DataFrame]):
+    """Figure 2: mean pixel AUROC per method for each K (this run's methods, and the paper's means)."""
+    import matplotlib.pyplot as plt
+
+    from ..paper_values import FIGURE2_MEAN
+
+    ks = sorted(tables)
+    ours = [c for c in tables[ks[0]].columns if c.endswith("(this run)") or c.endswith("(this harness)")]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / (len(ours) + len(FIGURE2_MEAN))
+    for i, col in enumerate(ours):
+        ax.bar(np.arange(len(ks)) + i * width, [tables[k][col].iloc[-1] for k in ks], width, label=col)
+    for j, (m, vals) in enumerate(FIGURE2_MEAN.items()):
+        ax.bar(np.arange(len(ks)) + (len(ours) + j) * width, vals, width, label=f"{m} (paper, 21 TADD subsets)", hatch="//", alpha=0.6)
+    ax.set_xticks(np.arange(len(ks)) + 0.4 - width / 2, [f"{k}-shot" for k in ks])
+    ax.set_ylabel("mean pixel AUROC (%)")
+    ax.set_ylim(40, 100)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def segmentation_comparison_figure(profile: Profile, coarse: CoarseMethod, cascade, data: dict[str, CategoryData],
+                                   n: int = 4, shots: int = 1, seed: int = 0):
+    """Figure 5: input, ground truth, the masks of the compared methods (Otsu of each map), SAM-LLaVA's
+    fine mask, and the coarse heatmap."""
+    from .. import viz
+    from ..coarse import otsu_masks
+
+    size = profile.data.image_size
+    knn = KnnMethod(profile, extractor=coarse.coarse.calibrator.extractor)
+    rows, titles = [], []
+    for j, (name, cat) in enumerate(list(data.items())[:n]):
+        s = [s for s in cat.test if s.label == 1][j % 3]
+        img = cat.load_images([s], size)
+        support = cat.load_images(sample_support(cat, shots, seed), size)
+        zs_map, _ = coarse(img, name, None)
+        zs_mask = coarse.last_output.mask
+        knn_map, _ = knn(img, name, support)
+        coarse(img, name, support)
+        out = coarse.last_output
+        fine = cascade(cascade.embed(img), out.mask, size)
+        rows.append([img[0], cat.load_masks([s], size)[0, 0], zs_mask[0], otsu_masks(knn_map)[0], out.mask[0], fine.mask[0],
+                     out.calibrated[0]])
+        titles.append(name)
+    cols = ["input", "ground truth", "WinCLIP-style (zero-shot)", "PatchCore-style k-NN", "coarse only (M'_coarse)",
+            "SAM-LLaVA (M_fine)", "coarse heatmap H'"]
+    return viz.image_grid(rows, row_titles=titles, col_titles=cols)
