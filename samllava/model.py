@@ -70,10 +70,15 @@ class Diagnosis:
     description: str  # the generated text
     terms: dict[str, str]  # which coarse terms were active
 
+    @property
+    def fine_mask_position(self) -> str:
+        """The 3x3 grid cell of M_fine's centre of mass ("none" for an empty mask), as the data names positions."""
+        return position_on_grid(self.fine_mask)
+
     def report(self) -> dict:
         return {"category": self.category, "score": self.score, "answer": self.answer, "description": self.description,
                 "coarse_mask_pixels": int(self.coarse_mask.sum()), "fine_mask_pixels": int(self.fine_mask.sum()),
-                "coarse_terms": self.terms}
+                "fine_mask_position": self.fine_mask_position, "coarse_terms": self.terms}
 
 
 REGION_TEXT = "The segmentation marks a region at the {position} of the image."

@@ -6,6 +6,7 @@ from PIL import Image
 
 from samllava.cli import main
 from samllava.data import generate_synthetic
+from samllava.data.instructions import NO_POSITION, POSITIONS
 
 
 def test_diagnose_cli(tmp_path):
@@ -16,6 +17,8 @@ def test_diagnose_cli(tmp_path):
                  "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert {"answer", "description", "score"} <= set(report) and report["category"] == "object"
+    assert report["fine_mask_position"] in (*POSITIONS, NO_POSITION)
+    assert (report["fine_mask_position"] == NO_POSITION) == (report["fine_mask_pixels"] == 0)
     assert report["coarse_terms"]["few_shot"].startswith("active")
     mask = np.asarray(Image.open(out / "mask.png"))
     assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
