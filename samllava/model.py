@@ -7,6 +7,9 @@ multi-scale parts, SASA with its projections, and the LoRA adapters.
 The costly frozen work is done once per image in :meth:`SamLlava.encode` (coarse maps, the SAM
 embedding) and once per category for the text (:class:`samllava.coarse.TextCache`); training and
 diagnosis then only run the cheap trainable parts on the cached :class:`Encoded` batch.
+
+With ``sasa.region_text`` the question the language model reads starts with M_fine's 3x3 position
+in words (:meth:`SamLlava.grounded_questions`), in training, evaluation and diagnosis alike.
 """
 from __future__ import annotations
 
