@@ -33,7 +33,7 @@ from samllava.config import load_profile  # noqa: E402
 from samllava.model import build_model  # noqa: E402
 from samllava.results import write_json  # noqa: E402
 from samllava.data import CategoryData  # noqa: E402
-from samllava.data.instructions import parse_position, position_on_grid  # noqa: E402
+from samllava.data.instructions import parse_position  # noqa: E402
 from samllava.train import answer, answer_log_odds, epoch_batches, param_groups, prepare  # noqa: E402
 
 VARIANTS = {
@@ -72,10 +72,8 @@ def run(profile, name: str, steps: int, every: int, log, oracle_masks: bool = Fa
     labels = np.concatenate([ex.labels for ex in held_out])
     with torch.no_grad():
         nonempty = np.concatenate([model.fine(ex.enc).mask.flatten(1).any(1).numpy() for ex in held_out])
-    truth = [p for ex in defective for p in ex.positions]
-    with torch.no_grad():  # where M_fine itself puts the defect: what a perfect reader of the mask would say
-        from_mask = [position_on_grid(m) for ex in defective
-                     for m in (ex.gt > 0.5 if oracle_masks else model.fine(ex.enc).mask).numpy()]
+    # chance, and where M_fine itself puts the defect (what a perfect reader of the mask would say), before training
+    base = pipeline.position_baselines(defective, model, oracle_masks)
     model.requires_grad_(False)
     for pname, p in model.named_parameters():  # SASA and LoRA learn; the SAM side stays as warmed up
         p.requires_grad_(pname.startswith("sasa.") or "lora_" in pname)
@@ -110,8 +108,8 @@ def run(profile, name: str, steps: int, every: int, log, oracle_masks: bool = Fa
             "fine_mask_ceiling": {"nonempty_normal": float(nonempty[labels == 0].mean()),
                                   "nonempty_anomalous": float(nonempty[labels == 1].mean()),
                                   "auroc": float(roc_auc_score(labels, nonempty))},
-            "position_baselines": {"uniform": 1 / 9, "m_fine_centroid": float(np.mean([f == t for f, t in zip(from_mask, truth)])), "most_frequent": max(truth.count(p) for p in set(truth)) / len(truth),
-                                   "n_defective": len(truth)}}
+            "position_baselines": {"uniform": base["uniform"] / 100, "m_fine_centroid": base["from_m_fine"] / 100,
+                                   "most_frequent": base["most_frequent"] / 100, "n_defective": base["n_defective"]}}
 
 
 def main(argv=None) -> int:

@@ -131,3 +131,5 @@ def test_position_baseline_from_the_predicted_mask():
     ex = Examples("c", torch.arange(3), None, [""] * 3, [""] * 3, np.array([1, 1, 0]), ["top left", "top", "none"])
     b = position_baselines([ex], model)
     assert b["from_m_fine"] == pytest.approx(50.0) and b["n_defective"] == 2
+    ex.gt = masks.float()  # the same masks as ground truth: the oracle reading gives the same score
+    assert position_baselines([ex], oracle_masks=True)["from_m_fine"] == pytest.approx(50.0)

@@ -181,7 +181,6 @@ def test_text_attends_mask_separates_empty_from_small_defect_more():
     assert gaps[True] > 2 * gaps[False]
 
 
-
 def test_cell_position_names_follow_the_3x3_grid_of_the_data():
     names = make(cell_words=True).cell_position_names()
     assert names == ["top left", "top", "top", "top right", "left", "center", "center", "right",

@@ -81,25 +81,25 @@ def description_eval(model, data: dict[str, CategoryData], shots: int = 1, seed:
     return pd.DataFrame(rows), answers, examples
 
 
-def position_baselines(examples, model=None) -> dict:
+def position_baselines(examples, model=None, oracle_masks: bool = False) -> dict:
     """Position accuracy (percent) of two guesses that ignore the image, on the defective examples:
     uniform over the 9 grid cells, and always naming the most frequent true position; with ``model``
     also ``from_m_fine``: the grid cell of M_fine's centre of mass itself (what a perfect reader of the
-    predicted mask says, the ceiling of a description that follows M_fine; "none" for an empty mask)."""
+    predicted mask says, the ceiling of a description that follows M_fine; "none" for an empty mask).
+    ``oracle_masks``: the ground-truth mask stands in for M_fine, as in :func:`samllava.train.answer`."""
     from ..data.instructions import position_on_grid
 
-    keep = [(ex, i) for ex in examples for i, (p, label) in enumerate(zip(ex.positions, ex.labels))
-            if label == 1 and p != NO_POSITION]
-    truth = [ex.positions[i] for ex, i in keep]
+    keep = [np.flatnonzero((np.asarray(ex.labels) == 1) & (np.asarray(ex.positions) != NO_POSITION)) for ex in examples]
+    truth = [ex.positions[i] for ex, idx in zip(examples, keep) for i in idx]
     if not truth:
         raise ValueError("no defective example with a position: position accuracy is undefined")
     top = max(sorted(set(truth)), key=truth.count)
     out = {"uniform": 100 / len(POSITIONS), "most_frequent": 100 * truth.count(top) / len(truth),
            "most_frequent_position": top, "n_defective": len(truth)}
-    if model is not None:
+    if model is not None or oracle_masks:
         with torch.no_grad():
-            masks = {id(ex): model.fine(ex.enc).mask.cpu().numpy() for ex in examples}
-        said = [position_on_grid(masks[id(ex)][i]) for ex, i in keep]
+            said = [position_on_grid(m) for ex, idx in zip(examples, keep)
+                    for m in (ex.gt > 0.5 if oracle_masks else model.fine(ex.enc).mask).cpu().numpy()[idx]]
         out["from_m_fine"] = 100 * float(np.mean([s == t for s, t in zip(said, truth)]))
     return out
 
