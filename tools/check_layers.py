@@ -1,0 +1,219 @@
+"""Static architecture check of the ``samllava`` package (run from the repository root).
+
+Reads every module's source (nothing is imported) and reports:
+
+* a module of the package that no layer of :data:`LAYERS` names (every module has a room);
+* an import that points to a higher layer, counting imports written inside functions;
+* an import cycle between modules (Tarjan's strongly connected components);
+* an import of a ``samllava`` module written inside a function (it would hide a cycle from a reader
+  and from Python), or of another package without a comment that gives the reason (a heavy or
+  optional dependency: say which);
+* a module over ``--max-module`` lines or a function over ``--max-function`` lines.
+
+Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so those packages count as
+imported. Edges from a module into its own ancestor packages are ignored (a package's ``__init__``
+re-exports its children, and a child is always run after its parent).
+
+Prints each finding, then a summary line; exit status 1 when anything is found.
+``python tools/check_layers.py --table`` prints the layer table.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Bottom to top: a module may import its own layer and the layers below it, never a higher one.
+# A name covers the module and, for a package, every module inside it.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("samllava", "samllava.config", "samllava.paper_values", "samllava.seeding", "samllava.memo",
+              "samllava.results", "samllava.weights")),
+    ("data", ("samllava.data", "samllava.paths", "samllava.metrics", "samllava.viz")),
+    ("stages", ("samllava.coarse", "samllava.sam", "samllava.sasa", "samllava.describe", "samllava.losses")),
+    ("model", ("samllava.model", "samllava.examples")),
+    ("checkpoint", ("samllava.checkpoint",)),
+    ("train/evaluate", ("samllava.train", "samllava.evaluate", "samllava.answers", "samllava.diagnose",
+                        "samllava.judge")),
+    ("notebook helpers/bench", ("samllava.pipeline", "samllava.bench", "samllava.widgets", "samllava.reproduce")),
+    ("cli", ("samllava.cli", "samllava.__main__", "samllava.train.__main__")),
+]
+
+
+@dataclass
+class Module:
+    name: str
+    path: Path
+    is_package: bool
+    imports: dict[str, int] = field(default_factory=dict)  # target module -> first line
+
+
+def module_name(path: Path, root: Path) -> tuple[str, bool]:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        return ".".join(parts[:-1]), True
+    return ".".join(parts), False
+
+
+def layer_of(name: str) -> int | None:
+    """Index in :data:`LAYERS` of the longest name that covers ``name`` (None: unassigned)."""
+    best, best_len = None, -1
+    for i, (_, names) in enumerate(LAYERS):
+        for n in names:
+            covers = name == n or (n != "samllava" and name.startswith(n + "."))
+            if covers and len(n) > best_len:
+                best, best_len = i, len(n)
+    return best
+
+
+def _resolve(target: str, modules: dict[str, Module]) -> str | None:
+    while target and target not in modules:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def _import_targets(node: ast.AST, mod: Module) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    if node.level:
+        base = mod.name.split(".") if mod.is_package else mod.name.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    return [target] + [f"{target}.{a.name}" for a in node.names]
+
+
+def _functions(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+def scan(root: Path, max_module: int, max_function: int) -> tuple[dict[str, Module], list[str]]:
+    modules = {}
+    for path in sorted(root.rglob("*.py")):
+        name, is_pkg = module_name(path, root)
+        modules[name] = Module(name, path, is_pkg)
+    findings = []
+    for mod in modules.values():
+        src = mod.path.read_text()
+        lines = src.splitlines()
+        tree = ast.parse(src)
+        if len(lines) > max_module:
+            findings.append(f"module over {max_module} lines: {mod.path} ({len(lines)})")
+        in_function = set()
+        for fn in _functions(tree):
+            n = fn.end_lineno - fn.lineno + 1
+            if n > max_function:
+                findings.append(f"function over {max_function} lines: {mod.path}:{fn.lineno} {fn.name} ({n})")
+            in_function |= {id(x) for x in ast.walk(fn) if isinstance(x, (ast.Import, ast.ImportFrom))}
+        for node in ast.walk(tree):
+            targets = _import_targets(node, mod)
+            if not targets:
+                continue
+            inner = {_resolve(t, modules) for t in targets} - {None}
+            inner = {t for t in inner if not mod.name.startswith(t + ".")}  # not its own ancestor packages
+            if id(node) in in_function:
+                where = f"{mod.path}:{node.lineno}"
+                if inner:
+                    findings.append(f"import of {', '.join(sorted(inner))} inside a function: {where}")
+                elif "#" not in lines[node.end_lineno - 1]:
+                    findings.append(f"import of {targets[0]} inside a function without a comment giving the reason: {where}")
+            for t in inner:
+                # importing a.b.c runs the __init__ of a.b too
+                parts = t.split(".")
+                for k in range(2, len(parts) + 1):
+                    mod.imports.setdefault(".".join(parts[:k]), node.lineno)
+        for t in list(mod.imports):
+            if t == mod.name or mod.name.startswith(t + "."):
+                del mod.imports[t]  # the module itself or an ancestor package (always run first)
+    return modules, findings
+
+
+def layer_findings(modules: dict[str, Module]) -> list[str]:
+    findings = []
+    for mod in modules.values():
+        mine = layer_of(mod.name)
+        if mine is None:
+            findings.append(f"module in no layer: {mod.name} ({mod.path}); add it to LAYERS in {Path(__file__).name}")
+            continue
+        for t, line in sorted(mod.imports.items()):
+            theirs = layer_of(t)
+            if theirs is not None and theirs > mine:
+                findings.append(f"upward import: {mod.name} ({LAYERS[mine][0]}) imports {t} ({LAYERS[theirs][0]}) "
+                                f"at {mod.path}:{line}")
+    return findings
+
+
+def cycles(modules: dict[str, Module]) -> list[list[str]]:
+    """Strongly connected components of more than one module (iterative Tarjan)."""
+    graph = {m: [t for t in mod.imports if t in modules] for m, mod in modules.items()}
+    index, low, on, stack, out, counter = {}, {}, set(), [], [], 0
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(graph[root]))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        x = stack.pop()
+                        on.discard(x)
+                        comp.append(x)
+                        if x == v:
+                            break
+                    if len(comp) > 1:
+                        out.append(sorted(comp))
+            elif w not in index:
+                index[w] = low[w] = counter
+                counter += 1
+                stack.append(w)
+                on.add(w)
+                work.append((w, iter(graph[w])))
+            elif w in on:
+                low[v] = min(low[v], index[w])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("package", nargs="?", default="samllava")
+    p.add_argument("--max-module", type=int, default=400)
+    p.add_argument("--max-function", type=int, default=60)
+    p.add_argument("--table", action="store_true", help="print the layer table and exit")
+    args = p.parse_args(argv)
+    if args.table:
+        for i, (name, members) in enumerate(LAYERS):
+            print(f"{i} {name}: {', '.join(members)}")
+        return 0
+    modules, findings = scan(Path(args.package), args.max_module, args.max_function)
+    findings += layer_findings(modules)
+    found_cycles = cycles(modules)
+    findings += [f"import cycle of {len(c)} modules: {', '.join(c)}" for c in found_cycles]
+    for f in findings:
+        print(f)
+    kinds = {k: sum(f.startswith(k) for f in findings) for k in ("import cycle", "upward import", "module in no layer",
+                                                                   "import of", "module over", "function over")}
+    print(f"{len(modules)} modules in {len(LAYERS)} layers: {kinds['import cycle']} import cycles, "
+          f"{kinds['upward import']} upward imports, {kinds['module in no layer']} modules in no layer, "
+          f"{kinds['import of']} imports inside functions to fix, {kinds['module over']} modules over "
+          f"{args.max_module} lines, {kinds['function over']} functions over {args.max_function} lines")
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
