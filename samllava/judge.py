@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .data.instructions import parse_position, parse_yes_no
+from .data.instructions import parse_position
+from .metrics import parse_yes_no
 
 
 class Judge(Protocol):

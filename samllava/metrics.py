@@ -392,7 +392,14 @@ _YES_NO = re.compile(r"^[\W_]*(?:answer\s*:)?[\W_]*(yes|no)\b", re.IGNORECASE)
 
 
 def parse_yes_no(answer: str) -> bool | None:
-    """True for an answer that starts with "yes", False for "no", None for anything else."""
+    """Read an answer back by Table 5's rule: True when it starts with "yes", False when it starts
+    with "no", None for anything else (counted as wrong by :func:`description_accuracy`).
+
+    Only the leading word decides, as the answers are trained to begin
+    (:data:`samllava.data.instructions.ANSWER_NORMAL`, ``ANSWER_ANOMALY``); leading markup and an
+    "Answer:" prefix are skipped. The one reader of yes/no in the package: Table 5, the judge of
+    Table 6 and ``samllava diagnose`` all use it.
+    """
     if not isinstance(answer, str):
         raise ValueError(f"answer must be a str, got {type(answer).__name__}")
     match = _YES_NO.match(answer)

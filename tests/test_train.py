@@ -100,7 +100,7 @@ def test_yes_no_accuracy_rises_well_above_chance_with_a_small_budget(yes_no_data
     stage (SASA -> LLaVA), not the random tiny SAM; the region text is off, so that the mask reaches the
     language model through SASA alone. With the literal Eq. 8 keys (text_attends_mask False) this budget
     stays at 50 %: see samllava.sasa."""
-    from samllava.data.instructions import parse_yes_no
+    from samllava.metrics import parse_yes_no
 
     train_set, held_out = yes_no_data
     model = _model(**{"sasa.region_text": False})

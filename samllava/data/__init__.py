@@ -9,7 +9,7 @@ from .dataset import CategoryData, Sample
 from .fewshot import FEWSHOT_SEEDS, FEWSHOT_SHOTS, sample_support, support_indices
 from .folder import load_dataset, load_folder
 from .images import load_image, load_mask
-from .instructions import instruction_records, parse_yes_no, position_on_grid
+from .instructions import instruction_records, position_on_grid
 from .mvtec import MVTEC_CATEGORIES, load_mvtec
 from .synthetic import (
     SYNTHETIC_CATEGORIES,
@@ -26,6 +26,6 @@ __all__ = [
     "CategoryData", "Sample", "load_image", "load_mask", "load_mvtec", "load_visa", "load_folder", "load_dataset",
     "generate_synthetic", "generate_mvtec_miniature", "generate_visa_miniature", "SYNTHETIC_CATEGORIES",
     "TADD_STANDIN_SUBSETS", "TADD_STANDIN_NOTE", "SyntheticCategory", "sample_support", "support_indices",
-    "FEWSHOT_SEEDS", "FEWSHOT_SHOTS", "instruction_records", "position_on_grid", "parse_yes_no",
+    "FEWSHOT_SEEDS", "FEWSHOT_SHOTS", "instruction_records", "position_on_grid",
     "MVTEC_CATEGORIES", "VISA_CATEGORIES",
 ]

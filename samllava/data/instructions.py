@@ -2,7 +2,8 @@
 
 Each test image becomes a question, a yes/no answer with the defect's position on a 3x3 grid,
 and a detailed description (category, defect type, position, relative size, shape, colour). The
-description accuracy of Table 5 reads the answer back with :func:`parse_yes_no`.
+description accuracy of Table 5 reads the answer back with :func:`samllava.metrics.parse_yes_no`,
+the position with :func:`parse_position`.
 """
 from __future__ import annotations
 
@@ -129,30 +130,6 @@ def instruction_records(samples: Sequence[Sample], category_phrase: str | Mappin
             "description": description, "target": f"{answer} {description}",
         })
     return records
-
-
-_NEGATIVE = re.compile(r"\b(no|not any|without any|free of|absence of)\s+(visible\s+)?(anomal\w*|defects?|flaws?|damage)\b"
-                       r"|\bnot\s+(anomalous|defective|damaged)\b|\b(is|looks|appears)\s+(normal|flawless|intact)\b")
-_POSITIVE = re.compile(r"\b(there\s+is|there\s+are|has|have|shows?|contains?)\s+(an?\s+|some\s+)?(?!no\b|not\b)(\w+\s+)?"
-                       r"(anomal\w*|defects?|flaws?|damage|crack|hole|stain|scratch|contamination)\b"
-                       r"|(?<!not )\b(anomalous|defective|damaged)\b")
-
-
-def parse_yes_no(text: str) -> bool | None:
-    """Read an answer back: True (anomaly), False (no anomaly), None (cannot tell).
-
-    A leading ``yes`` / ``no`` decides; otherwise a negative phrase ("no anomaly", "not
-    defective", "looks normal") or a positive one ("there is a defect", "anomalous"), and None
-    when both or neither occur (counted as wrong by description accuracy).
-    """
-    t = text.strip().lower()
-    first = re.match(r"[\W_]*(yes|no)\b", t)
-    if first:
-        return first.group(1) == "yes"
-    negative, positive = bool(_NEGATIVE.search(t)), bool(_POSITIVE.search(t))
-    if negative == positive:
-        return None
-    return positive
 
 
 _POSITION_RE = re.compile(r"\b(" + "|".join(sorted(POSITIONS, key=len, reverse=True)) + r")\b")

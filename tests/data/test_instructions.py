@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from samllava.data import Sample, instruction_records, load_folder, parse_yes_no, position_on_grid
+from samllava.data import Sample, instruction_records, load_folder, position_on_grid
 from samllava.data.instructions import POSITIONS, describe, parse_position
+from samllava.metrics import parse_yes_no
 
 
 @pytest.mark.parametrize("row,col,name", [
@@ -79,13 +80,10 @@ def test_describe_mentions_every_attribute():
     ("No, there is no anomaly in the image.", False),
     ("  yes.", True),
     ("NO", False),
-    ("There is no anomaly in this image.", False),
-    ("The pill looks normal and intact.", False),
-    ("The fabric is not defective.", False),
-    ("There is a crack at the center.", True),
-    ("The surface is damaged near the edge.", True),
+    ("There is no anomaly in this image.", None),  # only the leading yes/no decides (Table 5's rule)
+    ("The pill looks normal and intact.", None),
+    ("There is a crack at the center.", None),
     ("I cannot tell.", None),
-    ("Nothing unusual. Or maybe a defect?", None),
     ("", None),
 ])
 def test_parse_yes_no(text, expected):
