@@ -1,10 +1,10 @@
-"""Issue 7's prepared GPU benchmark: the paper-size architectures (random weights) on one GPU.
+"""The prepared GPU benchmark of Table 11: the paper-size architectures (random weights) on one GPU.
 
 Run as a whole:  python benchmarks/gpu_bench.py --out DIR
 1. checks the same code and options on the CPU with the tiny profile in bf16 (a minute or two,
    most of it compiling the decode step; --skip-cpu-check skips it);
 2. on CUDA, builds the paper profile's architectures (CLIP ViT-B/16 at 240 px, SAM ViT-H, LLaVA-1.5-7B;
-   random weights: weights do not change speed) and runs them the fast way (issue 7): every weight in
+   random weights: weights do not change speed) and runs them the fast way (README, GPU benchmark): every weight in
    bf16 (autocast only around SAM's prompt encoder), SAM's encoder attention through SDPA, in chunks of
    --sam-chunk images, LoRA merged into the base weights while generating, the decode step compiled
    (--compile-mode) and captured as a CUDA graph;

@@ -1,13 +1,12 @@
 """Complexity benchmark (Table 11, Sec. 5.3.5): parameters, per-stage latency, throughput, memory,
 and one training step. A script, never a timed test.
 
-``samllava bench --profile P --device D`` builds the profile's architectures; for ``--random-weights``
-(the default where weights are missing) every component gets random weights, which do not change
-speed. Latency is the mean over ``runs`` timed runs after ``warmup`` untimed ones (the paper: 200
+``samllava bench --profile P --device D`` builds the profile's architectures with random weights
+everywhere (:func:`random_weights`; ``bench(random=True)``), which do not change speed. Latency is the mean over ``runs`` timed runs after ``warmup`` untimed ones (the paper: 200
 after 50, batch 1); CUDA work is synchronised before each clock read. Output: a JSON report.
 
-The speed options of issue 7 (weights cast instead of autocast, SAM's encoder in chunks, LoRA merged
-while generating, a compiled decode step) are off by default; the report's ``options`` says which
+The speed options (weights cast instead of autocast, SAM's encoder in chunks, LoRA merged while
+generating, a compiled decode step) are off by default; the report's ``options`` says which
 were used. SAM's encoder attention always runs through SDPA (:mod:`samllava.sam.sdpa`).
 """
 from __future__ import annotations

@@ -3,7 +3,8 @@
 ``evaluate(...)`` runs a *method* over the test images of each category and each support seed and
 returns per-category metrics with mean and std over seeds. A method is a callable
 ``(images (N,3,S,S), category, support (K,3,S,S) | None) -> (maps (N,S,S), scores (N,))``;
-:func:`coarse_method`, :func:`knn_method` and (in :mod:`samllava.model`) the full model provide them.
+:class:`CoarseMethod`, :class:`KnnMethod`, :class:`CascadeMethod` and (in :mod:`samllava.model`)
+:class:`FullMethod` provide them.
 """
 from __future__ import annotations
 

@@ -59,12 +59,12 @@ def trained_model(profile: Profile, *, tag: str = "main", epochs: int | None = N
 
 def description_eval(model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, image_size: int | None = None,
                      max_new_tokens: int | None = None, progress: bool = False,
-                     per_label: int | None = None) -> pd.DataFrame:
+                     per_label: int | None = None) -> tuple[pd.DataFrame, list[list[str]], list]:
     """Yes/no accuracy (Table 5 rule) and position accuracy per category on held-out images
     (``per_label``: a balanced subset, :func:`balanced_subset`).
 
     Position accuracy: among anomalous images, the fraction whose answer names the right 3x3
-    grid cell (chance is 1/9 for a uniform guess).
+    grid cell (chance is 1/9 for a uniform guess). Returns ``(table, answers, examples)``.
     """
     from ..train import answer, prepare
 

@@ -117,6 +117,10 @@ def cache_key(profile: Profile, sections: tuple[str, ...] | None = None, **extra
 # longer end-to-end training reuse the main model's SAM warm-up.
 SAM_SIDE_SECTIONS = ("clip", "fewshot", "sam", "multiscale", "data")
 
+# SAM-side steps of the detection tables for a profile without a SAM warm-up (``train.sam_warmup_steps``
+# 0, the paper profile: its SAM is pretrained, yet the multi-scale parts still learn from Eq. 6).
+SAM_SIDE_STEPS = 200
+
 
 def sam_side_state(cascade) -> dict[str, torch.Tensor]:
     """The trainable SAM side (prompt encoder, mask decoder, multi-scale parts): all but the frozen image encoder."""
@@ -130,7 +134,8 @@ def train_cascade(profile: Profile, steps: int | None = None, lr: float | None =
     coarse stage and SAM, so this is what the detection tables train.
 
     ``steps``/``lr`` default to the profile's SAM warm-up (``train.sam_warmup_steps``/``sam_warmup_lr``),
-    so notebooks 03, 07, 09 and the end-to-end model share one trained SAM side. ``data`` defaults to
+    so notebooks 03, 07, 09 and the end-to-end model share one trained SAM side; a profile without a
+    warm-up (the paper's: SAM is pretrained) still trains the SAM side :data:`SAM_SIDE_STEPS` steps here. ``data`` defaults to
     the synthetic training set (seed 1); ``shots=0`` trains on zero-shot coarse masks. The result is
     cached under :func:`samllava.paths.checkpoint_dir`, keyed by profile, budget and data
     (``cache=False`` retrains). ``inputs``: a callable returning :func:`cascade_inputs` of ``data``,
@@ -142,8 +147,8 @@ def train_cascade(profile: Profile, steps: int | None = None, lr: float | None =
     from ..sam.train import train_segmentation
 
     t = profile.train
-    steps = steps or t.sam_warmup_steps or 200
-    lr = lr or t.sam_warmup_lr
+    steps = (t.sam_warmup_steps or SAM_SIDE_STEPS) if steps is None else steps
+    lr = t.sam_warmup_lr if lr is None else lr
     coarse = coarse or CoarseMethod(profile)
     cascade = build_cascade(profile)  # the same frozen encoder as build_model's (samllava.seeding)
     data = data if data is not None else synthetic(profile, "train")
