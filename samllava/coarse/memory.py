@@ -41,7 +41,19 @@ from .backbone import FeatureExtractor, check_images
 class CalibrationOutput(NamedTuple):
     s_ctx: torch.Tensor  # (B, S, S) context anomaly score, mean of d_s / m_s
     lam: torch.Tensor  # (B, S, S) Lambda in (0, 1)
+    log_lam: torch.Tensor  # (B, S, S) log Lambda, exact where Lambda rounds to 1 in float32
     distances: list[torch.Tensor]  # per level (B, S, S) raw d_s = 1 - max cos
+
+
+def modulation(s_ctx: torch.Tensor, sharpness: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 2's modulation map: ``Lambda = sigmoid(beta * (s_ctx - 1))`` and ``log Lambda``, from one logit.
+
+    ``log Lambda`` is computed with log-sigmoid, not as ``log(Lambda)``: Lambda rounds to exactly 1.0
+    in float32 once ``beta (s_ctx - 1) > ~17``, which would tie every clear defect at the top of the
+    ranking that AUROC measures (the coarse stage ranks in log space, :class:`~samllava.coarse.stage.CoarseLocalizer`).
+    """
+    logit = sharpness * (s_ctx - 1)
+    return torch.sigmoid(logit), F.logsigmoid(logit)
 
 
 def patch_features(maps: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -191,8 +203,8 @@ class FewShotCalibrator(nn.Module):
                              "resize both to the same side")
         distances = level_distances(self.extractor(images), self.memory, images.shape[-1])
         s_ctx = torch.stack([d / s for d, s in zip(distances, self.scales)]).mean(0)  # (B, S, S)
-        lam = torch.sigmoid(self.sharpness * (s_ctx - 1))
-        return CalibrationOutput(s_ctx, lam, distances)
+        lam, log_lam = modulation(s_ctx, self.sharpness)
+        return CalibrationOutput(s_ctx, lam, log_lam, distances)
 
 
 def level_distances(maps: list[torch.Tensor], memory: list[torch.Tensor], side: int) -> list[torch.Tensor]:

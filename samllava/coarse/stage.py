@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import weights
@@ -112,13 +111,7 @@ class CoarseLocalizer(nn.Module):
         if self.has_support:
             cal = self.calibrator(images)
             lam = cal.lam
-            # log H' = log H + log Lambda, with log-sigmoid: Lambda = sigmoid(beta (s_ctx - 1)) rounds
-            # to exactly 1.0 in float32 once beta (s_ctx - 1) > ~17, which would tie every clear
-            # defect at the top and break the ranking that AUROC measures.
-            log_map = F.logsigmoid(self.calibrator.sharpness * (cal.s_ctx - 1))
-            if heatmap is not None:
-                log_map = log_map + torch.log(heatmap.clamp_min(1e-30))
-            calibrated = log_map.exp()  # Eq. 2 (H := 1 when inactive)
+            calibrated, log_map = calibrated_map(heatmap, cal.log_lam)  # Eq. 2 (H := 1 when inactive)
             score = log_map.flatten(1).amax(1)  # max of H', ranked in log space
             if self.support_floor:
                 floor = cal.s_ctx > self.calibrator.support_s_max
@@ -130,6 +123,16 @@ class CoarseLocalizer(nn.Module):
             mask = mask & floor
         return CoarseOutput(heatmap=heatmap, lam=lam, calibrated=calibrated, mask=mask,
                             score=score, terms=self.terms(), log_map=log_map)
+
+
+def calibrated_map(heatmap: torch.Tensor | None, log_lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 2: ``H' = H * Lambda`` (B, S, S), computed in log space (``log H' = log H + log Lambda``, see
+    :func:`samllava.coarse.memory.modulation`), returned with its log; ``heatmap`` None is the inactive
+    zero-shot term (H := 1, so H' = Lambda)."""
+    log_map = log_lam
+    if heatmap is not None:
+        log_map = log_map + torch.log(heatmap.clamp_min(1e-30))
+    return log_map.exp(), log_map
 
 
 def build_coarse(profile: Profile, seed: int = 0) -> tuple[CoarseLocalizer, Callable]:
