@@ -17,7 +17,8 @@ from samllava.data import (
     load_mvtec,
     position_on_grid,
 )
-from samllava.data.synthetic import DEFECT_SIZE_CLASSES, DEFECT_TYPES, GENERATOR_FILE, render, size_label
+from samllava.data.drawing import DEFECT_SIZE_CLASSES, DEFECT_TYPES, render, size_label
+from samllava.data.synthetic import GENERATOR_FILE
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -30,7 +31,7 @@ def test_layout_and_counts(synthetic_root: Path):
     assert sorted(data) == sorted(SYNTHETIC_CATEGORIES)
     kinds = {c.kind for c in SYNTHETIC_CATEGORIES.values()}
     assert kinds == {"texture", "object"}
-    for name, cat in data.items():
+    for cat in data.values():
         assert len(cat.train) == 4 and len(cat.test) == 12
         assert sum(s.label for s in cat.test) == 6  # half of the test set defective
         assert {s.defect_type for s in cat.test} - {"good"} <= set(DEFECT_TYPES)
@@ -40,7 +41,7 @@ def test_layout_and_counts(synthetic_root: Path):
 
 
 def test_descriptions_file_records(synthetic_root: Path):
-    recs = [json.loads(l) for l in (synthetic_root / "fabric" / "descriptions.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (synthetic_root / "fabric" / "descriptions.jsonl").read_text().splitlines()]
     assert len(recs) == 12
     for r in recs:
         assert set(r) == {"image", "label", "defect_type", "position", "size", "shape", "colour", "description"}
