@@ -125,33 +125,9 @@ def scan_category(folder: str | os.PathLike, category: str | None = None, *, req
     if stray:
         raise ValueError(f"{stray[0]}: file directly in test/; test images go in test/<defect|good>/")
 
-    test: list[Sample] = []
-    defects = {d.name: d for d in _subfolders(test_dir)}
-    for defect, d in defects.items():
-        images = list_images(d)
-        if defect == GOOD:
-            test += [Sample(p, category, "test", 0, GOOD, None) for p in images]
-            continue
-        masks: dict[str, Path] = {}
-        if has_masks:
-            stems = [p.stem for p in images]
-            if len(set(stems)) != len(stems):
-                raise ValueError(f"{d}: two images share a stem; masks (<stem>{MASK_SUFFIX}.png) would be ambiguous")
-            gt_dir = gt_root / defect
-            masks = _mask_index(gt_dir, defect, set(stems)) if gt_dir.is_dir() else {}
-        for p in images:
-            mask = masks.get(p.stem)
-            if has_masks and mask is None:
-                raise ValueError(f"{p}: defect image with no mask (expected {gt_root / defect / (p.stem + MASK_SUFFIX)}.png)")
-            if mask is not None:
-                check_mask_matches(p, mask)
-            test.append(Sample(p, category, "test", 1, defect, mask))
+    test, defects = _test_samples(test_dir, gt_root if has_masks else None, category)
     if has_masks:
-        for gt_dir in _subfolders(gt_root):
-            if gt_dir.name not in defects or gt_dir.name == GOOD:
-                files = list_images(gt_dir)
-                if files:
-                    raise ValueError(f"{files[0]}: mask with no image (no test/{gt_dir.name}/ defect folder)")
+        _check_no_orphan_masks(gt_root, defects)
     if not test:
         raise ValueError(f"{test_dir}: empty category {category!r}: no test images")
 
@@ -160,6 +136,42 @@ def scan_category(folder: str | os.PathLike, category: str | None = None, *, req
     described = attach_descriptions(train + test, folder)
     return CategoryData(category=category, root=folder, train=described[: len(train)], test=described[len(train):],
                         has_masks=has_masks)
+
+
+def _test_samples(test_dir: Path, gt_root: Path | None, category: str) -> tuple[list[Sample], set[str]]:
+    """The test images of ``test/<defect|good>/`` with their masks (``gt_root`` None: no masks), and the
+    defect folder names; every defect image needs its mask when there are masks."""
+    test: list[Sample] = []
+    defects = {d.name: d for d in _subfolders(test_dir)}
+    for defect, d in defects.items():
+        images = list_images(d)
+        if defect == GOOD:
+            test += [Sample(p, category, "test", 0, GOOD, None) for p in images]
+            continue
+        masks: dict[str, Path] = {}
+        if gt_root is not None:
+            stems = [p.stem for p in images]
+            if len(set(stems)) != len(stems):
+                raise ValueError(f"{d}: two images share a stem; masks (<stem>{MASK_SUFFIX}.png) would be ambiguous")
+            gt_dir = gt_root / defect
+            masks = _mask_index(gt_dir, defect, set(stems)) if gt_dir.is_dir() else {}
+        for p in images:
+            mask = masks.get(p.stem)
+            if gt_root is not None and mask is None:
+                raise ValueError(f"{p}: defect image with no mask (expected {gt_root / defect / (p.stem + MASK_SUFFIX)}.png)")
+            if mask is not None:
+                check_mask_matches(p, mask)
+            test.append(Sample(p, category, "test", 1, defect, mask))
+    return test, set(defects)
+
+
+def _check_no_orphan_masks(gt_root: Path, defects: set[str]) -> None:
+    """Every mask folder of ``ground_truth/`` belongs to a defect folder of ``test/``."""
+    for gt_dir in _subfolders(gt_root):
+        if gt_dir.name not in defects or gt_dir.name == GOOD:
+            files = list_images(gt_dir)
+            if files:
+                raise ValueError(f"{files[0]}: mask with no image (no test/{gt_dir.name}/ defect folder)")
 
 
 def load_mvtec(root: str | os.PathLike, categories: Iterable[str] | None = None) -> dict[str, CategoryData]:
