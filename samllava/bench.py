@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 import torch
 
 from .config import Profile, load_profile
+from .data.instructions import ANSWER_ANOMALY, QUESTION
 
 
 def random_weights(profile: Profile) -> Profile:
@@ -225,7 +226,7 @@ def bench(profile: Profile, device: str = "cpu", runs: int = 20, warmup: int = 5
     if sam_chunk:
         chunk_sam_encoder(model.cascade, sam_chunk)
     images = prec.images(1, s)
-    q = [f"This is a photo of a {category} for anomaly detection. Is there any anomaly in the image?"]
+    q = [QUESTION.format(category=category)]
     with torch.no_grad():
         with prec.autocast():
             feats, _ = model.text(category)
@@ -296,7 +297,6 @@ def fast_diagnose(model, prec: Precision, batch: int, category: str, new_tokens:
     SAM embedding is computed once per image, as there. ``compile_decode``: a ``torch.compile`` mode
     for the decode step (see :class:`StaticGreedyDecoder`); the path taken is in ``decode_step``.
     """
-    from .data.instructions import QUESTION
     from .describe.fast_decode import StaticGreedyDecoder, prompt_embeds
 
     dev = prec.dev
@@ -336,8 +336,8 @@ def train_step(model, prec: Precision, batch: int, category: str, runs: int = 3)
     enc = model.encode(images, category)
     gt = torch.zeros(batch, s, s, device=dev)
     gt[:, s // 4: s // 2, s // 4: s // 2] = 1
-    q = ["This is a photo of a bottle for anomaly detection. Is there any anomaly in the image?"] * batch
-    a = ["Yes, there is an anomaly in the image, at the top left of the image. A small dark scratch."] * batch
+    q = [QUESTION.format(category=category)] * batch
+    a = [ANSWER_ANOMALY.format(position="top left") + " A small dark scratch."] * batch
     from .train import param_groups
 
     opt = torch.optim.Adam(param_groups(model))  # the trainer's optimiser (its groups and learning rates)

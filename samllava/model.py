@@ -24,15 +24,14 @@ from torch import nn
 from .coarse import CoarseLocalizer, CoarseOutput, TextCache, build_coarse, category_phrase
 from .coarse.prompts import ANOMALOUS_STATES, NORMAL_STATES, TEMPLATES
 from .config import Profile
-from .data.instructions import NO_POSITION, QUESTION, position_on_grid
-from .describe.llava import Describer, build_describer
+from .data.instructions import GENERIC_OBJECT, NO_POSITION, QUESTION, position_on_grid
+from .describe.build import build_describer
+from .describe.llava import Describer
 from .describe.lora import apply_lora
 from .losses import segmentation_loss
 from .metrics import parse_yes_no
 from .sam import SamCascade, SamOutput, build_cascade
 from .sasa import Sasa
-
-GENERIC_OBJECT = "object"
 
 
 @dataclass

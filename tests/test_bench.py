@@ -4,7 +4,7 @@ import torch
 
 from samllava.bench import Precision, bench, chunk_sam_encoder, merged_lora
 from samllava.config import load_profile
-from samllava.describe.llava import build_describer
+from samllava.describe.build import build_describer
 from samllava.describe.lora import apply_lora
 from samllava.sam import build_cascade
 

@@ -22,6 +22,7 @@ from samllava.config import load_profile
 from samllava.describe.template import build_prompt
 from samllava.model import build_model
 from samllava.data import sample_support
+from samllava.data.instructions import QUESTION
 from samllava.pipeline import parameter_table, sasa_attention_figure, synthetic
 
 P = load_profile(profile)
@@ -32,8 +33,7 @@ data = synthetic(P, "eval")
 # ## The conversation template (placeholders shortened)
 
 # %%
-print(build_prompt("This is a photo of a fabric for anomaly detection. Is there any anomaly in the image?", 3, 4,
-                   system=model.describer.system))
+print(build_prompt(QUESTION.format(category="fabric"), 3, 4, system=model.describer.system))
 
 # %% [markdown]
 # ## SASA attention: which visual positions each state word attends to (last layer, Eq. 8)

@@ -16,6 +16,7 @@ from scipy import ndimage
 from .dataset import Sample
 from .images import read_array
 
+GENERIC_OBJECT = "object"  # the category phrase of the question when the category is not known
 QUESTION = "This is a photo of a {category} for anomaly detection. Is there any anomaly in the image?"
 ANSWER_NORMAL = "No, there is no anomaly in the image."
 ANSWER_ANOMALY = "Yes, there is an anomaly in the image, at the {position} of the image."

@@ -6,41 +6,20 @@ The input sequence of the language model is the conversation template of
     [system] USER: <image> x n_img  <sasa> x (g*g + N_t) \\n question ASSISTANT: answer </s>
                    ^ LLaVA's projected CLIP features  ^ X_llava from SASA (Eq. 7-8)
 
-Two builders (:data:`BUILDERS`, keyed by ``LlmConfig.kind``):
-
-* ``llava_from_lm`` - a new LLaVA (random CLIP vision tower and projector) around a language model
-  that is either random (``text_config``, the tiny profile) or a real causal LM given by a weight id
-  (the offline profile: SmolLM2-135M-Instruct from a GGUF file, de-quantised once and cached as
-  safetensors under ``weights.cache_dir()/converted``).
-* ``llava_hf`` - a Hugging Face LLaVA checkpoint folder (the paper's llava-1.5-7b-hf).
+:func:`samllava.describe.build.build_describer` builds one from a profile.
 """
 from __future__ import annotations
-
-import hashlib
-import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaConfig,
     LlavaForConditionalGeneration,
-    PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 from transformers.models.llava.modeling_llava import LlavaCausalLMOutputWithPast
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from .. import weights
-from ..config import LlmConfig, Profile
+from ..data.instructions import GENERIC_OBJECT, QUESTION
 from .template import IMAGE_TOKEN, SASA_TOKEN, SYSTEM, build_example, build_prompt, check_length
 
 IGNORE_INDEX = -100  # label of the positions that Eq. 10 does not sum over
@@ -67,8 +46,8 @@ class Describer(nn.Module):
         self.base_id = base_id
         self.system = system
         self.max_new_tokens = max_new_tokens
-        self.image_token_id = _token_id(tokenizer, IMAGE_TOKEN)
-        self.sasa_token_id = _token_id(tokenizer, SASA_TOKEN)
+        self.image_token_id = token_id(tokenizer, IMAGE_TOKEN)
+        self.sasa_token_id = token_id(tokenizer, SASA_TOKEN)
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the describer's tokenizer needs an eos and a pad token")
         # CLIP normalisation, applied inside so that callers pass pixels in [0, 1]
@@ -222,8 +201,9 @@ class Describer(nn.Module):
         return ids, mask
 
     def answer_token_id(self, word: str) -> int:
-        """The first token of an answer starting with ``word`` (e.g. "Yes"), as the completion is tokenised."""
-        prompt = self._prompt("Is there any anomaly in the image?", 0)
+        """The first token of an answer starting with ``word`` (e.g. "Yes"), as the completion is tokenised
+        after a question (the answer follows the template's "ASSISTANT:", whatever the question)."""
+        prompt = self._prompt(QUESTION.format(category=GENERIC_OBJECT), 0)
         return self._encode(prompt, f" {word},")[1][0]
 
     @torch.no_grad()
@@ -262,168 +242,10 @@ class Describer(nn.Module):
         return out
 
 
-# --------------------------------------------------------------------- building
-def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
+# --------------------------------------------------------------------- tokens
+def token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
+    """The id of a special token that the tokenizer encodes as one token (an error otherwise)."""
     ids = tokenizer(token, add_special_tokens=False)["input_ids"]
     if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
         raise ValueError(f"tokenizer has no single special token {token!r} (encodes to {ids})")
     return ids[0]
-
-
-def add_placeholder_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """Give ``tokenizer`` the ``<image>`` and ``<sasa>`` special tokens (and a pad token) if missing."""
-    missing = [t for t in (IMAGE_TOKEN, SASA_TOKEN) if t not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked out and unlabelled
-    return tokenizer
-
-
-def _fit_vocab(model: LlavaForConditionalGeneration, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Grow the embeddings to the tokenizer.
-
-    The new input rows are never read (placeholder positions are overwritten). They and the new
-    output rows are set to zero rather than sampled, so that two builds of the same base model give
-    identical logits (an adapter trained on one loads onto the other).
-    """
-    old = model.get_input_embeddings().num_embeddings
-    if len(tokenizer) > old:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        with torch.no_grad():
-            model.get_input_embeddings().weight[old:] = 0
-            model.get_output_embeddings().weight[old:] = 0
-    model.config.image_token_id = _token_id(tokenizer, IMAGE_TOKEN)
-
-
-def _base_id(name: str, config: LlavaConfig) -> str:
-    """Weight name plus a digest of the architecture: what a LoRA adapter must match."""
-    t, v = config.text_config, config.vision_config
-    arch = [t.hidden_size, t.num_hidden_layers, t.num_attention_heads, getattr(t, "num_key_value_heads", None),
-            t.intermediate_size, v.hidden_size, v.num_hidden_layers, v.image_size, v.patch_size]
-    return f"{name}@{hashlib.sha256(json.dumps(arch).encode()).hexdigest()[:12]}"
-
-
-def _dtype(cfg: LlmConfig) -> torch.dtype:
-    dtype = getattr(torch, cfg.dtype, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"llm.dtype={cfg.dtype!r} is not a torch dtype name (e.g. 'float32', 'bfloat16')")
-    return dtype
-
-
-def converted_lm_dir(gguf_path: Path) -> Path:
-    """Cache folder of a de-quantised GGUF model (keyed by file name and size)."""
-    return weights.cache_dir() / "converted" / f"{gguf_path.stem}-{gguf_path.stat().st_size}"
-
-
-def load_causal_lm(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM and its tokenizer from a HF folder or a GGUF file.
-
-    A GGUF file is de-quantised once (17 s for SmolLM2-135M on 2 cores) and saved as safetensors
-    under :func:`converted_lm_dir`, written to a temporary folder and renamed into place, so a
-    killed run never leaves half a cache; later calls load the safetensors.
-    """
-    if path.is_dir():
-        return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    if path.suffix != ".gguf":
-        raise ValueError(f"language model weights {path}: expected a model folder or a .gguf file")
-    dest = converted_lm_dir(path)
-    if not dest.is_dir():
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        # The tensors are de-quantised to float32 already, but transformers keeps a "gguf" quantizer
-        # marker that refuses save_pretrained: drop it, so the cache is a plain float32 checkpoint.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-        try:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            try:
-                os.replace(tmp, dest)
-            except OSError:  # another process finished first: keep its copy
-                if not dest.is_dir():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        return model, tokenizer
-    return AutoModelForCausalLM.from_pretrained(dest), AutoTokenizer.from_pretrained(dest)
-
-
-def _build_from_lm(profile: Profile, seed: int) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]:
-    """New LLaVA (random vision tower + projector) around a random or pretrained language model.
-
-    The random parts are drawn from ``seed`` (global RNG state untouched): they are part of the
-    base model, not of a LoRA adapter, so every build of a profile must give the same ones.
-    """
-    cfg = profile.llm
-    if cfg.vision_config is None:
-        raise ValueError(f"profile {profile.name!r}: llm.kind='llava_from_lm' needs llm.vision_config")
-    vision = CLIPVisionConfig(**cfg.vision_config)
-    if vision.image_size != cfg.image_size:
-        raise ValueError(f"profile {profile.name!r}: llm.image_size={cfg.image_size} differs from vision_config.image_size={vision.image_size}")
-    lm_path = weights.require(profile, "llm", cfg.weights)
-    lm = None
-    if lm_path is None:
-        if cfg.text_config is None or cfg.tokenizer is None:
-            raise ValueError(f"profile {profile.name!r}: a random language model needs llm.text_config and llm.tokenizer")
-        tokenizer = add_placeholder_tokens(AutoTokenizer.from_pretrained(weights.resolve(cfg.tokenizer)))
-        text = LlamaConfig(**{"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-                              "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, **cfg.text_config})
-    else:
-        if cfg.text_config is not None:
-            raise ValueError(f"profile {profile.name!r}: llm.text_config must be null when llm.weights gives the language model")
-        lm, tokenizer = load_causal_lm(lm_path)
-        if cfg.tokenizer is not None:
-            tokenizer = AutoTokenizer.from_pretrained(weights.resolve(cfg.tokenizer))
-        tokenizer = add_placeholder_tokens(tokenizer)
-        text = lm.config
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=_token_id(tokenizer, IMAGE_TOKEN),
-                         image_seq_length=(vision.image_size // vision.patch_size) ** 2)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config)
-    if lm is not None:
-        model.model.language_model.load_state_dict(lm.model.state_dict())
-        model.lm_head.load_state_dict(lm.lm_head.state_dict())
-    return model, tokenizer, _base_id(cfg.weights or f"random:{profile.name}:{seed}", config)
-
-
-def _build_hf(profile: Profile, seed: int) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]:
-    """A LLaVA checkpoint folder in the Hugging Face format (llava-hf/llava-1.5-7b-hf); nothing random (seed unused)."""
-    cfg = profile.llm
-    folder = weights.require(profile, "llm", cfg.weights)
-    if folder is None:
-        raise ValueError(f"profile {profile.name!r}: llm.kind='llava_hf' needs llm.weights (a checkpoint folder)")
-    model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=_dtype(cfg))
-    if model.config.vision_config.image_size != cfg.image_size:
-        raise ValueError(f"{folder}: vision tower takes {model.config.vision_config.image_size} px but llm.image_size={cfg.image_size}")
-    tokenizer = add_placeholder_tokens(AutoTokenizer.from_pretrained(weights.resolve(cfg.tokenizer) if cfg.tokenizer else folder))
-    return model, tokenizer, _base_id(cfg.weights, model.config)
-
-
-BUILDERS: dict[str, Callable[[Profile, int], tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]]] = {
-    "llava_from_lm": _build_from_lm,
-    "llava_hf": _build_hf,
-}
-
-
-def build_describer(profile: Profile, system: str | None = None, seed: int = 0) -> Describer:
-    """The describer of ``profile`` (``profile.llm.kind`` picks the builder).
-
-    Args:
-        system: system message of the template; None takes ``profile.llm.system`` (None there:
-            LLaVA-1.5's; "" shortens every prompt, e.g. for CPU budgets).
-        seed: seed of the randomly initialised parts (vision tower, projector, a random LM).
-    """
-    if profile.llm.kind not in BUILDERS:
-        raise ValueError(f"profile {profile.name!r}: unknown llm.kind={profile.llm.kind!r}; known: {sorted(BUILDERS)}")
-    model, tokenizer, base_id = BUILDERS[profile.llm.kind](profile, seed)
-    _fit_vocab(model, tokenizer)
-    model.to(_dtype(profile.llm))
-    if system is None:
-        system = SYSTEM if profile.llm.system is None else profile.llm.system
-    return Describer(model, tokenizer, base_id=base_id, system=system, max_new_tokens=profile.llm.max_new_tokens)

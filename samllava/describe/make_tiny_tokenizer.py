@@ -21,6 +21,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from ..data.instructions import ANSWER_ANOMALY, ANSWER_NORMAL, POSITIONS, QUESTION
 from .template import ASSISTANT, SYSTEM, USER
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny_tokenizer"
@@ -38,7 +39,6 @@ DEFECTS = (
     "glue", "poke", "squeeze", "print", "thread", "missing part", "misplaced part", "color defect",
     "rough area", "chip", "burn", "spot", "bubble", "wrinkle", "tear", "deformation", "damage", "flaw",
 )
-POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 COLOURS = ("black", "white", "gray", "brown", "red", "green", "blue", "yellow", "orange", "dark", "bright")
 SHAPES = ("round", "linear", "irregular", "narrow", "small", "large", "elongated", "circular", "thin", "wide")
 QUESTIONS = (
@@ -47,11 +47,11 @@ QUESTIONS = (
     "Describe the defect in the image.",
     "Where is the defect?",
     "What kind of defect is it?",
-    "This is a photo of a {c} for anomaly detection. Is there any anomaly in the image?",
+    QUESTION.format(category="{c}"),  # the question of the instruction records
 )
-NORMAL_ANSWERS = ("No, there is no anomaly in the image.", "No.", "The {c} is normal and has no defect.")
+NORMAL_ANSWERS = (ANSWER_NORMAL, "No.", "The {c} is normal and has no defect.")
 DEFECT_ANSWERS = (
-    "Yes, there is an anomaly in the image, at the {p} of the image.",
+    ANSWER_ANOMALY.format(position="{p}"),
     "Yes. The {c} has a {s} {k} {d} at the {p}.",
     "There is a {s}, {k} {d} at the {p} of the {c}, with sharp edges and depth contrast.",
 )

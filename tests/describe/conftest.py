@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from samllava.config import load_profile
-from samllava.describe.llava import Describer, build_describer
+from samllava.describe.build import build_describer
+from samllava.describe.llava import Describer
 
 
 @pytest.fixture

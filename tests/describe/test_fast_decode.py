@@ -3,7 +3,7 @@ import torch
 
 from samllava.config import load_profile
 from samllava.describe.fast_decode import StaticGreedyDecoder, prompt_embeds
-from samllava.describe.llava import build_describer
+from samllava.describe.build import build_describer
 
 
 def test_static_decoder_matches_generate():

@@ -9,8 +9,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from samllava import weights
 from samllava.config import load_profile
-from samllava.describe import llava as llava_mod
-from samllava.describe.llava import build_describer
+from samllava.describe import build as build_mod
+from samllava.describe.build import build_describer
 from samllava.describe.template import build_example
 
 
@@ -215,14 +215,14 @@ def test_from_pretrained_lm_copies_weights_and_caches_gguf_conversion(tiny, tmp_
             calls.append(gguf_file)
             return self.from_gguf
 
-    monkeypatch.setattr(llava_mod, "AutoModelForCausalLM", FakeAuto(llava_mod.AutoModelForCausalLM, lm))
-    monkeypatch.setattr(llava_mod, "AutoTokenizer", FakeAuto(llava_mod.AutoTokenizer, tokenizer))
+    monkeypatch.setattr(build_mod, "AutoModelForCausalLM", FakeAuto(build_mod.AutoModelForCausalLM, lm))
+    monkeypatch.setattr(build_mod, "AutoTokenizer", FakeAuto(build_mod.AutoTokenizer, tokenizer))
     monkeypatch.setenv("SAMLLAVA_WEIGHTS_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SAMLLAVA_SMOLLM2", str(gguf))
     profile = tiny.replace(**{"llm.weights": "smollm2_135m_instruct", "llm.tokenizer": None, "llm.text_config": None})
     d1 = build_describer(profile)
     assert calls == ["lm.Q4.gguf", "lm.Q4.gguf"]  # model and tokenizer converted once ...
-    cached = llava_mod.converted_lm_dir(gguf)
+    cached = build_mod.converted_lm_dir(gguf)
     assert (cached / "model.safetensors").is_file() and not list(cached.parent.glob(".*"))  # ... atomically
     d2 = build_describer(profile)
     assert calls == ["lm.Q4.gguf", "lm.Q4.gguf"]  # ... and read back from the cache afterwards

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from samllava.config import LoraSettings, load_profile
-from samllava.describe.llava import build_describer
+from samllava.describe.build import build_describer
 from samllava.describe.lora import (
     apply_lora, load_lora, paper_parameter_counts, parameter_counts, save_lora, target_regex,
 )
