@@ -185,7 +185,7 @@ class SamLlava(nn.Module):
 
     def align_mask(self, enc: Encoded, mask: torch.Tensor) -> torch.Tensor:
         """SASA tokens (B, N, llm_dim) for any mask (B, S, S) in the role of M_fine, e.g. the ground truth."""
-        return self.sasa(self.sasa_features(enc), mask.float(), enc.text_tokens.to(enc.embeddings.dtype)).tokens
+        return self.sasa(enc.embeddings, mask.float(), enc.text_tokens.to(enc.embeddings.dtype)).tokens
 
     def grounded_questions(self, questions: list[str], mask: torch.Tensor) -> list[str]:
         """The questions as the language model reads them: with ``sasa.region_text``, each is preceded by
@@ -196,15 +196,6 @@ class SamLlava(nn.Module):
             raise ValueError(f"{len(questions)} questions for {mask.shape[0]} masks")
         positions = [position_on_grid(m) for m in (mask.detach() > 0.5).cpu().numpy()]
         return [region_sentence(p) + " " + q for p, q in zip(positions, questions)]
-
-    def sasa_features(self, enc: Encoded) -> torch.Tensor:
-        """SASA's F_sam (B, C, h, w): the SAM embedding, plus SAM's dense positional encoding (the one its
-        mask decoder adds to the image embedding) when ``sasa.positions`` is set, so that the masked
-        features carry the defect's coordinates."""
-        feats = enc.embeddings
-        if self.profile.sasa.positions:
-            feats = feats + self.cascade.sam.prompt_encoder.get_dense_pe().to(feats.dtype)
-        return feats
 
     def forward(self, enc: Encoded, gt_masks: torch.Tensor, questions: list[str], answers: list[str]) -> Losses:
         """Eq. 9 on a cached batch: gt_masks (B, S, S) {0,1}; the question/answer texts of each image."""
@@ -269,8 +260,7 @@ def build_model(profile: Profile, lora: bool = True, seed: int = 0) -> SamLlava:
     text_dim = coarse.zero_shot.model.visual.output_dim  # CLIP's joint embedding width D
     with seeded(seed, "sasa"):
         sasa = Sasa(profile.sasa, vis_dim=cascade.sam.prompt_encoder.embed_dim, text_dim=text_dim, llm_dim=describer.llm_dim)
-    if profile.sasa.cell_words:
-        sasa.set_cell_words(describer.phrase_embeddings(sasa.cell_position_names()).float())
+    sasa.set_cell_words(describer.phrase_embeddings(sasa.cell_position_names()).float())
     return SamLlava(profile=profile, coarse=coarse, cascade=cascade, sasa=sasa, describer=describer)
 
 

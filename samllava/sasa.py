@@ -7,17 +7,16 @@ space d_a (V_0, T_0), and aligned by layers of bidirectional cross-attention:
 * vision -> text (Eq. 7): ``V' = CrossAttention(Q=V_0, K=T_0, V=T_0)``
 * text -> vision (Eq. 8): ``T' = CrossAttention(Q=T_0, K=V', V=V')`` (attending to the *updated* V').
 
-With ``cell_words`` (a profile setting), the visual token of each cell holding part of M_fine also
-gets the language model's own embedding of that cell's position word ("top left", ...; learnable,
-initialised by :meth:`Sasa.set_cell_words`): a spatial prior in the words the model already reads.
-It belongs to the visual tokens, not to the attention, so the "w/o SASA" ablation keeps it.
+Cell words: the visual token of each cell holding part of M_fine also gets the language model's own
+embedding of that cell's position word ("top left", ...; learnable, initialised by
+:meth:`Sasa.set_cell_words`): a spatial prior in the words the model already reads. It belongs to the
+visual tokens, not to the attention, so the "w/o SASA" ablation keeps it.
 
-With ``text_attends_mask`` (a profile setting), Eq. 8's keys are only the cells that hold part of
-M_fine, plus one learned "no defect" slot that is always there (an empty mask attends to it
-alone). Attending to all g*g cells, as a literal reading has it, lets a defect inside one of 16
-cells move T' by about 1/16 of its feature, and an empty mask differs from a small defect in one
-token only: the language model then sees almost the same sequence for normal and defective
-images (measured: it never learned to tell them apart in CPU-sized training). The "w/o SASA"
+Eq. 8's keys are only the cells that hold part of M_fine, plus one learned "no defect" slot that is
+always there (an empty mask attends to it alone). Attending to all g*g cells, as a literal reading
+has it, lets a defect inside one of 16 cells move T' by about 1/16 of its feature, and an empty mask
+differs from a small defect in one token only: the language model then sees almost the same
+sequence for normal and defective images (measured at chance, docs/choices.md). The "w/o SASA"
 ablation is unaffected (no attention at all).
 
 The paper gives neither the residual nor the normalisation; we follow segment_anything's
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import SasaConfig
+from .data.instructions import position_on_grid
 
 
 @dataclass
@@ -52,27 +52,29 @@ class BidirectionalCrossAttentionLayer(nn.Module):
         self.t2v = nn.MultiheadAttention(dim, num_heads, batch_first=True)
         self.norm_t = nn.LayerNorm(dim)
 
-    def forward(self, v: Tensor, t: Tensor, present: Tensor | None = None,
-                null: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def forward(self, v: Tensor, t: Tensor, present: Tensor, null: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """v: (B, N_v, d_a) visual tokens, t: (B, N_t, d_a) text tokens -> updated v, t, head-averaged maps.
 
-        With ``present`` (B, N_v) bool and ``null`` (1, 1, d_a), Eq. 8 attends only to the present
-        cells and the null slot; the returned "t2v" map keeps the N_v cell columns (rows then sum to
-        1 minus the weight on the null slot).
+        ``present`` (B, N_v) bool and ``null`` (1, 1, d_a): Eq. 8 attends only to the present cells and
+        the null slot; the returned "t2v" map keeps the N_v cell columns (rows then sum to 1 minus the
+        weight on the null slot).
         """
-        # visual positions attending to the words (Eq. 7)
-        out, w_v2t = self.v2t(v, t, t, need_weights=True)  # (B, N_v, d_a), (B, N_v, N_t)
-        v = self.norm_v(v + out)
-        # words attending to the updated visual positions (Eq. 8)
-        if null is None:
-            out, w_t2v = self.t2v(t, v, v, need_weights=True)  # (B, N_t, d_a), (B, N_t, N_v)
-        else:
-            keys = torch.cat([v, null.to(v.dtype).expand(v.shape[0], 1, -1)], dim=1)  # (B, N_v + 1, d_a)
-            ignore = torch.cat([~present, present.new_zeros(present.shape[0], 1)], dim=1)  # the null slot is always kept
-            out, w_t2v = self.t2v(t, keys, keys, key_padding_mask=ignore, need_weights=True)
-            w_t2v = w_t2v[..., :-1]
-        t = self.norm_t(t + out)
+        v, w_v2t = self.vision_to_text(v, t)
+        t, w_t2v = self.text_to_vision(t, v, present, null)
         return v, t, {"v2t": w_v2t, "t2v": w_t2v}
+
+    def vision_to_text(self, v: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 7: ``V' = norm(V_0 + CrossAttention(Q=V_0, K=T_0, V=T_0))``; (B, N_v, d_a) and weights (B, N_v, N_t)."""
+        out, w = self.v2t(v, t, t, need_weights=True)
+        return self.norm_v(v + out), w
+
+    def text_to_vision(self, t: Tensor, v: Tensor, present: Tensor, null: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 8: ``T' = norm(T_0 + CrossAttention(Q=T_0, K=V', V=V'))`` over the cells holding the mask and
+        the null slot; (B, N_t, d_a) and the weights on the N_v cells (B, N_t, N_v)."""
+        keys = torch.cat([v, null.to(v.dtype).expand(v.shape[0], 1, -1)], dim=1)  # (B, N_v + 1, d_a)
+        ignore = torch.cat([~present, present.new_zeros(present.shape[0], 1)], dim=1)  # the null slot is always kept
+        out, w = self.t2v(t, keys, keys, key_padding_mask=ignore, need_weights=True)
+        return self.norm_t(t + out), w[..., :-1]
 
 
 class Sasa(nn.Module):
@@ -99,18 +101,16 @@ class Sasa(nn.Module):
         self.layers = nn.ModuleList(
             BidirectionalCrossAttentionLayer(cfg.align_dim, cfg.num_heads) for _ in range(cfg.num_layers if cfg.enabled else 0)
         )
-        # the "no defect" key/value of Eq. 8 when text attends to the mask's cells only
-        self.null = nn.Parameter(0.02 * torch.randn(1, 1, cfg.align_dim)) if cfg.text_attends_mask and self.layers else None
+        # the "no defect" key/value of Eq. 8 (the text attends to the mask's cells and this slot)
+        self.null = nn.Parameter(0.02 * torch.randn(1, 1, cfg.align_dim)) if self.layers else None
         self.out_v = nn.Linear(cfg.align_dim, llm_dim)  # V' -> LLaVA embedding space
-        # sasa.cell_words: (g*g, llm_dim) word embeddings of the cells' positions, filled by set_cell_words
-        self.cell_words = nn.Parameter(torch.zeros(cfg.grid**2, llm_dim)) if cfg.cell_words else None
+        # (g*g, llm_dim) word embeddings of the cells' positions, filled by set_cell_words
+        self.cell_words = nn.Parameter(torch.zeros(cfg.grid**2, llm_dim))
         self.out_t = nn.Linear(cfg.align_dim, llm_dim)  # T' -> LLaVA embedding space
 
     def cell_position_names(self) -> list[str]:
         """The 3x3 grid word of each of the g*g cells (row-major), by the cell's centre, as the data names
         a mask's position (:func:`samllava.data.instructions.position_on_grid`)."""
-        from .data.instructions import position_on_grid
-
         g = self.cfg.grid
         # on the CPU whatever the default device (build_model may run under torch.device("cuda")): numpy reads it
         one_hot = torch.eye(g * g, device="cpu").reshape(g * g, g, g)  # cell i alone, as a g x g mask
@@ -118,9 +118,7 @@ class Sasa(nn.Module):
 
     @torch.no_grad()
     def set_cell_words(self, embeddings: Tensor) -> None:
-        """Initialise ``cell_words`` (sasa.cell_words) with (g*g, llm_dim) embeddings of :meth:`cell_position_names`."""
-        if self.cell_words is None:
-            raise ValueError("set_cell_words needs sasa.cell_words = true")
+        """Initialise ``cell_words`` with (g*g, llm_dim) embeddings of :meth:`cell_position_names`."""
         if tuple(embeddings.shape) != tuple(self.cell_words.shape):
             raise ValueError(f"cell word embeddings must be {tuple(self.cell_words.shape)}, got {tuple(embeddings.shape)}")
         self.cell_words.copy_(embeddings)
@@ -161,7 +159,7 @@ class Sasa(nn.Module):
         if text.ndim != 3 or text.shape[-1] != self.text_dim or text.shape[0] not in (1, features.shape[0]):
             raise ValueError(f"SASA text must be (B={features.shape[0]} or 1, N_t, {self.text_dim}), got {tuple(text.shape)}")
         v, cover = self._cells(features, mask)
-        present = cover > 0 if self.null is not None else None  # (B, g*g): Eq. 8's keys with text_attends_mask
+        present = cover > 0  # (B, g*g): the cells holding M_fine, Eq. 8's keys
         v = self.proj_v(v)  # V_0: (B, g*g, d_a)
         t = self.proj_t(text.to(v.dtype)).expand(v.shape[0], -1, -1)  # T_0: (B, N_t, d_a)
         attn = []
@@ -169,7 +167,6 @@ class Sasa(nn.Module):
             v, t, maps = layer(v, t, present, self.null)
             attn.append(maps)
         v = self.out_v(v)
-        if self.cell_words is not None:  # the position word of each cell that holds part of the mask
-            v = v + (cover > 0).to(v.dtype)[..., None] * self.cell_words.to(v.dtype)
+        v = v + present.to(v.dtype)[..., None] * self.cell_words.to(v.dtype)  # each held cell's position word
         tokens = torch.cat([v, self.out_t(t)], dim=1)  # (B, g*g + N_t, llm_dim)
         return SasaOutput(tokens=tokens, attn=attn)

@@ -1,8 +1,10 @@
+import dataclasses
 import json
+import typing
 
 import pytest
 
-from samllava.config import PROFILE_DIR, apply_overrides, load_profile, profile_from_dict
+from samllava.config import PROFILE_DIR, Profile, apply_overrides, load_profile, profile_from_dict
 
 
 @pytest.mark.parametrize("name", ["tiny", "offline", "paper"])
@@ -50,3 +52,52 @@ def test_overrides():
     assert p.sam.prompt == "mask"  # the original is untouched
     with pytest.raises(KeyError, match="nope"):
         apply_overrides(p, {"sam.nope": 1})
+
+
+def _fields(cls, prefix: str = ""):
+    """Dotted names of every leaf field of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _fields(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", hints[f.name]
+
+
+def test_code_defaults_are_the_paper_profile():
+    """A profile built from the code defaults runs what the paper runs: every field but the name and
+    description (which say which file a profile came from) equals paper.json."""
+    paper = load_profile("paper")
+    defaults = Profile(name=paper.name, description=paper.description)
+    assert defaults.to_dict() == paper.to_dict()
+
+
+def test_paper_profile_spells_out_every_field():
+    raw = json.loads((PROFILE_DIR / "paper.json").read_text())
+    missing = []
+    for name, _ in _fields(Profile):
+        node = raw
+        for part in name.split("."):
+            if part not in node:
+                missing.append(name)
+                break
+            node = node[part]
+    assert missing == []
+
+
+def test_every_switch_is_an_ablation_or_set_differently_by_the_profiles():
+    """A boolean setting is kept only if Tables 7-10 ablate it or the shipped profiles disagree on it;
+    a switch measured as no gain is removed (its measurement is in docs/)."""
+    from samllava.pipeline import ABLATIONS
+
+    ablated = {key for changes in ABLATIONS.values() for key in changes}
+    profiles = [load_profile(p.stem).to_dict() for p in sorted(PROFILE_DIR.glob("*.json"))]
+
+    def value(d, dotted):
+        for part in dotted.split("."):
+            d = d[part]
+        return d
+
+    idle = [name for name, hint in _fields(Profile) if hint is bool and name not in ablated
+            and len({value(p, name) for p in profiles}) == 1]
+    assert idle == []

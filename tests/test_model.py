@@ -78,28 +78,8 @@ def test_unknown_category_is_generic_not_error(model):
     assert model.phrase("my_widget") == "object"
 
 
-def test_sasa_positions_add_sams_dense_pe_inside_the_mask_only():
-    p = load_profile("tiny")
-    with_pe, without = build_model(p.replace(**{"sasa.positions": True})), build_model(p.replace(**{"sasa.positions": False}))
-    s = p.data.image_size
-    enc = with_pe.encode(torch.rand(2, 3, s, s), "fabric")
-    pe = with_pe.cascade.sam.prompt_encoder.get_dense_pe()
-    torch.testing.assert_close(with_pe.sasa_features(enc), enc.embeddings + pe)
-    torch.testing.assert_close(without.sasa_features(enc), enc.embeddings)
-    # the same feature at two places differs only through the PE: V inside a mask tells where it is
-    feats = torch.zeros_like(enc.embeddings[:1]) + pe
-    h, w = feats.shape[-2:]
-    left, right = torch.zeros(1, s, s), torch.zeros(1, s, s)
-    left[:, :, : s // 4] = 1
-    right[:, :, -s // 4:] = 1
-    vl, vr = with_pe.sasa.visual_tokens(feats, left), with_pe.sasa.visual_tokens(feats, right)
-    assert not torch.allclose(vl.sum(1), vr.sum(1))
-    assert with_pe.sasa.visual_tokens(feats, torch.zeros(1, s, s)).abs().sum() == 0  # an empty mask stays V = 0
-
-
 def test_sasa_cell_words_start_as_the_language_models_embeddings_of_the_position_words():
-    p = load_profile("tiny").replace(**{"sasa.cell_words": True})
-    m = build_model(p)
+    m = build_model(load_profile("tiny"))
     names = m.sasa.cell_position_names()
     table = m.describer.llava.get_input_embeddings().weight
     ids = m.describer.tokenizer(f" {names[0]}", add_special_tokens=False)["input_ids"]  # " top left"

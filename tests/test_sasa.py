@@ -15,7 +15,7 @@ def make(enabled: bool = True, **kw) -> Sasa:
     return Sasa(cfg, vis_dim=C, text_dim=DT, llm_dim=LLM).eval()
 
 
-def test_shapes_and_attention_rows_sum_to_one():
+def test_shapes_and_attention_rows():
     sasa = make()
     feats, mask, text = torch.randn(3, C, 8, 8), (torch.rand(3, 32, 32) > 0.5).float(), torch.randn(3, 5, DT)
     out = sasa(feats, mask, text)
@@ -23,9 +23,9 @@ def test_shapes_and_attention_rows_sum_to_one():
     assert len(out.attn) == 2
     for maps in out.attn:
         assert maps["v2t"].shape == (3, 16, 5) and maps["t2v"].shape == (3, 5, 16)
-        for w in maps.values():
-            torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
-            assert (w >= 0).all()
+        torch.testing.assert_close(maps["v2t"].sum(-1), torch.ones(3, 16))
+        assert (maps["t2v"].sum(-1) <= 1 + 1e-6).all()  # the rest of each row is on the null slot
+        assert all((w >= 0).all() for w in maps.values())
 
 
 def test_text_of_batch_one_is_shared():
@@ -58,9 +58,8 @@ def test_small_defect_keeps_its_feature_magnitude():
     assert v[0].flatten(0, 1)[1:].abs().sum() == 0
 
 
-@pytest.mark.parametrize("text_attends_mask", [False, True])
-def test_features_outside_mask_do_not_change_output(text_attends_mask):
-    sasa = make(text_attends_mask=text_attends_mask)
+def test_features_outside_mask_do_not_change_output():
+    sasa = make()
     feats, text = torch.randn(2, C, 8, 8), torch.randn(2, 4, DT)
     mask = torch.zeros(2, 64, 64)
     mask[:, 8:40, 16:48] = 1  # covers feature cells rows 1..4, cols 2..5 exactly (8 px per cell)
@@ -74,9 +73,8 @@ def test_features_outside_mask_do_not_change_output(text_attends_mask):
     assert not torch.allclose(sasa(feats, mask, text).tokens, sasa(inside, mask, text).tokens)
 
 
-@pytest.mark.parametrize("text_attends_mask", [False, True])
-def test_empty_mask_gives_zero_visual_features(text_attends_mask):
-    sasa = make(text_attends_mask=text_attends_mask)
+def test_empty_mask_gives_zero_visual_features():
+    sasa = make()
     feats, text = torch.randn(1, C, 8, 8), torch.randn(1, 2, DT)
     empty = torch.zeros(1, 20, 20)
     assert torch.equal(sasa.visual_tokens(feats, empty), torch.zeros(1, 16, C))
@@ -100,18 +98,19 @@ def test_eq7_eq8_order_text_attends_to_updated_visual_tokens():
     # Eq. 8 uses V' (after Eq. 7): replacing the text->vision keys with V_0 must change T'.
     sasa = make()
     layer = sasa.layers[0]
-    v, t = torch.randn(1, 16, 16), torch.randn(1, 3, 16)
-    _, t_new, _ = layer(v, t)
+    v, t, present = torch.randn(1, 16, 16), torch.randn(1, 3, 16), torch.ones(1, 16, dtype=torch.bool)
+    _, t_new, _ = layer(v, t, present, sasa.null)
     v_prime = layer.norm_v(v + layer.v2t(v, t, t)[0])
-    t_expected = layer.norm_t(t + layer.t2v(t, v_prime, v_prime)[0])
+    keys = torch.cat([v_prime, sasa.null], dim=1)
+    t_expected = layer.norm_t(t + layer.t2v(t, keys, keys)[0])
     torch.testing.assert_close(t_new, t_expected)
-    t_wrong = layer.norm_t(t + layer.t2v(t, v, v)[0])
+    wrong = torch.cat([v, sasa.null], dim=1)
+    t_wrong = layer.norm_t(t + layer.t2v(t, wrong, wrong)[0])
     assert not torch.allclose(t_new, t_wrong)
 
 
-@pytest.mark.parametrize("text_attends_mask, cell_words", [(False, False), (True, False), (True, True)])
-def test_gradients_reach_all_parameters(text_attends_mask, cell_words):
-    sasa = make(text_attends_mask=text_attends_mask, cell_words=cell_words).train()
+def test_gradients_reach_all_parameters():
+    sasa = make().train()
     out = sasa(torch.randn(2, C, 8, 8), torch.ones(2, 8, 8), torch.randn(2, 3, DT))
     out.tokens.square().mean().backward()
     missing = [n for n, p in sasa.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -144,9 +143,9 @@ def test_bad_input_raises_value_error(bad, call):
             call(make())
 
 
-def test_text_attends_mask_keys_are_the_masks_cells_and_the_null_slot():
-    """Eq. 8 with text_attends_mask: T' attends to the cells holding M_fine and the learned null slot only."""
-    sasa = make(text_attends_mask=True)
+def test_text_attends_to_the_masks_cells_and_the_null_slot():
+    """Eq. 8: T' attends to the cells holding M_fine and the learned null slot only."""
+    sasa = make()
     feats, text = torch.randn(2, C, 8, 8), torch.randn(2, 3, DT)
     mask = torch.zeros(2, 8, 8)
     mask[0, 0, 0] = 1  # one feature position: cell (0, 0) of the 4x4 grid
@@ -166,26 +165,11 @@ def test_text_attends_mask_keys_are_the_masks_cells_and_the_null_slot():
     torch.testing.assert_close(t_layer[:1], t1)
 
 
-def test_text_attends_mask_separates_empty_from_small_defect_more():
-    """The point of the setting: a one-cell defect moves T' (the text tokens) far more than with all cells as keys."""
-    torch.manual_seed(0)
-    feats, text = torch.randn(1, C, 8, 8), torch.randn(1, 4, DT)
-    empty, small = torch.zeros(1, 8, 8), torch.zeros(1, 8, 8)
-    small[0, 3, 5] = 1
-    gaps = {}
-    for flag in (False, True):
-        torch.manual_seed(1)
-        sasa = make(text_attends_mask=flag)
-        t = lambda m: sasa(feats, m, text).tokens[:, 16:]  # T' in LLM space
-        gaps[flag] = (t(small) - t(empty)).norm() / t(empty).norm()
-    assert gaps[True] > 2 * gaps[False]
-
-
 def test_cell_position_names_follow_the_3x3_grid_of_the_data():
-    names = make(cell_words=True).cell_position_names()
+    names = make().cell_position_names()
     assert names == ["top left", "top", "top", "top right", "left", "center", "center", "right",
                      "left", "center", "center", "right", "bottom left", "bottom", "bottom", "bottom right"]
-    three = Sasa(SasaConfig(grid=3, align_dim=16, num_heads=4, cell_words=True), vis_dim=C, text_dim=DT, llm_dim=LLM)
+    three = Sasa(SasaConfig(grid=3, align_dim=16, num_heads=4), vis_dim=C, text_dim=DT, llm_dim=LLM)
     assert three.cell_position_names() == list(POSITIONS)  # a 3x3 grid is the data's grid
     # build_model may run under another default device (the GPU benchmark builds under torch.device("cuda")):
     # the names are still read on the CPU (meta stands in for cuda here; numpy can read neither)
@@ -195,9 +179,9 @@ def test_cell_position_names_follow_the_3x3_grid_of_the_data():
 
 def test_cell_words_are_added_to_the_cells_that_hold_the_mask_only():
     torch.manual_seed(0)
-    plain = make(text_attends_mask=True)
+    plain = make()  # cell words start at zero until set_cell_words
     torch.manual_seed(0)
-    worded = make(text_attends_mask=True, cell_words=True)
+    worded = make()
     words = torch.randn(16, LLM)
     worded.set_cell_words(words)
     feats, text = torch.randn(2, C, 8, 8), torch.randn(1, 3, DT)
@@ -210,5 +194,3 @@ def test_cell_words_are_added_to_the_cells_that_hold_the_mask_only():
     torch.testing.assert_close(diff, want)  # nothing for an empty mask, nothing on T'
     with pytest.raises(ValueError, match=r"\(16, 24\)"):
         worded.set_cell_words(torch.zeros(9, LLM))
-    with pytest.raises(ValueError, match="cell_words = true"):
-        plain.set_cell_words(words)

@@ -10,8 +10,7 @@ Which map is used:
 With a support set the score is the maximum of the map actually used (the map is already the
 product of both cues, and PatchCore/WinCLIP+ score few-shot images by their map maximum),
 taken in log space (``log_map``) so that saturated values of Lambda do not tie. The
-coarse mask is Otsu's binarisation of that map (Eq. 1); with a support set (and
-``fewshot.support_floor``) it keeps only pixels whose context score s_ctx exceeds the largest
+coarse mask is Otsu's binarisation of that map (Eq. 1); with a support set it keeps only pixels whose context score s_ctx exceeds the largest
 held-out s_ctx of the support images themselves: the paper says H' "is thresholded", and per-image
 Otsu alone splits every map in two, normal images included (half of each image here), while this
 floor comes from the K normal shots, with nothing tuned. ``CoarseOutput.terms`` says in words
@@ -58,9 +57,8 @@ class CoarseLocalizer(nn.Module):
     """
 
     def __init__(self, *, zero_shot: ZeroShotLocalizer, calibrator: FewShotCalibrator | None = None,
-                 use_zero_shot: bool = True, clip_label: str = "", support_floor: bool = True) -> None:
+                 use_zero_shot: bool = True, clip_label: str = "") -> None:
         super().__init__()
-        self.support_floor = support_floor
         self.zero_shot = zero_shot
         self.calibrator = calibrator
         self.use_zero_shot = use_zero_shot
@@ -113,8 +111,7 @@ class CoarseLocalizer(nn.Module):
             lam = cal.lam
             calibrated, log_map = calibrated_map(heatmap, cal.log_lam)  # Eq. 2 (H := 1 when inactive)
             score = log_map.flatten(1).amax(1)  # max of H', ranked in log space
-            if self.support_floor:
-                floor = cal.s_ctx > self.calibrator.support_s_max
+            floor = cal.s_ctx > self.calibrator.support_s_max
         else:
             calibrated, score = heatmap, zs_score
             log_map = torch.log(heatmap.clamp_min(1e-30))
@@ -158,6 +155,5 @@ def build_coarse(profile: Profile, seed: int = 0) -> tuple[CoarseLocalizer, Call
         calibrator=FewShotCalibrator(extractor, sharpness=fs.sharpness),
         use_zero_shot=fs.use_zero_shot,
         clip_label=clip_label,
-        support_floor=fs.support_floor,
     )
     return localizer, tokenizer

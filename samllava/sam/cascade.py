@@ -64,7 +64,7 @@ class SamCascade(nn.Module):
 
     Args:
         sam: a segment_anything ``Sam`` (see :mod:`samllava.sam.build`); its image encoder is frozen.
-        cfg: prompt type, mask logit magnitude, multimask output.
+        cfg: prompt type, mask logit magnitude.
         ms: which multi-scale parts are on, and the pooling kernels.
         max_points: positive points per image for the ``"point"`` prompt.
         box_components: how many of the largest components the ``"box"`` prompt encloses.
@@ -166,7 +166,7 @@ class SamCascade(nn.Module):
             raise ValueError(f"coarse masks {mh}x{mw} and images {out_h}x{out_w} differ in aspect ratio")
         sparse, dense = self._prompts(coarse_masks, embeddings.device)
         logits, iou = self.decoder(embeddings, self.sam.prompt_encoder.get_dense_pe(), sparse, dense,
-                                   multimask_output=self.cfg.multimask_output)
+                                   multimask_output=True)  # SAM's 3 candidates; the best predicted IoU is kept
         best = iou.argmax(dim=1)
         kept = logits["mid"][torch.arange(best.shape[0], device=best.device), best].unsqueeze(1)  # (B, 1, 4h, 4w)
         input_size = ResizeLongestSide.get_preprocess_shape(out_h, out_w, self.resize.target_length)

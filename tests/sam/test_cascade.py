@@ -105,13 +105,6 @@ def test_output_is_the_kept_mid_mask(embeddings):
     assert out.mask.dtype == torch.bool and torch.equal(out.mask, out.logits > 0)
 
 
-def test_single_mask_output(embeddings):
-    cascade = _cascade()
-    cascade.cfg = PROFILE.replace(**{"sam.multimask_output": False}).sam
-    out = cascade(embeddings, _masks(), 64)
-    assert out.iou.shape == (3, 1) and (out.best == 0).all()
-
-
 def test_empty_mask_under_box_prompt_means_no_prompt(embeddings):
     cascade = _cascade("box", prompt_learner=False, decoder=False)
     out = cascade(embeddings, _masks(), 64)
