@@ -34,7 +34,9 @@ from samllava.model import build_model  # noqa: E402
 from samllava.results import write_json  # noqa: E402
 from samllava.data import CategoryData  # noqa: E402
 from samllava.data.instructions import parse_position  # noqa: E402
-from samllava.train import answer, answer_log_odds, epoch_batches, param_groups, prepare  # noqa: E402
+from samllava.answers import answer, answer_log_odds  # noqa: E402
+from samllava.examples import prepare  # noqa: E402
+from samllava.train import epoch_batches, param_groups  # noqa: E402
 
 # The variants "literal Eq. 8 keys" (all g*g cells as keys), "mask-cell keys" (without cell words) and
 # their settings were removed once measured (docs/choices.md keeps the numbers); what stays is the one

@@ -4,7 +4,7 @@ Run as a whole:  python benchmarks/gpu_bench.py --out DIR
 1. checks the same code and options on the CPU with the tiny profile in bf16 (a minute or two,
    most of it compiling the decode step; --skip-cpu-check skips it);
 2. on CUDA, builds the paper profile's architectures (CLIP ViT-B/16 at 240 px, SAM ViT-H, LLaVA-1.5-7B;
-   random weights: weights do not change speed) and runs them the fast way (README, GPU benchmark): every weight in
+   random weights: weights do not change speed) and runs them the fast way (docs/gpu_benchmark.md): every weight in
    bf16 (autocast only around SAM's prompt encoder), SAM's encoder attention through SDPA, in chunks of
    --sam-chunk images, LoRA merged into the base weights while generating, the decode step compiled
    (--compile-mode) and captured as a CUDA graph;
@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from samllava.bench import bench  # noqa: E402
+from samllava.bench import BenchSettings, bench  # noqa: E402
 from samllava.config import load_profile  # noqa: E402
 
 
@@ -61,8 +61,8 @@ def main():
     if not args.skip_cpu_check:
         t = time.perf_counter()
         # batches of 1 and 3 with chunks of 2: the chunked SAM encoder runs a full and a partial chunk
-        bench(load_profile("tiny"), "cpu", runs=1, warmup=1, new_tokens=4, batch_sizes=(), train_batch=2,
-              fast_batch_sizes=(1, 3), sam_chunk=2, **fast_options(args))
+        bench(load_profile("tiny"), BenchSettings(device="cpu", runs=1, warmup=1, new_tokens=4, batch_sizes=(), train_batch=2,
+                                                  fast_batch_sizes=(1, 3), sam_chunk=2, **fast_options(args)))
         report["cpu_check_s"] = time.perf_counter() - t
         print(f"[gpu_bench] CPU check passed in {report['cpu_check_s']:.1f} s", flush=True)
     if not torch.cuda.is_available():
@@ -73,10 +73,10 @@ def main():
     try:
         # transformers' generate() end to end is left out (batch_sizes=()): the stage
         # llava_generate_<n>_tokens still times it at batch 1
-        report["gpu"] = bench(load_profile("paper"), "cuda", runs=args.runs, warmup=args.warmup,
-                              new_tokens=args.new_tokens, batch_sizes=(), train_batch=4, fast_batch_sizes=(1, 8, 32),
-                              sam_chunk=args.sam_chunk, log=lambda m: print(m, flush=True), on_update=save,
-                              **fast_options(args))
+        settings = BenchSettings(device="cuda", runs=args.runs, warmup=args.warmup, new_tokens=args.new_tokens,
+                                 batch_sizes=(), train_batch=4, fast_batch_sizes=(1, 8, 32), sam_chunk=args.sam_chunk,
+                                 **fast_options(args))
+        report["gpu"] = bench(load_profile("paper"), settings, log=lambda m: print(m, flush=True), on_update=save)
     finally:
         save()
     print(json.dumps(report, indent=1))

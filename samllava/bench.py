@@ -2,11 +2,11 @@
 and one training step. A script, never a timed test.
 
 ``samllava bench --profile P --device D`` builds the profile's architectures with random weights
-everywhere (:func:`random_weights`; ``bench(random=True)``), which do not change speed. Latency is the mean over ``runs`` timed runs after ``warmup`` untimed ones (the paper: 200
+everywhere (:func:`random_weights`; ``BenchSettings.random``), which do not change speed. Latency is the mean over ``runs`` timed runs after ``warmup`` untimed ones (the paper: 200
 after 50, batch 1); CUDA work is synchronised before each clock read. Output: a JSON report.
 
 The speed options (weights cast instead of autocast, SAM's encoder in chunks, LoRA merged while
-generating, a compiled decode step) are off by default; the report's ``options`` says which
+generating, a compiled decode step; :class:`BenchSettings`) are off by default; the report's ``options`` says which
 were used. SAM's encoder attention always runs through SDPA (:mod:`samllava.sam.sdpa`).
 """
 from __future__ import annotations
@@ -17,12 +17,18 @@ import resource
 import statistics
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 
-from .config import Profile, load_profile
+from .config import Profile
 from .data.instructions import ANSWER_ANOMALY, QUESTION
+from .describe.fast_decode import StaticGreedyDecoder, prompt_embeds
+from .describe.lora import PAPER_TEXT_CONFIG, PAPER_VISION_CONFIG
+from .model import build_model
+from .sam.sdpa import SdpaAttention
+from .train import param_groups
 
 
 def random_weights(profile: Profile) -> Profile:
@@ -32,8 +38,6 @@ def random_weights(profile: Profile) -> Profile:
     from its configuration (LLaVA-1.5-7B: Vicuna-7B + CLIP ViT-L/14-336) with the repository's
     small tokenizer: text lengths differ a little from Vicuna's tokenizer, shapes do not.
     """
-    from .describe.lora import PAPER_TEXT_CONFIG, PAPER_VISION_CONFIG
-
     changes = {"random_ok": ["clip", "fewshot", "sam", "llm"], "clip.weights": None, "sam.weights": None}
     if profile.fewshot.backbone == "timm":
         changes["fewshot.weights"] = None
@@ -161,70 +165,101 @@ def merged_lora(describer, enabled: bool = True) -> Iterator[bool]:
         peft_model.unmerge_adapter()
 
 
-def bench(profile: Profile, device: str = "cpu", runs: int = 20, warmup: int = 5, new_tokens: int = 128,
-          batch_sizes: tuple[int, ...] = (1,), dtype: str = "float32", train_batch: int = 0, random: bool = True,
-          fast_batch_sizes: tuple[int, ...] = (), cast_weights: bool = False, sam_chunk: int = 0,
-          merge_lora: bool = False, compile_decode: str | None = None, sam_float32: bool = False,
-          log=print, on_update=None) -> dict:
-    """Per-stage latency at batch 1, end-to-end latency and throughput per batch size, memory, a training step.
+@dataclass
+class BenchSettings:
+    """What :func:`bench` measures and how; every option is recorded in ``report["options"]``."""
 
-    Options (all recorded in ``report["options"]``): ``cast_weights`` runs CLIP, SAM and SASA with
-    ``dtype`` weights instead of under autocast (:class:`Precision`); ``sam_chunk`` > 0 runs SAM's
-    encoder on at most that many images at a time; ``merge_lora`` folds the adapters into the base
-    weights for every generation measurement; ``compile_decode`` is a ``torch.compile`` mode for the
-    fast decoder's step (None: eager); ``sam_float32`` also times SAM's encoder with float32 weights
-    (before any cast, without autocast).
+    device: str = "cpu"
+    runs: int = 20  # timed runs per measurement (the paper: 200)
+    warmup: int = 5  # untimed runs before them (the paper: 50)
+    new_tokens: int = 128  # tokens decoded per diagnosis
+    batch_sizes: tuple[int, ...] = (1,)  # end to end with transformers' generate()
+    fast_batch_sizes: tuple[int, ...] = ()  # end to end with the static-cache decoder (:func:`fast_diagnose`)
+    train_batch: int = 0  # one optimiser step at this batch size (0: none)
+    dtype: str = "float32"
+    random: bool = True  # random weights everywhere (:func:`random_weights`): speed and memory only
+    cast_weights: bool = False  # CLIP, SAM and SASA with ``dtype`` weights instead of autocast (:class:`Precision`)
+    sam_chunk: int = 0  # > 0: SAM's encoder on at most this many images at a time (:func:`chunk_sam_encoder`)
+    merge_lora: bool = False  # LoRA folded into the base weights for every generation (:func:`merged_lora`)
+    compile_decode: str | None = None  # torch.compile mode of the fast decoder's step (None: eager)
+    sam_float32: bool = False  # also time SAM's encoder with float32 weights, before any cast, without autocast
+
+
+class _Measurements:
+    """The report of one :func:`bench` call, filled one measurement at a time.
 
     Each measurement runs on its own: one that fails (out of memory, say) is recorded as an
-    ``error`` and the others go on; ``on_update(report)`` is called after each one, so a caller
-    can save partial results.
+    ``error`` and the others go on; ``on_update(report)`` is called after each one.
     """
-    from .model import build_model
-    from .sam.sdpa import SdpaAttention
 
-    dev = torch.device(device)
-    prec = Precision(dev, getattr(torch, dtype), cast_weights)
-    prof = random_weights(profile) if random else profile
-    log(f"[bench] building {profile.name} ({'random weights' if random else 'its weights'}) on {device} in {dtype}")
-    t0 = time.perf_counter()
-    with torch.device(dev):
-        model = build_model(prof)
-    model = model.to(dev).eval()
-    build_s = time.perf_counter() - t0
-    options = {"precision": prec.describe(), "cast_weights": prec.cast, "sam_chunk": sam_chunk,
-               "sam_sdpa_attention_modules": sum(isinstance(m, SdpaAttention) for m in model.cascade.modules()),
-               "lora_merged_for_generation": False, "compile_decode": compile_decode,
-               "tf32_matmul": dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32}
-    report = {"profile": profile.name, "random_weights": random, "device": _device_name(dev), "dtype": dtype,
-              "torch": torch.__version__, "build_s": build_s, "params": parameter_counts(model), "options": options,
-              "runs": runs, "warmup": warmup, "new_tokens": new_tokens, "stages_ms": {}, "end_to_end": {},
-              "end_to_end_fast": {}}
-    log(f"[bench] built in {report['build_s']:.1f} s: {report['params']}; options {options}")
+    def __init__(self, report: dict, prec: "Precision", log, on_update) -> None:
+        self.report, self.prec, self.log, self.on_update = report, prec, log, on_update
 
-    def measure(section: str, key: str, fn, grad: bool = False, prompt_encoder: bool = False) -> None:
+    def __call__(self, section: str, key: str, fn, grad: bool = False, prompt_encoder: bool = False) -> None:
+        out = self.report.setdefault(section, {})
         try:
-            with torch.set_grad_enabled(grad), prec.autocast(prompt_encoder):
-                report[section][key] = fn()
-            log(f"[bench] {section}/{key}: {_short(report[section][key])}")
+            with torch.set_grad_enabled(grad), self.prec.autocast(prompt_encoder):
+                out[key] = fn()
+            self.log(f"[bench] {section}/{key}: {_short(out[key])}")
         except Exception as e:  # noqa: BLE001 - one failed measurement must not lose the others
-            report[section][key] = {"error": f"{type(e).__name__}: {e}"[:500]}
-            log(f"[bench] {section}/{key} failed: {report[section][key]['error']}")
-            if dev.type == "cuda":
+            out[key] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            self.log(f"[bench] {section}/{key} failed: {out[key]['error']}")
+            if self.prec.dev.type == "cuda":
                 torch.cuda.empty_cache()
         gc.collect()  # a compiled decoder, once dropped, lives in reference cycles: free its cache before the next peak
-        if on_update is not None:
-            on_update(report)
+        if self.on_update is not None:
+            self.on_update(self.report)
 
-    s = prof.data.image_size
-    category = "bottle"
-    time_it = (lambda fn: time_fn(fn, runs, warmup, dev))
-    if sam_float32:  # before the cast below: SAM's encoder as loaded, float32 weights, no autocast
+
+def bench(profile: Profile, settings: BenchSettings | None = None, *, log=print, on_update=None) -> dict:
+    """Per-stage latency at batch 1, end-to-end latency and throughput per batch size, memory, a training step.
+
+    ``on_update(report)`` is called after each measurement, so a caller can save partial results.
+    """
+    st = settings or BenchSettings()
+    dev = torch.device(st.device)
+    prec = Precision(dev, getattr(torch, st.dtype), st.cast_weights)
+    log(f"[bench] building {profile.name} ({'random weights' if st.random else 'its weights'}) on {st.device} in {st.dtype}")
+    t0 = time.perf_counter()
+    with torch.device(dev):
+        model = build_model(random_weights(profile) if st.random else profile)
+    model = model.to(dev).eval()
+    options = {"precision": prec.describe(), "cast_weights": prec.cast, "sam_chunk": st.sam_chunk,
+               "sam_sdpa_attention_modules": sum(isinstance(m, SdpaAttention) for m in model.cascade.modules()),
+               "lora_merged_for_generation": False, "compile_decode": st.compile_decode,
+               "tf32_matmul": dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32}
+    report = {"profile": profile.name, "random_weights": st.random, "device": _device_name(dev), "dtype": st.dtype,
+              "torch": torch.__version__, "build_s": time.perf_counter() - t0, "params": parameter_counts(model),
+              "options": options, "runs": st.runs, "warmup": st.warmup, "new_tokens": st.new_tokens, "stages_ms": {},
+              "end_to_end": {}, "end_to_end_fast": {}}
+    log(f"[bench] built in {report['build_s']:.1f} s: {report['params']}; options {options}")
+    measure = _Measurements(report, prec, log, on_update)
+    _bench_stages(model, st, prec, measure)
+    if st.train_batch:
+        measure("train", f"step_batch_{st.train_batch}",
+                lambda: train_step(model, prec, st.train_batch, BENCH_CATEGORY, runs=max(1, st.runs // 4)),
+                grad=True, prompt_encoder=True)
+    report["peak_memory_GB"] = peak_memory_gb(dev)
+    return report
+
+
+BENCH_CATEGORY = "bottle"  # the category named in the benchmark's questions
+
+
+def _bench_stages(model, st: BenchSettings, prec: Precision, measure: _Measurements) -> None:
+    """Every stage at batch 1, then whole diagnoses per batch size (LoRA merged with ``merge_lora``)."""
+    dev, s, category = prec.dev, model.profile.data.image_size, BENCH_CATEGORY
+
+    def time_it(fn):
+        return time_fn(fn, st.runs, st.warmup, dev)
+
+    if st.sam_float32:  # before the cast below: SAM's encoder as loaded, float32 weights, no autocast
         fp32 = torch.rand(1, 3, s, s, device=dev)
         measure("stages_ms", "sam_image_encoder_float32",
                 lambda: _no_autocast(dev, lambda: time_it(lambda: model.cascade.embed(fp32))))
     prec.apply(model)
-    if sam_chunk:
-        chunk_sam_encoder(model.cascade, sam_chunk)
+    if st.sam_chunk:
+        chunk_sam_encoder(model.cascade, st.sam_chunk)
     images = prec.images(1, s)
     q = [QUESTION.format(category=category)]
     with torch.no_grad():
@@ -232,30 +267,24 @@ def bench(profile: Profile, device: str = "cpu", runs: int = 20, warmup: int = 5
             feats, _ = model.text(category)
             model.set_support(prec.images(1, s))
         enc, fine, sasa_tokens = _before_language_model(model, prec, images, category)
-    few = max(1, runs // 4)
+    few = max(1, st.runs // 4)
     measure("stages_ms", "clip_text_per_category", lambda: time_it(lambda: (model.text_cache.clear(), model.text(category))))
     measure("stages_ms", "coarse_zero_and_few_shot", lambda: time_it(lambda: model.coarse(images, feats)))
     measure("stages_ms", "sam_image_encoder", lambda: time_it(lambda: model.cascade.embed(images)))
     measure("stages_ms", "sam_prompt_and_decoder", lambda: time_it(lambda: model.fine(enc)), prompt_encoder=True)
     measure("stages_ms", "sasa", lambda: time_it(lambda: model.align(enc, fine)))
-    with merged_lora(model.describer, merge_lora) as merged:
-        options["lora_merged_for_generation"] = merged
+    with merged_lora(model.describer, st.merge_lora) as merged:
+        measure.report["options"]["lora_merged_for_generation"] = merged
         measure("stages_ms", "llava_prefill_and_1_token",
                 lambda: time_it(lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=1)))
-        measure("stages_ms", f"llava_generate_{new_tokens}_tokens", lambda: time_fn(
-            lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=new_tokens), few, 1, dev))
-        for b in batch_sizes:
-            measure("end_to_end", f"batch_{b}", lambda: _end_to_end(model, prec, b, category, new_tokens, few),
+        measure("stages_ms", f"llava_generate_{st.new_tokens}_tokens", lambda: time_fn(
+            lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=st.new_tokens), few, 1, dev))
+        for b in st.batch_sizes:  # each lambda runs inside its measure() call, with this b
+            measure("end_to_end", f"batch_{b}", lambda b=b: _end_to_end(model, prec, b, category, st.new_tokens, few),
                     prompt_encoder=True)
-        for b in fast_batch_sizes:
-            measure("end_to_end_fast", f"batch_{b}",
-                    lambda: fast_diagnose(model, prec, b, category, new_tokens, runs, warmup, compile_decode))
-    if train_batch:
-        report["train"] = {}
-        measure("train", f"step_batch_{train_batch}", lambda: train_step(model, prec, train_batch, category, runs=few),
-                grad=True, prompt_encoder=True)
-    report["peak_memory_GB"] = peak_memory_gb(dev)
-    return report
+        for b in st.fast_batch_sizes:
+            measure("end_to_end_fast", f"batch_{b}", lambda b=b: fast_diagnose(
+                model, prec, b, category, st.new_tokens, st.runs, st.warmup, st.compile_decode))
 
 
 def _before_language_model(model, prec: Precision, images: torch.Tensor, category: str):
@@ -297,8 +326,6 @@ def fast_diagnose(model, prec: Precision, batch: int, category: str, new_tokens:
     SAM embedding is computed once per image, as there. ``compile_decode``: a ``torch.compile`` mode
     for the decode step (see :class:`StaticGreedyDecoder`); the path taken is in ``decode_step``.
     """
-    from .describe.fast_decode import StaticGreedyDecoder, prompt_embeds
-
     dev = prec.dev
     images = prec.images(batch, model.profile.data.image_size)
     q = [QUESTION.format(category=model.phrase(category))] * batch
@@ -338,8 +365,6 @@ def train_step(model, prec: Precision, batch: int, category: str, runs: int = 3)
     gt[:, s // 4: s // 2, s // 4: s // 2] = 1
     q = [QUESTION.format(category=category)] * batch
     a = [ANSWER_ANOMALY.format(position="top left") + " A small dark scratch."] * batch
-    from .train import param_groups
-
     opt = torch.optim.Adam(param_groups(model))  # the trainer's optimiser (its groups and learning rates)
     model.train()
 
@@ -360,37 +385,3 @@ def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def bench_cli(args) -> int:
-    from .results import write_json
-
-    profile = load_profile(args.profile)
-    report = bench(profile, device=args.device, runs=args.runs, warmup=args.warmup)
-    if args.out:
-        write_json(args.out, report)
-    print(report)
-    return 0
-
-
-def paper_profile_counts() -> dict[str, float]:
-    """Parameters (millions) of the paper profile's whole model without reading or allocating its
-    weights: SAM ViT-H and LLaVA-1.5-7B with LoRA are built on the meta device; CLIP ViT-B/16
-    (open_clip builds on a real device) and SASA are small enough to build on the CPU."""
-    from .coarse.clip_model import build_clip
-    from .describe.lora import paper_parameter_counts
-    from .sam import SamCascade
-    from .sam.build import SAM_REGISTRY
-    from .sasa import Sasa
-
-    p = load_profile("paper")
-    clip, _ = build_clip(p.clip, None)
-    with torch.device("meta"):
-        cascade = SamCascade(SAM_REGISTRY[p.sam.size](p.sam.image_size), p.sam, p.multiscale)
-    llava = paper_parameter_counts(p.lora)
-    sasa = Sasa(p.sasa, vis_dim=cascade.sam.prompt_encoder.embed_dim, text_dim=clip.visual.output_dim,
-                llm_dim=4096)
-    n = (lambda ps: sum(q.numel() for q in ps))
-    total = n(clip.parameters()) + n(cascade.parameters()) + n(sasa.parameters()) + llava["total"]
-    trainable = n(cascade.trainable_parameters()) + n(sasa.parameters()) + llava["trainable"]
-    return {"total_M": total / 1e6, "trainable_M": trainable / 1e6, "lora_M": llava["lora"] / 1e6}

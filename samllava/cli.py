@@ -1,8 +1,32 @@
-"""``samllava`` command line: evaluate, diagnose, reproduce, fetch-weights, make-data, bench."""
+"""``samllava`` command line: evaluate, diagnose, train, reproduce, fetch-weights, make-data, bench.
+
+Every argument parser of the package lives here, with the ``*_cli`` function that runs each
+subcommand; ``python -m samllava.train`` is ``samllava train``.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from . import weights
+from .answers import description_eval
+from .bench import BenchSettings, bench
+from .checkpoint import load_model
+from .config import load_profile
+from .data import generate_synthetic, load_dataset, load_image
+from .diagnose import load_support, write_outputs
+from .evaluate import CoarseMethod, FullMethod, evaluate, results_json, results_table
+from .examples import prepare
+from .model import build_model
+from .paths import ensure_synthetic
+from .reproduce import ReproduceError, reproduce
+from .results import write_json
+from .train import train, world
 
 
 def _key_value(items: list[str] | None) -> dict[str, str]:
@@ -68,14 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=20)
     b.add_argument("--warmup", type=int, default=5)
     b.add_argument("--out", default=None)
+
+    t = sub.add_parser("train", help="train the trainable parts end to end (torchrun: several processes)")
+    t.add_argument("--profile", default=None)
+    t.add_argument("--data", default=None, help="MVTec-layout root (default: the profile's synthetic training set)")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--shots", type=int, default=0)
+    t.add_argument("--out", required=True)
+    t.add_argument("--no-progress", action="store_true")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "reproduce":
-        from .reproduce import ReproduceError, reproduce
-
         try:
             reproduce(profile=args.profile, only=args.only, data_roots=_key_value(args.data_root), smoke=args.smoke)
         except ReproduceError as err:
@@ -83,9 +113,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if args.command == "fetch-weights":
-        from . import weights
-        from .config import load_profile
-
         ids = args.ids or weights.profile_weight_ids(load_profile(args.profile))
         for wid in ids:
             s = weights.spec(wid)
@@ -98,24 +125,93 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{wid}: {weights.fetch(wid)}")
         return 0
     if args.command == "make-data":
-        from .data import generate_synthetic
-
         root = generate_synthetic(args.out, n_train=args.n_train, n_test=args.n_test, size=args.size, seed=args.seed)
         print(root)
         return 0
-    if args.command == "evaluate":
-        from .evaluate import evaluate_cli
+    commands = {"evaluate": evaluate_cli, "diagnose": diagnose_cli, "bench": bench_cli, "train": train_cli}
+    return commands[args.command](args) if args.command in commands else 2
 
-        return evaluate_cli(args)
-    if args.command == "diagnose":
-        from .diagnose import diagnose_cli
 
-        return diagnose_cli(args)
-    if args.command == "bench":
-        from .bench import bench_cli
+def evaluate_cli(args) -> int:
+    """``samllava evaluate``: the metrics of the coarse stage or of the whole trained model, as JSON."""
+    profile = load_profile(args.profile)
+    data = load_dataset(args.data)
+    if args.categories:
+        wanted = args.categories.split(",")
+        unknown = sorted(set(wanted) - set(data))
+        if unknown:
+            raise ValueError(f"--categories {unknown} not in {args.data} (has {sorted(data)})")
+        data = {k: data[k] for k in wanted}
+    size = args.image_size or profile.data.image_size
+    seeds = tuple(_seeds(args.seeds))
+    method = CoarseMethod(profile) if args.stage == "coarse" else FullMethod(profile, checkpoint=args.checkpoint)
+    results = evaluate(method, data, shots=args.shots, seeds=seeds, image_size=size)
+    header = {"profile": profile.name, "weights": profile.weights_label(), "data": str(args.data), "stage": args.stage,
+              "shots": args.shots, "seeds": list(seeds), "image_size": size,
+              "terms": getattr(method, "last_terms", {})}
+    report = results_json(results, **header)
+    if args.stage == "full":
+        _add_description_accuracy(report, method.model, data, args.shots, seeds, size)
+    write_json(args.out, report)
+    print(results_table(results).to_string(index=False))
+    return 0
 
-        return bench_cli(args)
-    return 2
+
+def _add_description_accuracy(report: dict, model, data, shots: int, seeds: tuple[int, ...], size: int) -> None:
+    """The yes/no rule of Table 5 on the generated answers, mean over seeds, into an evaluate report."""
+    accs = {name: [] for name in data}
+    for seed in seeds if shots > 0 else seeds[:1]:
+        table = description_eval(model, data, shots=shots, seed=seed, image_size=size, max_new_tokens=8)[0]
+        for row in table.itertuples():
+            accs[row.category].append(row.accuracy / 100)
+    for name, vals in accs.items():
+        report["categories"][name]["summary"]["description_accuracy"] = float(np.mean(vals))
+    report["mean"]["description_accuracy"] = float(np.mean([np.mean(v) for v in accs.values()]))
+
+
+def diagnose_cli(args) -> int:
+    """``samllava diagnose IMAGE``: one image in, mask PNG, overlay PNG and a JSON report out."""
+    profile = load_profile(args.profile)
+    size = profile.data.image_size
+    image = load_image(args.image, size)
+    support = load_support(args.support, size) if args.support else None
+    model = load_model(profile, args.checkpoint)
+    diagnosis = model.diagnose(image[None], args.category, support)[0]
+    paths = write_outputs(diagnosis, image, args.out)
+    report = diagnosis.report()
+    report["profile"], report["weights"], report["checkpoint"] = profile.name, profile.weights_label(), args.checkpoint
+    if args.checkpoint is None:
+        report["note"] = "untrained SAM side, SASA and LoRA: train first (samllava train) for meaningful answers"
+    write_json(paths["report"], report)
+    print(f"answer: {diagnosis.answer}\ndescription: {diagnosis.description}\nwritten: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def bench_cli(args) -> int:
+    """``samllava bench``: the complexity benchmark of a profile, printed and optionally written as JSON."""
+    report = bench(load_profile(args.profile), BenchSettings(device=args.device, runs=args.runs, warmup=args.warmup))
+    if args.out:
+        write_json(args.out, report)
+    print(report)
+    return 0
+
+
+def train_cli(args) -> int:
+    """``samllava train``: train on the profile's synthetic data (``torchrun`` for several processes)."""
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    profile = load_profile(args.profile)
+    model = build_model(profile)
+    data = load_dataset(args.data or ensure_synthetic(profile, seed=1))
+    examples = prepare(model, data, profile.data.image_size, shots=args.shots, progress=not args.no_progress)
+    history = train(model, examples, epochs=args.epochs, out_dir=args.out, progress=not args.no_progress)
+    rank, size = world()
+    if size > 1:
+        # report a digest of the weights so callers can check that all ranks agree
+        digest = torch.stack([p.detach().double().sum() for p in model.trainable_parameters()]).sum()
+        print(f"rank {rank} world {size} steps {len(history)} digest {digest.item():.10e}", flush=True)
+        dist.destroy_process_group()
+    return 0
 
 
 if __name__ == "__main__":

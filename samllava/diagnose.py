@@ -1,20 +1,21 @@
-"""``samllava diagnose IMAGE``: one image in, mask PNG, overlay PNG and a JSON report out."""
+"""What ``samllava diagnose IMAGE`` reads and writes: the support folder in, mask PNG, overlay PNG and
+JSON report out (the command itself is :func:`samllava.cli.diagnose_cli`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from .data import load_image
 from .data.mvtec import list_images
 from .results import atomic_path, write_json
+from .viz import overlay
 
 
-def load_support(folder: str | Path, size: int):
+def load_support(folder: str | Path, size: int) -> torch.Tensor:
     """All images of a folder of normal images as (K, 3, S, S); an empty folder is an error."""
-    import torch
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"--support {folder}: not a folder of normal images")
@@ -26,8 +27,6 @@ def load_support(folder: str | Path, size: int):
 
 def write_outputs(diagnosis, image, out_dir: str | Path) -> dict[str, Path]:
     """mask.png (0/255 fine mask), overlay.png (heatmap + mask on the image), report.json."""
-    from .viz import overlay
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"mask": out_dir / "mask.png", "overlay": out_dir / "overlay.png", "report": out_dir / "report.json"}
@@ -38,23 +37,3 @@ def write_outputs(diagnosis, image, out_dir: str | Path) -> dict[str, Path]:
         Image.fromarray((ov * 255).astype(np.uint8)).save(tmp, format="PNG")
     write_json(paths["report"], diagnosis.report())
     return paths
-
-
-def diagnose_cli(args) -> int:
-    from .config import load_profile
-    from .model import load_model
-
-    profile = load_profile(args.profile)
-    size = profile.data.image_size
-    image = load_image(args.image, size)
-    support = load_support(args.support, size) if args.support else None
-    model = load_model(profile, args.checkpoint)
-    diagnosis = model.diagnose(image[None], args.category, support)[0]
-    paths = write_outputs(diagnosis, image, args.out)
-    report = diagnosis.report()
-    report["profile"], report["weights"], report["checkpoint"] = profile.name, profile.weights_label(), args.checkpoint
-    if args.checkpoint is None:
-        report["note"] = "untrained SAM side, SASA and LoRA: train first (samllava.train) for meaningful answers"
-    write_json(paths["report"], report)
-    print(f"answer: {diagnosis.answer}\ndescription: {diagnosis.description}\nwritten: {', '.join(str(p) for p in paths.values())}")
-    return 0

@@ -2,9 +2,9 @@
 
 ``evaluate(...)`` runs a *method* over the test images of each category and each support seed and
 returns per-category metrics with mean and std over seeds. A method is a callable
-``(images (N,3,S,S), category, support (K,3,S,S) | None) -> (maps (N,S,S), scores (N,))``;
-:class:`CoarseMethod`, :class:`KnnMethod`, :class:`CascadeMethod` and (in :mod:`samllava.model`)
-:class:`FullMethod` provide them.
+``(images (N,3,S,S), category, support (K,3,S,S) | None) -> (maps (N,S,S), scores (N,))``.
+Every method lives here: :class:`CoarseMethod` (Eq. 1-2), :class:`KnnMethod` (the PatchCore-style
+baseline), :class:`CascadeMethod` (Eq. 1-4) and :class:`FullMethod` (the whole trained model).
 """
 from __future__ import annotations
 
@@ -17,8 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics
+from .checkpoint import load_model
+from .coarse import TextCache, build_coarse, category_phrase
+from .coarse.memory import knn_map, knn_memory
 from .config import Profile
 from .data import CategoryData, sample_support
+from .memo import ContentMemo
+from .model import SamLlava
 
 Method = Callable[[torch.Tensor, str, "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor]"]
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
@@ -118,8 +123,6 @@ class CoarseMethod:
     """
 
     def __init__(self, profile: Profile, coarse=None):
-        from .coarse import TextCache, build_coarse
-
         self.profile = profile
         self.coarse = coarse if coarse is not None else build_coarse(profile)[0]
         self.coarse.eval()
@@ -136,8 +139,6 @@ class CoarseMethod:
             else:
                 self.coarse.set_support(support)
             self._support_id = key
-        from .coarse import category_phrase
-
         feats = self.text.get(category_phrase(category, allow_generic=True)) if self.coarse.zero_shot_active() else None
         out = self.coarse(images, feats)
         self.last_terms, self.last_output = out.terms, out
@@ -149,16 +150,12 @@ class KnnMethod:
 
     def __init__(self, profile: Profile, extractor=None):
         if extractor is None:  # the few-shot backbone of the profile's coarse stage
-            from .coarse import build_coarse
-
             extractor = build_coarse(profile)[0].calibrator.extractor
         self.extractor = extractor.eval()
         self._key, self._memory = None, None
 
     @torch.no_grad()
     def __call__(self, images, category, support):
-        from .coarse.memory import knn_map, knn_memory
-
         if support is None:
             raise ValueError("the k-NN baseline needs support images (shots > 0)")
         if support.shape[-1] != images.shape[-1]:
@@ -187,8 +184,6 @@ class CascadeMethod:
     def __init__(self, coarse: CoarseMethod, cascade, score: str = "coarse", embed=None):
         """``embed``: a shared memo of SAM's image encoder (``ContentMemo(cascade.embed)``) for methods
         whose cascades share one frozen encoder (the ablation variants); by default one of its own."""
-        from .memo import ContentMemo
-
         if score not in ("coarse", "map_max"):
             raise ValueError(f"score must be 'coarse' or 'map_max', got {score!r}")
         self.coarse, self.cascade, self.score = coarse, cascade.eval(), score
@@ -206,45 +201,18 @@ class CascadeMethod:
         return maps, (maps.flatten(1).amax(1) if self.score == "map_max" else score)
 
 
-def evaluate_cli(args) -> int:
-    from .config import load_profile
-    from .data import load_dataset
-    from .results import write_json
+class FullMethod:
+    """The whole model as an evaluation method: map = mean of H' and P(M_fine) (:func:`combined_map`);
+    score from the coarse stage. ``model`` None loads the profile's model with ``checkpoint``."""
 
-    profile = load_profile(args.profile)
-    data = load_dataset(args.data)
-    if args.categories:
-        wanted = args.categories.split(",")
-        unknown = sorted(set(wanted) - set(data))
-        if unknown:
-            raise ValueError(f"--categories {unknown} not in {args.data} (has {sorted(data)})")
-        data = {k: data[k] for k in wanted}
-    size = args.image_size or profile.data.image_size
-    from .cli import _seeds
+    def __init__(self, profile: Profile, checkpoint=None, model: SamLlava | None = None):
+        self.model = model if model is not None else load_model(profile, checkpoint)
+        self.last_terms: dict[str, str] = {}
 
-    seeds = tuple(_seeds(args.seeds))
-    if args.stage == "coarse":
-        method = CoarseMethod(profile)
-    else:
-        from .model import FullMethod
-
-        method = FullMethod(profile, checkpoint=args.checkpoint)
-    results = evaluate(method, data, shots=args.shots, seeds=seeds, image_size=size)
-    header = {"profile": profile.name, "weights": profile.weights_label(), "data": str(args.data), "stage": args.stage,
-              "shots": args.shots, "seeds": list(seeds), "image_size": size,
-              "terms": getattr(method, "last_terms", {})}
-    report = results_json(results, **header)
-    if args.stage == "full":  # the yes/no rule of Table 5 on the generated answers, mean over seeds
-        from .pipeline import description_eval
-
-        accs = {name: [] for name in data}
-        for seed in seeds if args.shots > 0 else seeds[:1]:
-            table = description_eval(method.model, data, shots=args.shots, seed=seed, image_size=size, max_new_tokens=8)[0]
-            for row in table.itertuples():
-                accs[row.category].append(row.accuracy / 100)
-        for name, vals in accs.items():
-            report["categories"][name]["summary"]["description_accuracy"] = float(np.mean(vals))
-        report["mean"]["description_accuracy"] = float(np.mean([np.mean(v) for v in accs.values()]))
-    write_json(args.out, report)
-    print(results_table(results).to_string(index=False))
-    return 0
+    @torch.no_grad()
+    def __call__(self, images, category, support):
+        self.model.set_support(support)
+        enc = self.model.encode(images, category)
+        fine = self.model.fine(enc)
+        self.last_terms = enc.coarse.terms
+        return combined_map(enc.coarse.calibrated, fine.logits), enc.coarse.score

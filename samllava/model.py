@@ -14,7 +14,6 @@ in words (:meth:`SamLlava.grounded_questions`), in training, evaluation and diag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +30,9 @@ from .describe.lora import apply_lora
 from .losses import segmentation_loss
 from .metrics import parse_yes_no
 from .sam import SamCascade, SamOutput, build_cascade
+from .sam.prompts import resize_pad_mask
 from .sasa import Sasa
+from .seeding import seeded
 
 
 @dataclass
@@ -45,11 +46,16 @@ class Encoded:
     text_tokens: torch.Tensor  # (1, N_t, D) CLIP text embeddings of the category (T_clip)
 
     def select(self, idx: torch.Tensor | slice) -> "Encoded":
-        c = self.coarse
-        pick = (lambda t: None if t is None else t[idx])
-        coarse = CoarseOutput(heatmap=pick(c.heatmap), lam=pick(c.lam), calibrated=c.calibrated[idx], mask=c.mask[idx],
-                              score=c.score[idx], terms=c.terms, log_map=c.log_map[idx])
-        return Encoded(self.images[idx], coarse, self.embeddings[idx], self.llava_pixels[idx], self.text_tokens)
+        """The images ``idx`` of the batch (the category's text tokens are shared)."""
+        return Encoded(self.images[idx], self.coarse.select(idx), self.embeddings[idx], self.llava_pixels[idx],
+                       self.text_tokens)
+
+    @staticmethod
+    def cat(encs: list["Encoded"]) -> "Encoded":
+        """Several batches of one category as one."""
+        return Encoded(torch.cat([e.images for e in encs]), CoarseOutput.cat([e.coarse for e in encs]),
+                       torch.cat([e.embeddings for e in encs]), torch.cat([e.llava_pixels for e in encs]),
+                       encs[0].text_tokens)
 
 
 @dataclass
@@ -209,8 +215,6 @@ class SamLlava(nn.Module):
 
     def _gt_frame(self, gt: torch.Tensor) -> torch.Tensor:
         """Ground truth in SAM's padded input frame (B, 1, side, side), where the branch logits live."""
-        from .sam.prompts import resize_pad_mask
-
         return resize_pad_mask(gt.float(), self.cascade.sam.image_encoder.img_size)
 
     # ------------------------------------------------------------------ inference
@@ -249,8 +253,6 @@ def build_model(profile: Profile, lora: bool = True, seed: int = 0) -> SamLlava:
     process and in every builder (``build_cascade(profile, seed)`` gives this model's cascade): a
     checkpoint of the trainable parts then fully determines the model.
     """
-    from .seeding import seeded
-
     coarse, _ = build_coarse(profile, seed=seed)
     cascade = build_cascade(profile, seed=seed)
     describer = build_describer(profile, seed=seed)
@@ -262,35 +264,3 @@ def build_model(profile: Profile, lora: bool = True, seed: int = 0) -> SamLlava:
         sasa = Sasa(profile.sasa, vis_dim=cascade.sam.prompt_encoder.embed_dim, text_dim=text_dim, llm_dim=describer.llm_dim)
     sasa.set_cell_words(describer.phrase_embeddings(sasa.cell_position_names()).float())
     return SamLlava(profile=profile, coarse=coarse, cascade=cascade, sasa=sasa, describer=describer)
-
-
-def load_model(profile: Profile, checkpoint: str | Path | None) -> SamLlava:
-    """A model with trained weights from ``checkpoint`` (see :mod:`samllava.train`), or untrained."""
-    model = build_model(profile)
-    if checkpoint is not None:
-        from .train import load_checkpoint
-
-        load_checkpoint(model, checkpoint)
-    return model.eval()
-
-
-class FullMethod:
-    """The whole model as an evaluation method: map = mean of H' and P(M_fine); score from the coarse stage.
-
-    Pixel metrics need a continuous map; the fine mask alone is binary, so the map blends the
-    calibrated coarse map with SAM's mask probability (documented in the README).
-    """
-
-    def __init__(self, profile: Profile, checkpoint=None, model: SamLlava | None = None):
-        self.model = model if model is not None else load_model(profile, checkpoint)
-        self.last_terms: dict[str, str] = {}
-
-    @torch.no_grad()
-    def __call__(self, images, category, support):
-        self.model.set_support(support)
-        enc = self.model.encode(images, category)
-        fine = self.model.fine(enc)
-        self.last_terms = enc.coarse.terms
-        from .evaluate import combined_map
-
-        return combined_map(enc.coarse.calibrated, fine.logits), enc.coarse.score

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .config import Profile
+from .data import generate_synthetic
 from .results import REPO_ROOT
 
 
@@ -17,10 +19,8 @@ def checkpoint_dir() -> Path:
     return Path(os.environ.get("SAMLLAVA_CHECKPOINT_DIR") or REPO_ROOT / "build" / "checkpoints")
 
 
-def ensure_synthetic(profile, seed: int = 0, name: str = "synthetic") -> Path:
+def ensure_synthetic(profile: Profile, seed: int = 0, name: str = "synthetic") -> Path:
     """The profile's synthetic data set, generated once (deterministic by seed) and reused."""
-    from .data import generate_synthetic
-
     size = profile.data.image_size
     root = data_dir() / f"{name}_s{size}_n{profile.data.synthetic_images}_seed{seed}"
     if not (root / ".complete").exists():

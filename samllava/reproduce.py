@@ -67,8 +67,8 @@ def reproduce(profile: str = "offline", only: list[str] | None = None, data_root
     ``smoke`` adds :data:`SMOKE_PARAMETERS` (small budgets) to each notebook's parameters.
     ``cell_timeout`` (seconds) turns a cell that never answers into an error naming it.
     """
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
+    import papermill as pm  # heavy (Jupyter stack), only for running notebooks
+    from papermill.exceptions import PapermillExecutionError  # heavy, as above
 
     directory, output_dir = directory or NOTEBOOK_DIR, output_dir or EXECUTED_DIR
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from .config import load_profile
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(os.environ.get("SAMLLAVA_RESULTS_DIR", REPO_ROOT / "results"))
 FIGURES_DIR = Path(os.environ.get("SAMLLAVA_FIGURES_DIR", REPO_ROOT / "figures"))
@@ -56,8 +58,6 @@ def _jsonable(obj: Any) -> Any:
 
 def provenance(profile: str, dataset: str, note: str = "") -> dict[str, str]:
     """The header every table carries."""
-    from .config import load_profile
-
     try:
         weights = load_profile(profile).weights_label()
         w = ", ".join(f"{k}: {v}" for k, v in weights.items())

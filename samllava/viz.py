@@ -26,7 +26,7 @@ def _np(x) -> np.ndarray:
 
 def overlay(image, mask=None, heatmap=None, alpha: float = 0.45, colour=(1.0, 0.1, 0.1)) -> np.ndarray:
     """(H,W,3) image with a heatmap (jet) and/or a mask outline tint blended on top."""
-    import matplotlib
+    import matplotlib  # heavy (~0.5 s), only when a figure is drawn
 
     img = to_numpy_image(image).copy()
     if heatmap is not None:
@@ -42,7 +42,7 @@ def overlay(image, mask=None, heatmap=None, alpha: float = 0.45, colour=(1.0, 0.
 def image_grid(rows: Sequence[Sequence], row_titles: Sequence[str] | None = None,
                col_titles: Sequence[str] | None = None, cell: float = 2.0, cmap_for_2d: str = "jet"):
     """A figure of ``rows`` x ``cols`` panels; 2-D panels are drawn with ``cmap_for_2d`` (masks in grey)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy, only when a figure is drawn
 
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols, cell * n_rows), squeeze=False)
@@ -70,7 +70,7 @@ def image_grid(rows: Sequence[Sequence], row_titles: Sequence[str] | None = None
 
 def loss_figure(curves: dict[str, Sequence[float]], smooth: int = 10):
     """Loss curves (raw and a running mean over ``smooth`` steps)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy, only when a figure is drawn
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name, values in curves.items():

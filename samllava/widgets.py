@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from skimage.filters import threshold_otsu
 
-from .coarse import otsu_masks
+from . import viz
+from .coarse import TextCache, category_phrase, otsu_masks
 from .data import CategoryData, sample_support
 
 
@@ -35,8 +37,6 @@ def coarse_view(coarse, cat: CategoryData, index: int, shots: int, level: int | 
     ``level`` None shows the map the method uses; an integer shows that memory level's raw
     distance d_s (few-shot only). ``threshold`` None uses Otsu (Eq. 1).
     """
-    from .coarse import TextCache
-
     if not 0 <= index < len(cat.test):
         raise ValueError(f"image index {index} out of range: category {cat.category!r} has {len(cat.test)} test images")
     sample = cat.test[index]
@@ -45,8 +45,6 @@ def coarse_view(coarse, cat: CategoryData, index: int, shots: int, level: int | 
         coarse.set_support(cat.load_images(sample_support(cat, shots, seed), size))
     else:
         coarse.clear_support()
-    from .coarse import category_phrase
-
     cache = getattr(coarse, "_text_cache", None) or TextCache(coarse.zero_shot)
     coarse._text_cache = cache
     feats = cache.get(category_phrase(category or cat.category, allow_generic=True)) if coarse.zero_shot_active() else None
@@ -59,8 +57,6 @@ def coarse_view(coarse, cat: CategoryData, index: int, shots: int, level: int | 
     heat = heat[0]
     if threshold is None:
         mask = otsu_masks(heat[None])[0]
-        from skimage.filters import threshold_otsu
-
         thr = float(threshold_otsu(heat.numpy())) if float(heat.max() - heat.min()) > 0 else float(heat.max())
     else:
         mask, thr = heat > threshold, float(threshold)
@@ -70,8 +66,6 @@ def coarse_view(coarse, cat: CategoryData, index: int, shots: int, level: int | 
 
 def view_figure(v: CoarseView):
     """A one-row figure of a :class:`CoarseView`: image, heatmap, mask, ground truth."""
-    from . import viz
-
     panels = [v.image, v.heatmap, v.mask] + ([v.ground_truth] if v.ground_truth is not None else [])
     return viz.image_grid([panels], col_titles=["image", "heatmap", f"mask (thr {v.threshold:.2f})", "ground truth"])
 
@@ -84,9 +78,9 @@ def heatmap_explorer(coarse, data: dict[str, CategoryData], n_levels: int, size:
     while a notebook runs headless, where papermill's client can wait forever on Output-widget
     messages. Show a first view with :func:`view_figure`.
     """
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+    import ipywidgets as w  # optional: only in a Jupyter front end
+    import matplotlib.pyplot as plt  # heavy, only when the panel draws
+    from IPython.display import display  # optional: only in a Jupyter front end
 
     cats = list(data)
     category = w.Dropdown(options=cats, description="category")

@@ -106,7 +106,7 @@ def test_train_cascade_takes_precomputed_inputs(dirs):
 
 def test_position_baselines_count_defective_images_with_a_position():
     from samllava.pipeline import position_baselines
-    from samllava.train import Examples
+    from samllava.examples import Examples
 
     def ex(labels, positions):
         return Examples("c", None, None, [""] * len(labels), [""] * len(labels), np.array(labels), positions)
@@ -122,7 +122,7 @@ def test_position_baseline_from_the_predicted_mask():
     from types import SimpleNamespace
 
     from samllava.pipeline import position_baselines
-    from samllava.train import Examples
+    from samllava.examples import Examples
 
     masks = torch.zeros(3, 9, 9, dtype=torch.bool)
     masks[0, :3, :3] = True  # top left: right

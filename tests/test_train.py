@@ -11,7 +11,10 @@ import torch
 from samllava.config import load_profile
 from samllava.data import generate_synthetic, load_dataset
 from samllava.model import build_model
-from samllava.train import answer, load_checkpoint, param_groups, prepare, train
+from samllava.answers import answer
+from samllava.checkpoint import load_checkpoint
+from samllava.examples import prepare
+from samllava.train import param_groups, train
 
 
 def _model(seed=0, **overrides):
@@ -112,7 +115,7 @@ def test_yes_no_accuracy_rises_well_above_chance_with_a_small_budget(yes_no_data
         texts = answer(model, ev, max_new_tokens=2, progress=False, oracle_masks=True)  # M_fine := ground truth
         model.train()
         answers = [parse_yes_no(t) for ts in texts for t in ts]
-        ok = [a == bool(label) for a, label in zip(answers, [l for ex in ev for l in ex.labels])]
+        ok = [a == bool(label) for a, label in zip(answers, [y for ex in ev for y in ex.labels])]
         return float(sum(ok)) / len(ok), set(answers)
 
     before, _ = accuracy()

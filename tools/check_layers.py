@@ -29,8 +29,8 @@ from pathlib import Path
 # A name covers the module and, for a package, every module inside it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("samllava", "samllava.config", "samllava.paper_values", "samllava.seeding", "samllava.memo",
-              "samllava.results", "samllava.weights")),
-    ("data", ("samllava.data", "samllava.paths", "samllava.metrics", "samllava.viz")),
+              "samllava.metrics", "samllava.results", "samllava.weights")),
+    ("data", ("samllava.data", "samllava.paths", "samllava.viz")),
     ("stages", ("samllava.coarse", "samllava.sam", "samllava.sasa", "samllava.describe", "samllava.losses")),
     ("model", ("samllava.model", "samllava.examples")),
     ("checkpoint", ("samllava.checkpoint",)),
@@ -94,44 +94,52 @@ def _functions(tree: ast.AST):
 
 
 def scan(root: Path, max_module: int, max_function: int) -> tuple[dict[str, Module], list[str]]:
+    """Every module of the package under ``root`` with its imports, and the findings about its code."""
     modules = {}
     for path in sorted(root.rglob("*.py")):
         name, is_pkg = module_name(path, root)
         modules[name] = Module(name, path, is_pkg)
     findings = []
     for mod in modules.values():
-        src = mod.path.read_text()
-        lines = src.splitlines()
-        tree = ast.parse(src)
-        if len(lines) > max_module:
-            findings.append(f"module over {max_module} lines: {mod.path} ({len(lines)})")
-        in_function = set()
-        for fn in _functions(tree):
-            n = fn.end_lineno - fn.lineno + 1
-            if n > max_function:
-                findings.append(f"function over {max_function} lines: {mod.path}:{fn.lineno} {fn.name} ({n})")
-            in_function |= {id(x) for x in ast.walk(fn) if isinstance(x, (ast.Import, ast.ImportFrom))}
-        for node in ast.walk(tree):
-            targets = _import_targets(node, mod)
-            if not targets:
-                continue
-            inner = {_resolve(t, modules) for t in targets} - {None}
-            inner = {t for t in inner if not mod.name.startswith(t + ".")}  # not its own ancestor packages
-            if id(node) in in_function:
-                where = f"{mod.path}:{node.lineno}"
-                if inner:
-                    findings.append(f"import of {', '.join(sorted(inner))} inside a function: {where}")
-                elif "#" not in lines[node.end_lineno - 1]:
-                    findings.append(f"import of {targets[0]} inside a function without a comment giving the reason: {where}")
-            for t in inner:
-                # importing a.b.c runs the __init__ of a.b too
-                parts = t.split(".")
-                for k in range(2, len(parts) + 1):
-                    mod.imports.setdefault(".".join(parts[:k]), node.lineno)
-        for t in list(mod.imports):
-            if t == mod.name or mod.name.startswith(t + "."):
-                del mod.imports[t]  # the module itself or an ancestor package (always run first)
+        findings += _read_module(mod, modules, max_module, max_function)
     return modules, findings
+
+
+def _read_module(mod: Module, modules: dict[str, Module], max_module: int, max_function: int) -> list[str]:
+    """Fill ``mod.imports``; return its size findings and those about imports written inside functions."""
+    src = mod.path.read_text()
+    lines = src.splitlines()
+    tree = ast.parse(src)
+    findings = [f"module over {max_module} lines: {mod.path} ({len(lines)})"] if len(lines) > max_module else []
+    in_function = set()
+    for fn in _functions(tree):
+        n = fn.end_lineno - fn.lineno + 1
+        if n > max_function:
+            findings.append(f"function over {max_function} lines: {mod.path}:{fn.lineno} {fn.name} ({n})")
+        in_function |= {id(x) for x in ast.walk(fn) if isinstance(x, (ast.Import, ast.ImportFrom))}
+    for node in ast.walk(tree):
+        targets = _import_targets(node, mod)
+        inner = {_resolve(t, modules) for t in targets} - {None}
+        inner = {t for t in inner if not mod.name.startswith(t + ".")}  # not its own ancestor packages
+        if targets and id(node) in in_function:
+            findings += _inner_import_finding(mod, node, inner, targets[0], lines)
+        for t in inner:  # importing a.b.c runs the __init__ of a.b too
+            parts = t.split(".")
+            for k in range(2, len(parts) + 1):
+                mod.imports.setdefault(".".join(parts[:k]), node.lineno)
+    for t in list(mod.imports):
+        if t == mod.name or mod.name.startswith(t + "."):
+            del mod.imports[t]  # the module itself or an ancestor package (always run first)
+    return findings
+
+
+def _inner_import_finding(mod: Module, node: ast.AST, inner: set[str], target: str, lines: list[str]) -> list[str]:
+    where = f"{mod.path}:{node.lineno}"
+    if inner:
+        return [f"import of {', '.join(sorted(inner))} inside a function: {where}"]
+    if "#" not in lines[node.end_lineno - 1]:
+        return [f"import of {target} inside a function without a comment giving the reason: {where}"]
+    return []
 
 
 def layer_findings(modules: dict[str, Module]) -> list[str]:

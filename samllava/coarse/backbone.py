@@ -24,6 +24,7 @@ from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD, OPENAI_DATASET_MEAN
 from torch import nn
 
 from ..config import FewShotConfig
+from ..memo import ContentMemo
 from .clip_model import CheckpointError, read_state_dict
 
 
@@ -45,9 +46,9 @@ def check_images(images: torch.Tensor, name: str = "images") -> None:
 def check_layers(layers: Sequence[int], num_layers: int, what: str) -> list[int]:
     """0-based indices of strictly increasing 1-based ``layers`` within ``1..num_layers``."""
     layers = list(layers)
-    if not layers or any(not 1 <= l <= num_layers for l in layers) or layers != sorted(set(layers)):
+    if not layers or any(not 1 <= i <= num_layers for i in layers) or layers != sorted(set(layers)):
         raise ValueError(f"{what}: layers {layers} must be strictly increasing 1-based indices in 1..{num_layers}")
-    return [l - 1 for l in layers]
+    return [i - 1 for i in layers]
 
 
 class ImagePreprocess(nn.Module):
@@ -207,8 +208,6 @@ class CachedExtractor(FeatureExtractor):
     """
 
     def __init__(self, inner: FeatureExtractor, max_batches: int = 256) -> None:
-        from ..memo import ContentMemo
-
         nn.Module.__init__(self)
         self.inner = inner
         self.label = inner.label

@@ -18,7 +18,7 @@ which terms ran and why, so every table can state it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import torch
@@ -26,6 +26,7 @@ from torch import nn
 
 from .. import weights
 from ..config import Profile
+from ..seeding import seeded
 from .backbone import build_feature_extractor
 from .clip_model import build_clip
 from .memory import FewShotCalibrator, knn_anomaly_map
@@ -44,6 +45,23 @@ class CoarseOutput:
     log_map: torch.Tensor  # (B, S, S) log of ``calibrated``, computed without float32 saturation
     score: torch.Tensor  # (B,) image anomaly score
     terms: dict[str, str]  # {"zero_shot": "active: ...", "few_shot": "inactive: ..."}
+
+    def select(self, idx: torch.Tensor | slice) -> "CoarseOutput":
+        """The outputs of the images ``idx`` (``terms`` are shared by the batch)."""
+        return CoarseOutput(**{f.name: _pick(getattr(self, f.name), f.name, lambda t: t[idx]) for f in fields(self)})
+
+    @staticmethod
+    def cat(outputs: list["CoarseOutput"]) -> "CoarseOutput":
+        """Several batches' outputs as one (``terms`` of the first)."""
+        def joined(name: str):
+            return _pick(getattr(outputs[0], name), name, lambda _: torch.cat([getattr(o, name) for o in outputs]))
+
+        return CoarseOutput(**{f.name: joined(f.name) for f in fields(CoarseOutput)})
+
+
+def _pick(value, name: str, fn: Callable):
+    """``fn(value)`` for a per-image tensor field; ``terms`` and absent (None) terms pass unchanged."""
+    return value if name == "terms" or value is None else fn(value)
 
 
 class CoarseLocalizer(nn.Module):
@@ -137,8 +155,6 @@ def build_coarse(profile: Profile, seed: int = 0) -> tuple[CoarseLocalizer, Call
 
     Random weights (where the profile allows them) are drawn from ``seed`` (see :mod:`samllava.seeding`).
     """
-    from ..seeding import seeded
-
     clip_path = weights.require(profile, "clip", profile.clip.weights)
     with seeded(seed, "clip"):
         clip_model, tokenizer = build_clip(profile.clip, clip_path)

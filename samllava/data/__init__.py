@@ -5,7 +5,7 @@ Loaders return ``{category: CategoryData}``; pixels are read on demand with
 ``CategoryData.load_images`` / ``load_masks``. See ``samllava.data.images`` for the documented
 image conversions (greyscale and RGBA to RGB, 16-bit scaling).
 """
-from .dataset import CategoryData, Sample
+from .dataset import CategoryData, Sample, balanced_subset
 from .fewshot import FEWSHOT_SEEDS, FEWSHOT_SHOTS, sample_support, support_indices
 from .folder import load_dataset, load_folder
 from .images import load_image, load_mask
@@ -23,7 +23,7 @@ from .synthetic import (
 from .visa import VISA_CATEGORIES, load_visa
 
 __all__ = [
-    "CategoryData", "Sample", "load_image", "load_mask", "load_mvtec", "load_visa", "load_folder", "load_dataset",
+    "CategoryData", "Sample", "balanced_subset", "load_image", "load_mask", "load_mvtec", "load_visa", "load_folder", "load_dataset",
     "generate_synthetic", "generate_mvtec_miniature", "generate_visa_miniature", "SYNTHETIC_CATEGORIES",
     "TADD_STANDIN_SUBSETS", "TADD_STANDIN_NOTE", "SyntheticCategory", "sample_support", "support_indices",
     "FEWSHOT_SEEDS", "FEWSHOT_SHOTS", "instruction_records", "position_on_grid",

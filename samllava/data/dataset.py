@@ -157,3 +157,21 @@ def require_dir(path: str | os.PathLike, what: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such folder; expected {what}")
     return path
+
+
+def balanced_subset(data: dict[str, CategoryData], per_label: int | None) -> dict[str, CategoryData]:
+    """The first ``per_label`` normal and first ``per_label`` anomalous test images of each category
+    (in file order: deterministic, not chosen by result); None keeps everything.
+
+    The language model's forward pass is the costly part of the description tables on a CPU; a
+    balanced subset keeps chance at 50 % while bounding that cost.
+    """
+    if per_label is None:
+        return data
+    if per_label < 1:
+        raise ValueError(f"per_label must be >= 1 or None, got {per_label}")
+    out = {}
+    for name, cat in data.items():
+        test = [s for s in cat.test if s.label == 0][:per_label] + [s for s in cat.test if s.label == 1][:per_label]
+        out[name] = CategoryData(cat.category, cat.root, cat.train, test, cat.has_masks)
+    return out

@@ -7,30 +7,71 @@ Costly results shared by several notebooks (the SAM side, the trained model) are
 
 One module per part of the paper, as the notebooks use them:
 
-* :mod:`.data` - the profile's synthetic splits, the TADD stand-in, the packaged textiles, balanced subsets;
-* :mod:`.detection` - the SAM side's training, segmentation and few-shot tables (Tables 1-4, Figs. 2, 5);
-* :mod:`.description` - the trained end-to-end model, answers, Tables 5-6, Figs. 3-4;
+* :mod:`.data` - the profile's synthetic splits, the TADD stand-in, the packaged textiles;
+* :mod:`.trained` - the SAM side and the end-to-end model, trained once and cached;
+* :mod:`.detection` - segmentation and few-shot tables (Tables 1-4, Figs. 2, 5);
+* :mod:`.description` - Tables 5-6, Figs. 3-4, the training before/after tables (answers and their
+  scores come from :mod:`samllava.answers`);
 * :mod:`.ablations` - Tables 7-10;
 * :mod:`.complexity` - Table 11 and the parameter table.
 """
+from ..answers import description_eval, log_odds_eval, position_baselines
+from ..data import balanced_subset
 from .ablations import ABLATIONS, ablation_table
 from .complexity import complexity_table, gpu_rows, parameter_table
-from .data import (EVAL_SEED, STANDIN_DOMAINS, TADD_SEED, TRAIN_SEED, balanced_subset, cross_domain_sets, dataset_summary,
-                   synthetic, synthetic_gallery, tadd_standin, textiles)
-from .description import (accuracy_table, answers_table, description_eval, judge_table, log_odds_eval, log_odds_table,
-                          model_dir, position_baselines, qualitative_figure, sasa_attention_figure, trained_model)
-from .detection import (SAM_SIDE_SECTIONS, cache_key, cascade_figure, cascade_inputs, coarse_figure,
-                        fewshot_benchmark, fewshot_pixel_tables, figure2, mask_iou, prompt_types_figure, segmentation_comparison_figure,
-                        sam_side_state, seed_stats, segmentation_table, train_cascade, zero_shot_table)
+from .data import (
+                   EVAL_SEED,
+                   STANDIN_DOMAINS,
+                   TADD_SEED,
+                   TRAIN_SEED,
+                   cross_domain_sets,
+                   dataset_summary,
+                   synthetic,
+                   synthetic_gallery,
+                   tadd_standin,
+                   textiles,
+)
+from .description import (
+                   accuracy_table,
+                   answers_table,
+                   judge_table,
+                   log_odds_table,
+                   qualitative_figure,
+                   sasa_attention_figure,
+)
+from .detection import (
+                   cascade_figure,
+                   coarse_figure,
+                   fewshot_benchmark,
+                   fewshot_pixel_tables,
+                   figure2,
+                   mask_iou,
+                   prompt_types_figure,
+                   seed_stats,
+                   segmentation_comparison_figure,
+                   segmentation_table,
+                   zero_shot_table,
+)
+from .trained import (
+                   SAM_SIDE_SECTIONS,
+                   SAM_SIDE_STEPS,
+                   cache_key,
+                   cascade_inputs,
+                   model_dir,
+                   sam_side_state,
+                   train_cascade,
+                   trained_model,
+)
 
 __all__ = [
     "ABLATIONS", "ablation_table",
     "complexity_table", "gpu_rows", "parameter_table",
     "EVAL_SEED", "STANDIN_DOMAINS", "TADD_SEED", "TRAIN_SEED", "balanced_subset", "cross_domain_sets", "dataset_summary",
     "synthetic", "synthetic_gallery", "tadd_standin", "textiles",
-    "accuracy_table", "answers_table", "description_eval", "judge_table", "log_odds_eval", "log_odds_table", "model_dir",
-    "position_baselines", "qualitative_figure", "sasa_attention_figure", "trained_model",
-    "SAM_SIDE_SECTIONS", "cache_key", "sam_side_state", "seed_stats", "cascade_figure", "cascade_inputs", "coarse_figure", "fewshot_benchmark",
-    "fewshot_pixel_tables", "figure2", "mask_iou", "prompt_types_figure", "segmentation_comparison_figure",
-    "segmentation_table", "train_cascade", "zero_shot_table",
+    "accuracy_table", "answers_table", "description_eval", "judge_table", "log_odds_eval", "log_odds_table",
+    "position_baselines", "qualitative_figure", "sasa_attention_figure",
+    "cascade_figure", "coarse_figure", "fewshot_benchmark", "fewshot_pixel_tables", "figure2", "mask_iou",
+    "prompt_types_figure", "seed_stats", "segmentation_comparison_figure", "segmentation_table", "zero_shot_table",
+    "SAM_SIDE_SECTIONS", "SAM_SIDE_STEPS", "cache_key", "cascade_inputs", "model_dir", "sam_side_state",
+    "train_cascade", "trained_model",
 ]

@@ -1,17 +1,22 @@
 """Tables 7-10: the ablation variants as configuration changes, measured in one harness."""
 from __future__ import annotations
 
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
+from ..answers import description_eval
+from ..coarse.backbone import CachedExtractor
 from ..config import Profile
 from ..data import CategoryData
-from ..evaluate import CoarseMethod, evaluate
+from ..evaluate import CascadeMethod, CoarseMethod, evaluate
+from ..memo import ContentMemo
+from ..paper_values import ABLATIONS as PAPER
+from ..sam import build_cascade
 from .data import synthetic
-from .description import description_eval, trained_model
-from .detection import seed_stats, cascade_inputs, train_cascade
-
+from .detection import seed_stats
+from .trained import cascade_inputs, train_cascade, trained_model
 
 # Tables 7-10: each variant is a set of configuration changes.
 ABLATIONS: dict[str, dict] = {
@@ -32,14 +37,6 @@ def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int =
     1-shot; image score = max of the combined map) and, for ``accuracy_variants``, the yes/no accuracy
     of the variant trained end to end with the profile's budget (the full variant is the main model
     of notebook 05, cached), on a balanced subset of ``per_label`` images per label and category."""
-    from functools import lru_cache
-
-    from ..coarse.backbone import CachedExtractor
-    from ..evaluate import CascadeMethod
-    from ..memo import ContentMemo
-    from ..paper_values import ABLATIONS as PAPER
-    from ..sam import build_cascade
-
     # The variants differ only in SAM's prompting and decoder, so the frozen work is shared: the few-shot
     # backbone's features and SAM's image embeddings are computed once for all variants and seeds, and
     # the SAM-side training inputs (coarse masks, embeddings of the training set) once for all variants.

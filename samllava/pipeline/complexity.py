@@ -6,19 +6,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from ..config import Profile
-from .description import model_dir
+from ..bench import BenchSettings, bench, parameter_counts
+from ..coarse.clip_model import build_clip
+from ..config import Profile, load_profile
+from ..describe.lora import paper_parameter_counts
+from ..model import build_model
+from ..paper_values import TABLE11
+from ..sam import SamCascade
+from ..sam.build import SAM_REGISTRY
+from ..sasa import Sasa
+from .trained import model_dir
 
 
 def parameter_table(profiles=("tiny", "offline")) -> pd.DataFrame:
     """Total, trainable and LoRA parameters (millions) of the whole model per profile; the paper
     profile's LLaVA part is counted on the meta device (no 7B weights loaded)."""
-    from ..bench import parameter_counts
-    from ..config import load_profile
-    from ..describe.lora import paper_parameter_counts
-    from ..model import build_model
-
     rows = []
     for name in profiles:
         m = build_model(load_profile(name))
@@ -51,11 +55,8 @@ def complexity_table(profile: Profile, device: str = "cpu", runs: int = 5, warmu
     """Table 11: parameters (this profile measured; the paper profile counted on the meta device),
     latency, throughput and peak memory measured on ``device``, beside the paper's row; with
     ``gpu_json``, the paper-size GPU benchmark's row (:func:`gpu_rows`), never a CPU number."""
-    from ..bench import bench, paper_profile_counts
-    from ..paper_values import TABLE11
-
-    r = bench(profile, device=device, runs=runs, warmup=warmup, new_tokens=new_tokens, batch_sizes=(1,), random=False,
-              log=lambda m: None)
+    r = bench(profile, BenchSettings(device=device, runs=runs, warmup=warmup, new_tokens=new_tokens, batch_sizes=(1,),
+                                     random=False), log=lambda m: None)
     e2e = r["end_to_end"]["batch_1"]
     hist_time = _training_time(profile)
     rows = [{"model": f"SAM-LLaVA, {profile.name} profile (this run, {r['device']})", "total_M": r["params"]["total_M"],
@@ -80,3 +81,23 @@ def _training_time(profile: Profile) -> float:
     if not done.exists():
         return float("nan")
     return json.loads(done.read_text()).get("seconds", float("nan")) / 3600
+
+
+def paper_profile_counts() -> dict[str, float]:
+    """Parameters (millions) of the paper profile's whole model without reading or allocating its
+    weights: SAM ViT-H and LLaVA-1.5-7B with LoRA are built on the meta device; CLIP ViT-B/16
+    (open_clip builds on a real device) and SASA are small enough to build on the CPU."""
+    p = load_profile("paper")
+    clip, _ = build_clip(p.clip, None)
+    with torch.device("meta"):
+        cascade = SamCascade(SAM_REGISTRY[p.sam.size](p.sam.image_size), p.sam, p.multiscale)
+    llava = paper_parameter_counts(p.lora)
+    sasa = Sasa(p.sasa, vis_dim=cascade.sam.prompt_encoder.embed_dim, text_dim=clip.visual.output_dim,
+                llm_dim=4096)
+
+    def n(ps):
+        return sum(q.numel() for q in ps)
+
+    total = n(clip.parameters()) + n(cascade.parameters()) + n(sasa.parameters()) + llava["total"]
+    trainable = n(cascade.trainable_parameters()) + n(sasa.parameters()) + llava["trainable"]
+    return {"total_M": total / 1e6, "trainable_M": trainable / 1e6, "lora_M": llava["lora"] / 1e6}

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import viz
 from ..config import Profile
-from ..data import TADD_STANDIN_SUBSETS, CategoryData, Sample, generate_synthetic, load_dataset
+from ..data import TADD_STANDIN_SUBSETS, CategoryData, Sample, generate_synthetic, load_dataset, load_mvtec, load_visa
 from ..paths import data_dir, ensure_synthetic
 
 EVAL_SEED, TRAIN_SEED, TADD_SEED = 0, 1, 2  # synthetic data: held-out evaluation set, training set, TADD stand-in
@@ -41,7 +42,7 @@ def textiles(n_train: int = 8, n_test_per_kind: int = 20) -> dict[str, CategoryD
     images plus the first ``n_test_per_kind`` local-defect and ``n_test_per_kind`` global-defect
     images. No masks: pixel metrics are not available.
     """
-    from conformal_clip_data import global_dir, local_dir, nominal_dir
+    from conformal_clip_data import global_dir, local_dir, nominal_dir  # optional data package: the textiles only
 
     def files(d) -> list[Path]:
         return sorted(Path(d()).glob("*.jpg"))
@@ -54,24 +55,6 @@ def textiles(n_train: int = 8, n_test_per_kind: int = 20) -> dict[str, CategoryD
     for kind, d in (("local", local_dir), ("global", global_dir)):
         test += [Sample(p, "textile", "test", 1, kind, None) for p in files(d)[:n_test_per_kind]]
     return {"textile": CategoryData("textile", Path(nominal_dir()).parent, train, test, has_masks=False)}
-
-
-def balanced_subset(data: dict[str, CategoryData], per_label: int | None) -> dict[str, CategoryData]:
-    """The first ``per_label`` normal and first ``per_label`` anomalous test images of each category
-    (in file order: deterministic, not chosen by result); None keeps everything.
-
-    The language model's forward pass is the costly part of the description tables on a CPU; a
-    balanced subset keeps chance at 50 % while bounding that cost.
-    """
-    if per_label is None:
-        return data
-    if per_label < 1:
-        raise ValueError(f"per_label must be >= 1 or None, got {per_label}")
-    out = {}
-    for name, cat in data.items():
-        test = [s for s in cat.test if s.label == 0][:per_label] + [s for s in cat.test if s.label == 1][:per_label]
-        out[name] = CategoryData(cat.category, cat.root, cat.train, test, cat.has_masks)
-    return out
 
 
 def dataset_summary(sets: dict[str, dict[str, CategoryData]]) -> pd.DataFrame:
@@ -88,8 +71,6 @@ def dataset_summary(sets: dict[str, dict[str, CategoryData]]) -> pd.DataFrame:
 
 def synthetic_gallery(data: dict[str, CategoryData], n: int = 6, size: int | None = None):
     """Figure: one anomalous image per category (image, mask, overlay) and the captions."""
-    from .. import viz
-
     rows, titles, captions = [], [], []
     for j, (name, cat) in enumerate(list(data.items())[:n]):
         anomalous = [s for s in cat.test if s.label == 1]
@@ -116,13 +97,14 @@ def cross_domain_sets(profile: Profile, data_roots: dict | None = None) -> dict[
     test split is tested on the other's); else the synthetic stand-ins, textures and objects, trained
     on the synthetic training set (seed 1) and tested on the held-out set (seed 0).
     """
-    from ..data import load_mvtec, load_visa
-
     roots = data_roots or {}
     if "mvtec" in roots and "visa" in roots:
         mvtec, visa = load_mvtec(roots["mvtec"]), load_visa(roots["visa"])
         return {"MVTec-AD": (mvtec, mvtec), "VisA": (visa, visa)}
     train, test = synthetic(profile, "train"), synthetic(profile, "eval")
-    pick = (lambda d, dom: {k: d[k] for k in STANDIN_DOMAINS[dom]})
+
+    def pick(d, dom):
+        return {k: d[k] for k in STANDIN_DOMAINS[dom]}
+
     return {"stand-in MVTec-AD (synthetic textures)": (pick(train, "textures"), pick(test, "textures")),
             "stand-in VisA (synthetic objects)": (pick(train, "objects"), pick(test, "objects"))}

@@ -1,122 +1,18 @@
 """Description notebooks: the trained end-to-end model (cached, shared), yes/no and position accuracy, log-odds, Tables 5-6, Figs. 3-4."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import textwrap
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
-from .. import metrics
-from ..config import Profile
-from ..data import CategoryData, sample_support
-from ..data.instructions import NO_POSITION, POSITIONS, parse_position
-from ..paths import checkpoint_dir
-from .data import balanced_subset, synthetic
-from .detection import sam_side_state, cache_key, train_cascade
-
-
-def model_dir(profile: Profile, tag: str = "main", epochs: int | None = None, shots: int = 1) -> Path:
-    """Where :func:`trained_model` keeps the model of ``profile`` trained ``epochs`` (None: the profile's) with K=``shots``."""
-    epochs = profile.train.epochs if epochs is None else epochs
-    return checkpoint_dir() / f"{profile.name}-{tag}-{cache_key(profile, epochs=epochs, shots=shots)}"
-
-
-def trained_model(profile: Profile, *, tag: str = "main", epochs: int | None = None, shots: int = 1,
-                  overrides: dict | None = None, progress: bool = True, retrain: bool = False):
-    """The profile's end-to-end model trained on the synthetic training set (seed 1), cached.
-
-    Returns ``(model, history)``. The checkpoint lives in ``model_dir(profile, tag, ...)``, keyed
-    by the whole profile and budget; a finished run is reused, an interrupted one resumes. The SAM
-    warm-up is :func:`train_cascade` with the profile's warm-up budget (cached, shared with the
-    segmentation notebooks).
-    """
-    import time
-
-    from ..model import build_model
-    from ..train import CHECKPOINT, load_checkpoint, prepare, train
-
-    if overrides:
-        profile = profile.replace(**overrides)
-    epochs = profile.train.epochs if epochs is None else epochs
-    out = model_dir(profile, tag, epochs=epochs, shots=shots)
-    model = build_model(profile)
-    done = out / "done.json"
-    if done.exists() and not retrain:
-        state = load_checkpoint(model, out / CHECKPOINT)
-        return model.eval(), state["history"]
-    start = time.perf_counter()
-    resuming = (out / CHECKPOINT).is_file() and not retrain
-    if profile.train.sam_warmup_steps > 0 and not resuming:
-        _, warm, _ = train_cascade(profile, shots=shots, progress=progress)
-        model.cascade.load_state_dict(sam_side_state(warm), strict=False)
-    examples = prepare(model, synthetic(profile, "train"), profile.data.image_size, shots=shots, progress=progress)
-    history = train(model, examples, epochs=epochs, out_dir=out, resume=not retrain, progress=progress, warm_up=False)
-    done.write_text(json.dumps({"epochs": epochs, "steps": len(history), "seconds": time.perf_counter() - start}))
-    return model.eval(), history
-
-
-def description_eval(model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, image_size: int | None = None,
-                     max_new_tokens: int | None = None, progress: bool = False,
-                     per_label: int | None = None) -> tuple[pd.DataFrame, list[list[str]], list]:
-    """Yes/no accuracy (Table 5 rule) and position accuracy per category on held-out images
-    (``per_label``: a balanced subset, :func:`balanced_subset`).
-
-    Position accuracy: among anomalous images, the fraction whose answer names the right 3x3
-    grid cell (chance is 1/9 for a uniform guess). Returns ``(table, answers, examples)``.
-    """
-    from ..train import answer, prepare
-
-    data = balanced_subset(data, per_label)
-    examples = prepare(model, data, image_size or model.profile.data.image_size, shots=shots, seed=seed, progress=progress)
-    answers = answer(model, examples, max_new_tokens=max_new_tokens, progress=progress)
-    rows = []
-    for ex, texts in zip(examples, answers):
-        anomalous = ex.labels == 1
-        pos_ok = [parse_position(t) == p for p, t, a in zip(ex.positions, texts, anomalous) if a]
-        rows.append({"category": ex.category, "accuracy": 100 * metrics.description_accuracy(texts, ex.labels),
-                     "position_accuracy": 100 * float(np.mean(pos_ok)) if pos_ok else float("nan"),
-                     "n": len(texts)})
-    return pd.DataFrame(rows), answers, examples
-
-
-def position_baselines(examples, model=None, oracle_masks: bool = False) -> dict:
-    """Position accuracy (percent) of two guesses that ignore the image, on the defective examples:
-    uniform over the 9 grid cells, and always naming the most frequent true position; with ``model``
-    also ``from_m_fine``: the grid cell of M_fine's centre of mass itself (what a perfect reader of the
-    predicted mask says, the ceiling of a description that follows M_fine; "none" for an empty mask).
-    ``oracle_masks``: the ground-truth mask stands in for M_fine, as in :func:`samllava.train.answer`."""
-    from ..data.instructions import position_on_grid
-
-    keep = [np.flatnonzero((np.asarray(ex.labels) == 1) & (np.asarray(ex.positions) != NO_POSITION)) for ex in examples]
-    truth = [ex.positions[i] for ex, idx in zip(examples, keep) for i in idx]
-    if not truth:
-        raise ValueError("no defective example with a position: position accuracy is undefined")
-    top = max(sorted(set(truth)), key=truth.count)
-    out = {"uniform": 100 / len(POSITIONS), "most_frequent": 100 * truth.count(top) / len(truth),
-           "most_frequent_position": top, "n_defective": len(truth)}
-    if model is not None or oracle_masks:
-        with torch.no_grad():
-            said = [position_on_grid(m) for ex, idx in zip(examples, keep)
-                    for m in (ex.gt > 0.5 if oracle_masks else model.fine(ex.enc).mask).cpu().numpy()[idx]]
-        out["from_m_fine"] = 100 * float(np.mean([s == t for s, t in zip(said, truth)]))
-    return out
-
-
-def log_odds_eval(model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, per_label: int | None = None) -> dict:
-    """How well the answer's first token separates the classes, without decoding: AUROC of the
-    yes/no log-odds (:func:`samllava.train.answer_log_odds`) and the accuracy of their sign, on a
-    balanced subset of ``per_label`` images per label and category (None: all)."""
-    from sklearn.metrics import roc_auc_score
-
-    from ..train import answer_log_odds, prepare
-
-    examples = prepare(model, balanced_subset(data, per_label), model.profile.data.image_size, shots=shots, seed=seed, progress=False)
-    labels = np.concatenate([ex.labels for ex in examples])
-    odds = answer_log_odds(model, examples)
-    return {"yes_no_auroc": 100 * float(roc_auc_score(labels, odds)), "sign_accuracy": 100 * float(((odds > 0) == labels).mean()),
-            "said_yes": 100 * float((odds > 0).mean()), "n": int(len(labels))}
+from .. import metrics, viz
+from ..answers import description_eval
+from ..coarse.prompts import ANOMALOUS_STATES, NORMAL_STATES
+from ..data import CategoryData, balanced_subset, sample_support
+from ..paper_values import TABLE5, TABLE6
 
 
 def log_odds_table(runs: dict[str, dict]) -> pd.DataFrame:
@@ -132,9 +28,6 @@ def sasa_attention_figure(model, data: dict[str, CategoryData], shots: int = 1, 
 
     Each panel is one text token's attention over the g x g visual grid (Eq. 8), upsampled.
     """
-    from .. import viz
-    from ..coarse.prompts import ANOMALOUS_STATES, NORMAL_STATES
-
     name, cat = next(iter(data.items()))
     s = next(s for s in cat.test if s.label == 1)
     size = model.profile.data.image_size
@@ -172,8 +65,6 @@ def accuracy_table(model, data: dict[str, CategoryData], shots=(1, 2, 4), seeds=
 
     The answer's first word decides (Table 5 rule), so a few generated tokens suffice;
     ``per_label`` evaluates a balanced subset (:func:`balanced_subset`)."""
-    from ..paper_values import TABLE5
-
     rows = []
     for k in shots:
         accs = [float(description_eval(model, data, shots=k, seed=s, max_new_tokens=max_new_tokens,
@@ -182,7 +73,7 @@ def accuracy_table(model, data: dict[str, CategoryData], shots=(1, 2, 4), seeds=
         m, sd = metrics.mean_std(accs) if len(accs) > 1 else (accs[0], float("nan"))
         rows.append({"K": k, "method": "SAM-LLaVA (this run)", "accuracy": m, "std": sd,
                      "paper MVTec-AD": np.nan, "paper VisA": np.nan})
-        for method, ((mv, mv_sd), (vi, vi_sd)) in TABLE5.get(k, {}).items():
+        for method, ((mv, _), (vi, _)) in TABLE5.get(k, {}).items():
             rows.append({"K": k, "method": f"{method} (paper)", "accuracy": np.nan, "std": np.nan,
                          "paper MVTec-AD": mv, "paper VisA": vi})
     return pd.DataFrame(rows)
@@ -193,8 +84,6 @@ def judge_table(model, data: dict[str, CategoryData], judge, shots: int = 1, see
     """Table 6: the judge's mean score on abnormal, normal and all images (generated descriptions),
     beside the paper's GPT-4V scores; also returns one defective and one normal example (Figs. 3-4).
     ``per_label``: judge a balanced subset (:func:`balanced_subset`)."""
-    from ..paper_values import TABLE6
-
     data = balanced_subset(data, per_label)
 
     _, answers, examples = description_eval(model, data, shots=shots, seed=seed, max_new_tokens=max_new_tokens)
@@ -220,12 +109,6 @@ def judge_table(model, data: dict[str, CategoryData], judge, shots: int = 1, see
 
 def qualitative_figure(examples: list[dict]):
     """Figures 3-4: the image and the generated description with its judge score."""
-    import textwrap
-
-    import matplotlib.pyplot as plt
-
-    from .. import viz
-
     fig, axes = plt.subplots(len(examples), 2, figsize=(9, 3 * len(examples)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 2]})
     for row, e in zip(axes, examples):

@@ -1,18 +1,24 @@
-"""Detection notebooks: the SAM side's training (cached, shared), segmentation and few-shot tables, Tables 1-4, Figs. 2 and 5."""
+"""Detection notebooks: segmentation and few-shot tables, Tables 1-4, Figs. 2 and 5 (the SAM side they
+train is cached in :mod:`.trained`)."""
 from __future__ import annotations
 
-import json
+import dataclasses
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
-from .. import metrics
+from .. import metrics, viz
+from ..coarse import TextCache, category_phrase, otsu_masks
+from ..coarse.backbone import CachedExtractor
 from ..config import Profile
 from ..data import FEWSHOT_SEEDS, CategoryData, sample_support
-from ..evaluate import CoarseMethod, KnnMethod, evaluate
-from ..paths import checkpoint_dir
-from .data import cross_domain_sets, synthetic
+from ..evaluate import CascadeMethod, CoarseMethod, KnnMethod, evaluate
+from ..paper_values import FIGURE2_MEAN, TABLE1, TABLES2_4
+from ..sam import SamCascade
+from .data import cross_domain_sets
+from .trained import cascade_inputs, train_cascade
 
 
 def fewshot_benchmark(profile: Profile, datasets: dict[str, dict[str, CategoryData]], shots=(1, 2, 4),
@@ -22,8 +28,6 @@ def fewshot_benchmark(profile: Profile, datasets: dict[str, dict[str, CategoryDa
     One row per (data set, method, K): mean over categories of the per-seed-mean image AUROC (and
     pixel AUROC where masks exist), with the std over seeds of the category-mean.
     """
-    from ..coarse.backbone import CachedExtractor
-
     size = image_size or profile.data.image_size
     coarse = CoarseMethod(profile)
     # one backbone pass per query batch for all seeds, shot counts and both methods
@@ -55,9 +59,6 @@ def seed_stats(res) -> dict[str, float]:
 @torch.no_grad()
 def coarse_figure(coarse, data: dict[str, CategoryData], n: int = 4, shots: int = 1, seed: int = 0, size: int = 256):
     """Figure: per row one anomalous image: image, ground truth, zero-shot H, few-shot H' and both Otsu masks."""
-    from .. import viz
-    from ..coarse import TextCache, category_phrase
-
     cache = TextCache(coarse.zero_shot)
     rows, titles = [], []
     for j, (name, cat) in enumerate(list(data.items())[:n]):
@@ -80,97 +81,6 @@ def coarse_figure(coarse, data: dict[str, CategoryData], n: int = 4, shots: int 
 
 # --- stage 2: the cascade ------------------------------------------------------------------------
 
-@torch.no_grad()
-def cascade_inputs(coarse, cascade, data: dict[str, CategoryData], shots: int = 1, seed: int = 0,
-                   size: int | None = None, batch_size: int = 16):
-    """Coarse masks, SAM embeddings and ground truth of every test image (frozen work, done once)."""
-    size = size or coarse.profile.data.image_size
-    masks, embs, gts = [], [], []
-    for name, cat in data.items():
-        support = cat.load_images(sample_support(cat, shots, seed), size) if shots > 0 else None
-        images = cat.load_images(cat.test, size)
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size]
-            coarse(x, name, support)
-            masks.append(coarse.last_output.mask)
-            embs.append(cascade.embed(x))
-        gts.append(cat.load_masks(cat.test, size)[:, 0])
-    return torch.cat(embs), torch.cat(masks), torch.cat(gts)
-
-
-def cache_key(profile: Profile, sections: tuple[str, ...] | None = None, **extra) -> str:
-    """A short digest of the profile (or only its ``sections``, e.g. ``("sam", "train")``) and ``extra``
-    settings: cached results are keyed by it, so a changed profile (or budget) never picks up a stale
-    checkpoint."""
-    import hashlib
-
-    config = profile.to_dict()
-    if sections is not None:
-        config = {k: config[k] for k in sections}
-    blob = json.dumps({"profile": config, **extra}, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-
-# What the SAM side's training depends on: the coarse stage (its masks are SAM's prompts), SAM, the
-# multi-scale parts and the data, plus its own steps, lr, batch size and seed (added by train_cascade);
-# not SASA, the language model, LoRA or the end-to-end budget, so e.g. the "w/o SASA" variant and a
-# longer end-to-end training reuse the main model's SAM warm-up.
-SAM_SIDE_SECTIONS = ("clip", "fewshot", "sam", "multiscale", "data")
-
-# SAM-side steps of the detection tables for a profile without a SAM warm-up (``train.sam_warmup_steps``
-# 0, the paper profile: its SAM is pretrained, yet the multi-scale parts still learn from Eq. 6).
-SAM_SIDE_STEPS = 200
-
-
-def sam_side_state(cascade) -> dict[str, torch.Tensor]:
-    """The trainable SAM side (prompt encoder, mask decoder, multi-scale parts): all but the frozen image encoder."""
-    return {k: v for k, v in cascade.state_dict().items() if ".image_encoder." not in f".{k}"}
-
-
-def train_cascade(profile: Profile, steps: int | None = None, lr: float | None = None, shots: int = 1, progress: bool = True,
-                  data: dict[str, CategoryData] | None = None, coarse: CoarseMethod | None = None, cache: bool = True,
-                  inputs=None):
-    """SAM side alone (Sec. 3.2, Eq. 6); image encoder frozen. Detection metrics depend only on the
-    coarse stage and SAM, so this is what the detection tables train.
-
-    ``steps``/``lr`` default to the profile's SAM warm-up (``train.sam_warmup_steps``/``sam_warmup_lr``),
-    so notebooks 03, 07, 09 and the end-to-end model share one trained SAM side; a profile without a
-    warm-up (the paper's: SAM is pretrained) still trains the SAM side :data:`SAM_SIDE_STEPS` steps here. ``data`` defaults to
-    the synthetic training set (seed 1); ``shots=0`` trains on zero-shot coarse masks. The result is
-    cached under :func:`samllava.paths.checkpoint_dir`, keyed by profile, budget and data
-    (``cache=False`` retrains). ``inputs``: a callable returning :func:`cascade_inputs` of ``data``,
-    for callers that train several variants on the same frozen inputs (called only on a cache miss).
-    Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``.
-    """
-    from ..results import atomic_path
-    from ..sam import build_cascade
-    from ..sam.train import train_segmentation
-
-    t = profile.train
-    steps = (t.sam_warmup_steps or SAM_SIDE_STEPS) if steps is None else steps
-    lr = t.sam_warmup_lr if lr is None else lr
-    coarse = coarse or CoarseMethod(profile)
-    cascade = build_cascade(profile)  # the same frozen encoder as build_model's (samllava.seeding)
-    data = data if data is not None else synthetic(profile, "train")
-    key = cache_key(profile, SAM_SIDE_SECTIONS, steps=steps, lr=lr, batch_size=t.batch_size, seed=t.seed, shots=shots,
-                    data=sorted(str(c.root) for c in data.values()))
-    path = checkpoint_dir() / f"{profile.name}-cascade-{key}.pt"
-    if cache and path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        missing, unexpected = cascade.load_state_dict(state["sam_side"], strict=False)
-        if unexpected or any(".image_encoder." not in f".{k}" for k in missing):
-            raise ValueError(f"{path}: does not fit this cascade (unexpected {unexpected[:3]}, missing {missing[:3]}); delete it")
-        return coarse, cascade.eval(), list(state["losses"])
-    emb, masks, gt = inputs() if inputs is not None else cascade_inputs(coarse, cascade, data, shots=shots)
-    losses = train_segmentation(cascade, emb, masks, gt, steps=steps, lr=lr, batch_size=t.batch_size, seed=t.seed,
-                                progress=progress)
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save({"sam_side": sam_side_state(cascade), "losses": list(losses), "steps": steps, "lr": lr}, tmp)
-    return coarse, cascade.eval(), losses
-
-
 def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
     """Mean IoU over images that have a ground-truth defect; (N, H, W) bool/0-1 tensors."""
     pred, gt = pred.bool(), gt.bool()
@@ -183,8 +93,6 @@ def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
 def segmentation_table(coarse, cascade, data: dict[str, CategoryData], shots: int = 1, seeds=(0,),
                        size: int | None = None) -> pd.DataFrame:
     """Coarse only vs coarse + SAM: image/pixel AUROC, AUPRO and mask IoU (mean over categories and seeds)."""
-    from ..evaluate import CascadeMethod
-
     size = size or coarse.profile.data.image_size
     rows = []
     for name, method in (("coarse only (Eq. 1-2)", coarse), ("coarse + SAM cascade (Eq. 3-4)", CascadeMethod(coarse, cascade))):
@@ -203,8 +111,6 @@ def segmentation_table(coarse, cascade, data: dict[str, CategoryData], shots: in
 def cascade_figure(coarse, cascade, data: dict[str, CategoryData], n: int = 3, shots: int = 1, seed: int = 0,
                    size: int | None = None):
     """Figure: image, ground truth, H', M_coarse, the candidate masks with predicted IoU, M_fine."""
-    from .. import viz
-
     size = size or coarse.profile.data.image_size
     rows, titles = [], []
     for j, (name, cat) in enumerate(list(data.items())[:n]):
@@ -228,11 +134,6 @@ def cascade_figure(coarse, cascade, data: dict[str, CategoryData], n: int = 3, s
 def prompt_types_figure(coarse, cascade, data: dict[str, CategoryData], prompts=("mask", "mask+box", "box", "point", "none"),
                         n: int = 3, shots: int = 1, seed: int = 0, size: int | None = None):
     """Figure: the fine mask of each prompt type (Tables 7 and 10) from the same SAM weights."""
-    import dataclasses
-
-    from .. import viz
-    from ..sam import SamCascade
-
     size = size or coarse.profile.data.image_size
     variants = {}
     for p in prompts:
@@ -258,9 +159,6 @@ def zero_shot_table(profile: Profile, data_roots: dict | None = None, steps: int
     support) and SAM-LLaVA's coarse + SAM cascade (SAM side trained on the source data set).
     Columns follow the paper: VisA -> MVTec-AD first, then MVTec-AD -> VisA.
     """
-    from ..evaluate import CascadeMethod
-    from ..paper_values import TABLE1
-
     sets = cross_domain_sets(profile, data_roots)
     (name_a, (train_a, test_a)), (name_b, (train_b, test_b)) = sets.items()
     coarse = CoarseMethod(profile)
@@ -283,10 +181,6 @@ def fewshot_pixel_tables(profile: Profile, coarse: CoarseMethod, cascade, data: 
     """Tables 2-4: pixel AUROC per TADD (stand-in) subset, mean over seeds, for each K; methods in
     one harness (SAM-LLaVA, coarse only, PatchCore-style k-NN, WinCLIP-style zero-shot) beside
     the paper's SAM-LLaVA, PatchCore and WinCLIP columns."""
-    from ..coarse.backbone import CachedExtractor
-    from ..evaluate import CascadeMethod
-    from ..paper_values import TABLES2_4
-
     size = profile.data.image_size
     if not isinstance(coarse.coarse.calibrator.extractor, CachedExtractor):
         coarse.coarse.calibrator.extractor = CachedExtractor(coarse.coarse.calibrator.extractor)
@@ -313,10 +207,6 @@ def fewshot_pixel_tables(profile: Profile, coarse: CoarseMethod, cascade, data: 
 
 def figure2(tables: dict[int, pd.DataFrame]):
     """Figure 2: mean pixel AUROC per method for each K (this run's methods, and the paper's means)."""
-    import matplotlib.pyplot as plt
-
-    from ..paper_values import FIGURE2_MEAN
-
     ks = sorted(tables)
     ours = [c for c in tables[ks[0]].columns if c.endswith("(this run)") or c.endswith("(this harness)")]
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -338,9 +228,6 @@ def segmentation_comparison_figure(profile: Profile, coarse: CoarseMethod, casca
                                    n: int = 4, shots: int = 1, seed: int = 0):
     """Figure 5: input, ground truth, the masks of the compared methods (Otsu of each map), SAM-LLaVA's
     fine mask, and the coarse heatmap."""
-    from .. import viz
-    from ..coarse import otsu_masks
-
     size = profile.data.image_size
     knn = KnnMethod(profile, extractor=coarse.coarse.calibrator.extractor)
     rows, titles = [], []

@@ -32,6 +32,7 @@ from torch import nn
 
 from samllava import weights
 from samllava.config import MultiScaleConfig, Profile, SamConfig
+from samllava.seeding import seeded
 from samllava.sam.build import build_sam
 from samllava.sam.multiscale import MultiScaleMaskDecoder, MultiScalePromptLearner
 from samllava.sam.prompts import boxes_from_mask, mask_to_logits, points_from_mask, resize_pad_mask
@@ -180,8 +181,6 @@ def build_cascade(profile: Profile, seed: int = 0) -> SamCascade:
     Random weights and the multi-scale parts' initialisation are drawn from ``seed``
     (:mod:`samllava.seeding`): every caller gets the same cascade for the same profile and seed.
     """
-    from ..seeding import seeded
-
     checkpoint = weights.require(profile, "sam", profile.sam.weights)
     with seeded(seed, "sam"):
         return SamCascade(build_sam(profile.sam, checkpoint), profile.sam, profile.multiscale).eval()

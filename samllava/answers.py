@@ -1,0 +1,104 @@
+"""Answering from cached examples, and the description metrics built on the answers.
+
+:func:`answer` generates the text and :func:`answer_log_odds` reads the first token's yes/no
+log-odds, both from :func:`samllava.examples.prepare`'s cached frozen part. The evaluations score
+them: :func:`description_eval` (Table 5's yes/no rule, :func:`samllava.metrics.description_accuracy`,
+and position accuracy), :func:`log_odds_eval` (AUROC of the log-odds) and :func:`position_baselines`
+(guesses that ignore the image, and M_fine's own position).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
+
+from . import metrics
+from .data import CategoryData, balanced_subset
+from .data.instructions import NO_POSITION, POSITIONS, parse_position, position_on_grid
+from .examples import Examples, prepare
+from .model import SamLlava
+
+
+@torch.no_grad()
+def _aligned_batches(model: SamLlava, ex: Examples, batch_size: int, oracle_masks: bool = False):
+    """Consecutive batches of one category's examples: (cached frozen part, SASA tokens, questions).
+    ``oracle_masks``: the ground-truth mask stands in for M_fine (what a perfect SAM would give)."""
+    for i in range(0, len(ex), batch_size):
+        sel = torch.arange(i, min(i + batch_size, len(ex)))
+        enc = ex.enc.select(sel)
+        mask = ex.gt[sel] > 0.5 if oracle_masks else model.fine(enc).mask
+        yield enc, model.align_mask(enc, mask), model.grounded_questions([ex.questions[j] for j in sel.tolist()], mask)
+
+
+def answer(model: SamLlava, examples: list[Examples], batch_size: int = 8, max_new_tokens: int | None = None,
+           progress: bool = True, oracle_masks: bool = False) -> list[list[str]]:
+    """Generated answers for every example (per category), from the cached frozen part."""
+    model.eval()
+    return [[text for enc, tokens, questions in _aligned_batches(model, ex, batch_size, oracle_masks)
+             for text in model.describer.generate(enc.llava_pixels, tokens, questions, max_new_tokens=max_new_tokens)]
+            for ex in tqdm(examples, desc="describe", disable=not progress)]
+
+
+@torch.no_grad()
+def answer_log_odds(model: SamLlava, examples: list[Examples], batch_size: int = 16, oracle_masks: bool = False) -> np.ndarray:
+    """First-token yes/no log-odds of every example, concatenated in order (:meth:`Describer.yes_no_log_odds`)."""
+    model.eval()
+    out = [model.describer.yes_no_log_odds(enc.llava_pixels, tokens, questions)
+           for ex in examples for enc, tokens, questions in _aligned_batches(model, ex, batch_size, oracle_masks)]
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+
+
+def description_eval(model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, image_size: int | None = None,
+                     max_new_tokens: int | None = None, progress: bool = False,
+                     per_label: int | None = None) -> tuple[pd.DataFrame, list[list[str]], list[Examples]]:
+    """Yes/no accuracy (Table 5 rule) and position accuracy per category on held-out images
+    (``per_label``: a balanced subset, :func:`balanced_subset`).
+
+    Position accuracy: among anomalous images, the fraction whose answer names the right 3x3
+    grid cell (chance is 1/9 for a uniform guess). Returns ``(table, answers, examples)``.
+    """
+    data = balanced_subset(data, per_label)
+    examples = prepare(model, data, image_size or model.profile.data.image_size, shots=shots, seed=seed, progress=progress)
+    answers = answer(model, examples, max_new_tokens=max_new_tokens, progress=progress)
+    rows = []
+    for ex, texts in zip(examples, answers):
+        anomalous = ex.labels == 1
+        pos_ok = [parse_position(t) == p for p, t, a in zip(ex.positions, texts, anomalous) if a]
+        rows.append({"category": ex.category, "accuracy": 100 * metrics.description_accuracy(texts, ex.labels),
+                     "position_accuracy": 100 * float(np.mean(pos_ok)) if pos_ok else float("nan"),
+                     "n": len(texts)})
+    return pd.DataFrame(rows), answers, examples
+
+
+def position_baselines(examples, model=None, oracle_masks: bool = False) -> dict:
+    """Position accuracy (percent) of two guesses that ignore the image, on the defective examples:
+    uniform over the 9 grid cells, and always naming the most frequent true position; with ``model``
+    also ``from_m_fine``: the grid cell of M_fine's centre of mass itself (what a perfect reader of the
+    predicted mask says, the ceiling of a description that follows M_fine; "none" for an empty mask).
+    ``oracle_masks``: the ground-truth mask stands in for M_fine, as in :func:`answer`."""
+    keep = [np.flatnonzero((np.asarray(ex.labels) == 1) & (np.asarray(ex.positions) != NO_POSITION)) for ex in examples]
+    truth = [ex.positions[i] for ex, idx in zip(examples, keep) for i in idx]
+    if not truth:
+        raise ValueError("no defective example with a position: position accuracy is undefined")
+    top = max(sorted(set(truth)), key=truth.count)
+    out = {"uniform": 100 / len(POSITIONS), "most_frequent": 100 * truth.count(top) / len(truth),
+           "most_frequent_position": top, "n_defective": len(truth)}
+    if model is not None or oracle_masks:
+        with torch.no_grad():
+            said = [position_on_grid(m) for ex, idx in zip(examples, keep)
+                    for m in (ex.gt > 0.5 if oracle_masks else model.fine(ex.enc).mask).cpu().numpy()[idx]]
+        out["from_m_fine"] = 100 * float(np.mean([s == t for s, t in zip(said, truth)]))
+    return out
+
+
+def log_odds_eval(model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, per_label: int | None = None) -> dict:
+    """How well the answer's first token separates the classes, without decoding: AUROC of the
+    yes/no log-odds (:func:`answer_log_odds`) and the accuracy of their sign, on a
+    balanced subset of ``per_label`` images per label and category (None: all)."""
+    examples = prepare(model, balanced_subset(data, per_label), model.profile.data.image_size, shots=shots, seed=seed, progress=False)
+    labels = np.concatenate([ex.labels for ex in examples])
+    odds = answer_log_odds(model, examples)
+    return {"yes_no_auroc": 100 * float(roc_auc_score(labels, odds)), "sign_accuracy": 100 * float(((odds > 0) == labels).mean()),
+            "said_yes": 100 * float((odds > 0).mean()), "n": int(len(labels))}

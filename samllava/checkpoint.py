@@ -1,0 +1,60 @@
+"""The checkpoint of a trained model: what the file holds, how it is written and read.
+
+A checkpoint holds the trainable parts only (:meth:`SamLlava.trainable_state`: SAM's prompt encoder
+and mask decoder with the multi-scale parts, SASA, LoRA), the optimiser state, the epoch, the loss
+history and the RNG state (so that :func:`samllava.train.train` resumes exactly), and the names of
+the profile and of the base language model. The frozen parts are rebuilt by
+:func:`samllava.model.build_model` from the profile (seeded), so the file fully determines the model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import Profile
+from .model import SamLlava, build_model
+from .results import atomic_path
+
+CHECKPOINT = "last.pt"  # the file name inside a training run's folder
+
+
+def save_checkpoint(model: SamLlava, optimizer: torch.optim.Optimizer, epoch: int, history: list[dict], path: Path) -> Path:
+    """Write the trainable weights, optimiser and RNG state of ``epoch`` atomically to ``path``."""
+    state = {"model": model.trainable_state(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+             "history": history, "rng": torch.get_rng_state(), "profile": model.profile.name,
+             "base": model.describer.base_id}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_checkpoint(model: SamLlava, path: str | Path, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Load trained weights (and the optimiser state); clear errors for a file of another model.
+
+    ``path`` is the file or the folder of a training run (then its :data:`CHECKPOINT`).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or not a torch file
+        raise ValueError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from None
+    if state.get("base") != model.describer.base_id:
+        raise ValueError(f"checkpoint {path} was trained on base model {state.get('base')!r}, "
+                         f"this model is {model.describer.base_id!r}")
+    model.load_trainable_state(state["model"], source=str(path))
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def load_model(profile: Profile, checkpoint: str | Path | None) -> SamLlava:
+    """A model with trained weights from ``checkpoint``, or untrained (None), in eval mode."""
+    model = build_model(profile)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model.eval()

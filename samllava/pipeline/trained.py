@@ -1,0 +1,147 @@
+"""What several notebooks share, trained once and cached: the SAM side and the end-to-end model.
+
+Both are kept under :func:`samllava.paths.checkpoint_dir`, keyed by a digest of what they depend on
+(:func:`cache_key`), so a changed profile or budget never picks up a stale file; a finished run is
+reused, an interrupted end-to-end run resumes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import CHECKPOINT, load_checkpoint
+from ..config import Profile
+from ..data import CategoryData, sample_support
+from ..evaluate import CoarseMethod
+from ..examples import prepare
+from ..model import build_model
+from ..paths import checkpoint_dir
+from ..results import atomic_path
+from ..sam import build_cascade
+from ..sam import train as sam_train
+from ..train import train
+from .data import synthetic
+
+# SAM-side steps of the detection tables for a profile without a SAM warm-up (``train.sam_warmup_steps``
+# 0, the paper profile: its SAM is pretrained, yet the multi-scale parts still learn from Eq. 6).
+SAM_SIDE_STEPS = 200
+
+
+@torch.no_grad()
+def cascade_inputs(coarse, cascade, data: dict[str, CategoryData], shots: int = 1, seed: int = 0,
+                   size: int | None = None, batch_size: int = 16):
+    """Coarse masks, SAM embeddings and ground truth of every test image (frozen work, done once)."""
+    size = size or coarse.profile.data.image_size
+    masks, embs, gts = [], [], []
+    for name, cat in data.items():
+        support = cat.load_images(sample_support(cat, shots, seed), size) if shots > 0 else None
+        images = cat.load_images(cat.test, size)
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size]
+            coarse(x, name, support)
+            masks.append(coarse.last_output.mask)
+            embs.append(cascade.embed(x))
+        gts.append(cat.load_masks(cat.test, size)[:, 0])
+    return torch.cat(embs), torch.cat(masks), torch.cat(gts)
+
+
+def cache_key(profile: Profile, sections: tuple[str, ...] | None = None, **extra) -> str:
+    """A short digest of the profile (or only its ``sections``, e.g. ``("sam", "train")``) and ``extra``
+    settings: cached results are keyed by it, so a changed profile (or budget) never picks up a stale
+    checkpoint."""
+    config = profile.to_dict()
+    if sections is not None:
+        config = {k: config[k] for k in sections}
+    blob = json.dumps({"profile": config, **extra}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+# What the SAM side's training depends on: the coarse stage (its masks are SAM's prompts), SAM, the
+# multi-scale parts and the data, plus its own steps, lr, batch size and seed (added by train_cascade);
+# not SASA, the language model, LoRA or the end-to-end budget, so e.g. the "w/o SASA" variant and a
+# longer end-to-end training reuse the main model's SAM warm-up.
+SAM_SIDE_SECTIONS = ("clip", "fewshot", "sam", "multiscale", "data")
+
+
+def sam_side_state(cascade) -> dict[str, torch.Tensor]:
+    """The trainable SAM side (prompt encoder, mask decoder, multi-scale parts): all but the frozen image encoder."""
+    return {k: v for k, v in cascade.state_dict().items() if ".image_encoder." not in f".{k}"}
+
+
+def train_cascade(profile: Profile, steps: int | None = None, lr: float | None = None, shots: int = 1, progress: bool = True,
+                  data: dict[str, CategoryData] | None = None, coarse: CoarseMethod | None = None, cache: bool = True,
+                  inputs=None):
+    """SAM side alone (Sec. 3.2, Eq. 6); image encoder frozen. Detection metrics depend only on the
+    coarse stage and SAM, so this is what the detection tables train.
+
+    ``steps``/``lr`` default to the profile's SAM warm-up (``train.sam_warmup_steps``/``sam_warmup_lr``),
+    so notebooks 03, 07, 09 and the end-to-end model share one trained SAM side; a profile without a
+    warm-up (the paper's: SAM is pretrained) still trains the SAM side :data:`SAM_SIDE_STEPS` steps here. ``data`` defaults to
+    the synthetic training set (seed 1); ``shots=0`` trains on zero-shot coarse masks. The result is
+    cached under :func:`samllava.paths.checkpoint_dir`, keyed by profile, budget and data
+    (``cache=False`` retrains). ``inputs``: a callable returning :func:`cascade_inputs` of ``data``,
+    for callers that train several variants on the same frozen inputs (called only on a cache miss).
+    Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``.
+    """
+    t = profile.train
+    steps = (t.sam_warmup_steps or SAM_SIDE_STEPS) if steps is None else steps
+    lr = t.sam_warmup_lr if lr is None else lr
+    coarse = coarse or CoarseMethod(profile)
+    cascade = build_cascade(profile)  # the same frozen encoder as build_model's (samllava.seeding)
+    data = data if data is not None else synthetic(profile, "train")
+    key = cache_key(profile, SAM_SIDE_SECTIONS, steps=steps, lr=lr, batch_size=t.batch_size, seed=t.seed, shots=shots,
+                    data=sorted(str(c.root) for c in data.values()))
+    path = checkpoint_dir() / f"{profile.name}-cascade-{key}.pt"
+    if cache and path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing, unexpected = cascade.load_state_dict(state["sam_side"], strict=False)
+        if unexpected or any(".image_encoder." not in f".{k}" for k in missing):
+            raise ValueError(f"{path}: does not fit this cascade (unexpected {unexpected[:3]}, missing {missing[:3]}); delete it")
+        return coarse, cascade.eval(), list(state["losses"])
+    emb, masks, gt = inputs() if inputs is not None else cascade_inputs(coarse, cascade, data, shots=shots)
+    losses = sam_train.train_segmentation(cascade, emb, masks, gt, steps=steps, lr=lr, batch_size=t.batch_size, seed=t.seed,
+                                progress=progress)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save({"sam_side": sam_side_state(cascade), "losses": list(losses), "steps": steps, "lr": lr}, tmp)
+    return coarse, cascade.eval(), losses
+
+
+def model_dir(profile: Profile, tag: str = "main", epochs: int | None = None, shots: int = 1) -> Path:
+    """Where :func:`trained_model` keeps the model of ``profile`` trained ``epochs`` (None: the profile's) with K=``shots``."""
+    epochs = profile.train.epochs if epochs is None else epochs
+    return checkpoint_dir() / f"{profile.name}-{tag}-{cache_key(profile, epochs=epochs, shots=shots)}"
+
+
+def trained_model(profile: Profile, *, tag: str = "main", epochs: int | None = None, shots: int = 1,
+                  overrides: dict | None = None, progress: bool = True, retrain: bool = False):
+    """The profile's end-to-end model trained on the synthetic training set (seed 1), cached.
+
+    Returns ``(model, history)``. The checkpoint lives in ``model_dir(profile, tag, ...)``, keyed
+    by the whole profile and budget; a finished run is reused, an interrupted one resumes. The SAM
+    warm-up is :func:`train_cascade` with the profile's warm-up budget (cached, shared with the
+    segmentation notebooks).
+    """
+    if overrides:
+        profile = profile.replace(**overrides)
+    epochs = profile.train.epochs if epochs is None else epochs
+    out = model_dir(profile, tag, epochs=epochs, shots=shots)
+    model = build_model(profile)
+    done = out / "done.json"
+    if done.exists() and not retrain:
+        state = load_checkpoint(model, out / CHECKPOINT)
+        return model.eval(), state["history"]
+    start = time.perf_counter()
+    resuming = (out / CHECKPOINT).is_file() and not retrain
+    if profile.train.sam_warmup_steps > 0 and not resuming:
+        _, warm, _ = train_cascade(profile, shots=shots, progress=progress)
+        model.cascade.load_state_dict(sam_side_state(warm), strict=False)
+    examples = prepare(model, synthetic(profile, "train"), profile.data.image_size, shots=shots, progress=progress)
+    history = train(model, examples, epochs=epochs, out_dir=out, resume=not retrain, progress=progress, warm_up=False)
+    done.write_text(json.dumps({"epochs": epochs, "steps": len(history), "seconds": time.perf_counter() - start}))
+    return model.eval(), history
