@@ -1,4 +1,4 @@
-"""Segmentation loss of the multi-scale mask decoder (Sec. 3.2, Eq. 6).
+"""Losses: the segmentation loss of the multi-scale mask decoder (Sec. 3.2, Eq. 6) and the total (Eq. 9).
 
     L_seg = sum_s w_s * (L_dice(M_gt^s, sigma(L_s)) + lambda * L_focal(M_gt^s, sigma(L_s))),
     s in {high, mid, low}, (w_high, w_mid, w_low) = (0.3, 1.0, 0.2), lambda = 1.0.
@@ -86,3 +86,10 @@ def segmentation_loss(
         per_branch[name] = dice_loss(logits, target) + focal_weight * focal_loss(logits, target)
     total = sum(weight[name] * loss for name, loss in per_branch.items())
     return total, per_branch
+
+
+def total_loss(seg: torch.Tensor, gen: torch.Tensor, seg_weight: float = 1.0, gen_weight: float = 1.0) -> torch.Tensor:
+    """Eq. 9: ``L_total = alpha L_seg + gamma L_gen`` (alpha = ``train.seg_weight``, gamma = ``train.gen_weight``;
+    1.0 and 1.0 in the paper). L_seg is Eq. 6 (:func:`segmentation_loss`), L_gen Eq. 10
+    (:meth:`samllava.describe.llava.Describer.loss`)."""
+    return seg_weight * seg + gen_weight * gen

@@ -27,7 +27,7 @@ from .data.instructions import GENERIC_OBJECT, NO_POSITION, QUESTION, position_o
 from .describe.build import build_describer
 from .describe.llava import Describer
 from .describe.lora import apply_lora
-from .losses import segmentation_loss
+from .losses import segmentation_loss, total_loss
 from .metrics import parse_yes_no
 from .sam import SamCascade, SamOutput, build_cascade
 from .sam.prompts import resize_pad_mask
@@ -211,7 +211,7 @@ class SamLlava(nn.Module):
         tokens = self.align(enc, fine, straight_through=True)
         gen = self.describer.loss(enc.llava_pixels, tokens, self.grounded_questions(questions, fine.mask), answers)
         t = self.profile.train
-        return Losses(total=t.seg_weight * seg + t.gen_weight * gen, seg=seg, gen=gen, branches=branches)
+        return Losses(total=total_loss(seg, gen, t.seg_weight, t.gen_weight), seg=seg, gen=gen, branches=branches)
 
     def _gt_frame(self, gt: torch.Tensor) -> torch.Tensor:
         """Ground truth in SAM's padded input frame (B, 1, side, side), where the branch logits live."""

@@ -117,8 +117,8 @@ class SamCascade(nn.Module):
         """F_sam of Eq. 3: (B, 3, H, W) in [0, 1] -> (B, C, h, w). Costly: compute once per image."""
         return self.sam.image_encoder(self.preprocess(images))
 
-    def _prompts(self, coarse: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sparse (B, T, C) and dense (B, C, h, w) prompt embeddings for the B coarse masks (Eq. 3)."""
+    def prompt_embeddings(self, coarse: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """E_prompt of Eq. 3: sparse (B, T, C) and dense (B, C, h, w) prompt embeddings for the B coarse masks."""
         encoder = self.sam.prompt_encoder
         dtype = encoder.point_embeddings[0].weight.dtype  # prompts follow the model's dtype (bf16 on GPUs)
         b, size = coarse.shape[0], tuple(coarse.shape[-2:])
@@ -165,7 +165,7 @@ class SamCascade(nn.Module):
         mh, mw = coarse_masks.shape[-2:]
         if abs(mh / mw - out_h / out_w) > 0.02 * (out_h / out_w):
             raise ValueError(f"coarse masks {mh}x{mw} and images {out_h}x{out_w} differ in aspect ratio")
-        sparse, dense = self._prompts(coarse_masks, embeddings.device)
+        sparse, dense = self.prompt_embeddings(coarse_masks, embeddings.device)
         logits, iou = self.decoder(embeddings, self.sam.prompt_encoder.get_dense_pe(), sparse, dense,
                                    multimask_output=True)  # SAM's 3 candidates; the best predicted IoU is kept
         best = iou.argmax(dim=1)
