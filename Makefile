@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine (README):
-#   make test       build .venv with the pinned stack if missing, then run the whole test suite
+#   make test       build .venv with the pinned stack if missing, run ruff, then the whole test suite
 #   make reproduce  same set-up, then run every notebook headless and regenerate results/ and figures/
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,6 +25,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(PY) -m ruff check samllava tests tools benchmarks
 	$(PY) -m pytest -q
 
 reproduce: $(STAMP)

@@ -50,8 +50,11 @@ VARIANTS = {
 def score(model, examples, defective, oracle: bool) -> dict:
     labels = np.concatenate([ex.labels for ex in examples])
     odds = answer_log_odds(model, examples, oracle_masks=oracle)
-    said = [parse_position(t) for texts in answer(model, defective, max_new_tokens=18, progress=False, oracle_masks=oracle)
-            for t in texts]
+    said = [
+        parse_position(t)
+        for texts in answer(model, defective, max_new_tokens=18, progress=False, oracle_masks=oracle)
+        for t in texts
+    ]
     truth = [p for ex in defective for p in ex.positions]
     return {"auroc": float(roc_auc_score(labels, odds)), "accuracy": float(((odds > 0) == labels).mean()),
             "position_accuracy": float(np.mean([s == t for s, t in zip(said, truth)])),
@@ -59,7 +62,10 @@ def score(model, examples, defective, oracle: bool) -> dict:
 
 
 def defective_only(data: dict[str, CategoryData]) -> dict[str, CategoryData]:
-    return {n: CategoryData(c.category, c.root, c.train, [s for s in c.test if s.label == 1], c.has_masks) for n, c in data.items()}
+    return {
+        n: CategoryData(c.category, c.root, c.train, [s for s in c.test if s.label == 1], c.has_masks)
+        for n, c in data.items()
+    }
 
 
 def run(profile, name: str, steps: int, every: int, log, oracle_masks: bool = False) -> dict:
@@ -103,7 +109,14 @@ def run(profile, name: str, steps: int, every: int, log, oracle_masks: bool = Fa
             opt.step()
             step, seconds = step + 1, seconds + time.perf_counter() - t0
             if step % every == 0 or step == steps:
-                curve.append({"step": step, "loss": loss.item(), "seconds": seconds, **score(model, held_out, defective, oracle_masks)})
+                curve.append(
+                    {
+                        "step": step,
+                        "loss": loss.item(),
+                        "seconds": seconds,
+                        **score(model, held_out, defective, oracle_masks),
+                    }
+                )
                 log(f"{name}: step {step} {curve[-1]}")
         if step == steps:
             break
@@ -119,16 +132,32 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="offline")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--oracle-masks", action="store_true", help="M_fine := the ground-truth mask (a perfect SAM's ceiling)")
+    ap.add_argument(
+        "--oracle-masks", action="store_true", help="M_fine := the ground-truth mask (a perfect SAM's ceiling)"
+    )
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--every", type=int, default=20)
     ap.add_argument("--out", default=str(REPO / "results" / "bench_description.json"))
     args = ap.parse_args(argv)
     profile = load_profile(args.profile)
-    runs = [run(profile, name, args.steps, args.every, lambda m: print(m, flush=True), args.oracle_masks) for name in args.variants]
-    write_json(args.out, {"profile": profile.name, "weights": profile.weights_label(), "sasa": profile.to_dict()["sasa"], "steps": args.steps,
-                          "lr": profile.train.lr, "sasa_lr": profile.train.sasa_lr, "machine": platform.processor() or platform.machine(),
-                          "threads": torch.get_num_threads(), "runs": runs})
+    runs = [
+        run(profile, name, args.steps, args.every, lambda m: print(m, flush=True), args.oracle_masks)
+        for name in args.variants
+    ]
+    write_json(
+        args.out,
+        {
+            "profile": profile.name,
+            "weights": profile.weights_label(),
+            "sasa": profile.to_dict()["sasa"],
+            "steps": args.steps,
+            "lr": profile.train.lr,
+            "sasa_lr": profile.train.sasa_lr,
+            "machine": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "runs": runs,
+        },
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -61,8 +61,20 @@ def main():
     if not args.skip_cpu_check:
         t = time.perf_counter()
         # batches of 1 and 3 with chunks of 2: the chunked SAM encoder runs a full and a partial chunk
-        bench(load_profile("tiny"), BenchSettings(device="cpu", runs=1, warmup=1, new_tokens=4, batch_sizes=(), train_batch=2,
-                                                  fast_batch_sizes=(1, 3), sam_chunk=2, **fast_options(args)))
+        bench(
+            load_profile("tiny"),
+            BenchSettings(
+                device="cpu",
+                runs=1,
+                warmup=1,
+                new_tokens=4,
+                batch_sizes=(),
+                train_batch=2,
+                fast_batch_sizes=(1, 3),
+                sam_chunk=2,
+                **fast_options(args),
+            ),
+        )
         report["cpu_check_s"] = time.perf_counter() - t
         print(f"[gpu_bench] CPU check passed in {report['cpu_check_s']:.1f} s", flush=True)
     if not torch.cuda.is_available():

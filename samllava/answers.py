@@ -42,7 +42,9 @@ def answer(model: SamLlava, examples: list[Examples], batch_size: int = 8, max_n
 
 
 @torch.no_grad()
-def answer_log_odds(model: SamLlava, examples: list[Examples], batch_size: int = 16, oracle_masks: bool = False) -> np.ndarray:
+def answer_log_odds(
+    model: SamLlava, examples: list[Examples], batch_size: int = 16, oracle_masks: bool = False
+) -> np.ndarray:
     """First-token yes/no log-odds of every example, concatenated in order (:meth:`Describer.yes_no_log_odds`)."""
     model.eval()
     out = [model.describer.yes_no_log_odds(enc.llava_pixels, tokens, questions)
@@ -60,7 +62,9 @@ def description_eval(model, data: dict[str, CategoryData], shots: int = 1, seed:
     grid cell (chance is 1/9 for a uniform guess). Returns ``(table, answers, examples)``.
     """
     data = balanced_subset(data, per_label)
-    examples = prepare(model, data, image_size or model.profile.data.image_size, shots=shots, seed=seed, progress=progress)
+    examples = prepare(
+        model, data, image_size or model.profile.data.image_size, shots=shots, seed=seed, progress=progress
+    )
     answers = answer(model, examples, max_new_tokens=max_new_tokens, progress=progress)
     rows = []
     for ex, texts in zip(examples, answers):
@@ -93,12 +97,20 @@ def position_baselines(examples, model=None, oracle_masks: bool = False) -> dict
     return out
 
 
-def log_odds_eval(model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, per_label: int | None = None) -> dict:
+def log_odds_eval(
+    model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, per_label: int | None = None
+) -> dict:
     """How well the answer's first token separates the classes, without decoding: AUROC of the
     yes/no log-odds (:func:`answer_log_odds`) and the accuracy of their sign, on a
     balanced subset of ``per_label`` images per label and category (None: all)."""
-    examples = prepare(model, balanced_subset(data, per_label), model.profile.data.image_size, shots=shots, seed=seed, progress=False)
+    examples = prepare(
+        model, balanced_subset(data, per_label), model.profile.data.image_size, shots=shots, seed=seed, progress=False
+    )
     labels = np.concatenate([ex.labels for ex in examples])
     odds = answer_log_odds(model, examples)
-    return {"yes_no_auroc": 100 * float(roc_auc_score(labels, odds)), "sign_accuracy": 100 * float(((odds > 0) == labels).mean()),
-            "said_yes": 100 * float((odds > 0).mean()), "n": int(len(labels))}
+    return {
+        "yes_no_auroc": 100 * float(roc_auc_score(labels, odds)),
+        "sign_accuracy": 100 * float(((odds > 0) == labels).mean()),
+        "said_yes": 100 * float((odds > 0).mean()),
+        "n": int(len(labels)),
+    }

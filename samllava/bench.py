@@ -2,12 +2,14 @@
 and one training step. A script, never a timed test.
 
 ``samllava bench --profile P --device D`` builds the profile's architectures with random weights
-everywhere (:func:`random_weights`; ``BenchSettings.random``), which do not change speed. Latency is the mean over ``runs`` timed runs after ``warmup`` untimed ones (the paper: 200
-after 50, batch 1); CUDA work is synchronised before each clock read. Output: a JSON report.
+everywhere (:func:`random_weights`; ``BenchSettings.random``), which do not change speed. Latency is
+the mean over ``runs`` timed runs after ``warmup`` untimed ones (the paper: 200 after 50, batch 1);
+CUDA work is synchronised before each clock read. Output: a JSON report.
 
 The speed options (weights cast instead of autocast, SAM's encoder in chunks, LoRA merged while
-generating, a compiled decode step; :class:`BenchSettings`) are off by default; the report's ``options`` says which
-were used. SAM's encoder attention always runs through SDPA (:mod:`samllava.sam.sdpa`).
+generating, a compiled decode step; :class:`BenchSettings`) are off by default; the report's
+``options`` says which were used. SAM's encoder attention always runs through SDPA
+(:mod:`samllava.sam.sdpa`).
 """
 from __future__ import annotations
 
@@ -69,8 +71,8 @@ def time_fn(fn: Callable[[], object], runs: int, warmup: int, device: torch.devi
         fn()
         _sync(device)
         times.append(1000 * (time.perf_counter() - start))
-    return {"mean_ms": statistics.fmean(times), "std_ms": statistics.pstdev(times), "median_ms": statistics.median(times),
-            "runs": runs, "warmup": warmup}
+    return {"mean_ms": statistics.fmean(times), "std_ms": statistics.pstdev(times),
+            "median_ms": statistics.median(times), "runs": runs, "warmup": warmup}
 
 
 def reset_peak(device: torch.device) -> None:
@@ -219,7 +221,8 @@ def bench(profile: Profile, settings: BenchSettings | None = None, *, log=print,
     st = settings or BenchSettings()
     dev = torch.device(st.device)
     prec = Precision(dev, getattr(torch, st.dtype), st.cast_weights)
-    log(f"[bench] building {profile.name} ({'random weights' if st.random else 'its weights'}) on {st.device} in {st.dtype}")
+    kind = "random weights" if st.random else "its weights"
+    log(f"[bench] building {profile.name} ({kind}) on {st.device} in {st.dtype}")
     t0 = time.perf_counter()
     with torch.device(dev):
         model = build_model(random_weights(profile) if st.random else profile)
@@ -268,7 +271,8 @@ def _bench_stages(model, st: BenchSettings, prec: Precision, measure: _Measureme
             model.set_support(prec.images(1, s))
         enc, fine, sasa_tokens = _before_language_model(model, prec, images, category)
     few = max(1, st.runs // 4)
-    measure("stages_ms", "clip_text_per_category", lambda: time_it(lambda: (model.text_cache.clear(), model.text(category))))
+    measure("stages_ms", "clip_text_per_category",
+            lambda: time_it(lambda: (model.text_cache.clear(), model.text(category))))
     measure("stages_ms", "coarse_zero_and_few_shot", lambda: time_it(lambda: model.coarse(images, feats)))
     measure("stages_ms", "sam_image_encoder", lambda: time_it(lambda: model.cascade.embed(images)))
     measure("stages_ms", "sam_prompt_and_decoder", lambda: time_it(lambda: model.fine(enc)), prompt_encoder=True)
@@ -278,7 +282,8 @@ def _bench_stages(model, st: BenchSettings, prec: Precision, measure: _Measureme
         measure("stages_ms", "llava_prefill_and_1_token",
                 lambda: time_it(lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=1)))
         measure("stages_ms", f"llava_generate_{st.new_tokens}_tokens", lambda: time_fn(
-            lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=st.new_tokens), few, 1, dev))
+            lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=st.new_tokens),
+            few, 1, dev))
         for b in st.batch_sizes:  # each lambda runs inside its measure() call, with this b
             measure("end_to_end", f"batch_{b}", lambda b=b: _end_to_end(model, prec, b, category, st.new_tokens, few),
                     prompt_encoder=True)

@@ -19,7 +19,9 @@ from .results import atomic_path
 CHECKPOINT = "last.pt"  # the file name inside a training run's folder
 
 
-def save_checkpoint(model: SamLlava, optimizer: torch.optim.Optimizer, epoch: int, history: list[dict], path: Path) -> Path:
+def save_checkpoint(
+    model: SamLlava, optimizer: torch.optim.Optimizer, epoch: int, history: list[dict], path: Path
+) -> Path:
     """Write the trainable weights, optimiser and RNG state of ``epoch`` atomically to ``path``."""
     state = {"model": model.trainable_state(), "optimizer": optimizer.state_dict(), "epoch": epoch,
              "history": history, "rng": torch.get_rng_state(), "profile": model.profile.name,

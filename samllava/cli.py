@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="samllava", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("evaluate", help="image/pixel AUROC, AUPRO, F1-max (and description accuracy) on an MVTec-layout root")
+    e = sub.add_parser(
+        "evaluate", help="image/pixel AUROC, AUPRO, F1-max (and description accuracy) on an MVTec-layout root"
+    )
     e.add_argument("--profile", default=None)
     e.add_argument("--data", required=True, help="data set root: one folder per category in the MVTec layout (or VisA)")
     e.add_argument("--shots", type=int, default=0, help="K normal support images (0 = zero-shot)")
@@ -73,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", default="offline")
     r.add_argument("--only", nargs="*", default=None, help="notebook numbers or names, e.g. 01 03")
     r.add_argument("--data-root", action="append", default=None, metavar="NAME=DIR")
-    r.add_argument("--smoke", action="store_true", help="small budgets (seeds, steps): a quick check of every code path")
+    r.add_argument(
+        "--smoke", action="store_true", help="small budgets (seeds, steps): a quick check of every code path"
+    )
 
     f = sub.add_parser("fetch-weights", help="download the weights a profile needs (checksums verified)")
     f.add_argument("ids", nargs="*", help="weight ids (default: those of --profile)")
@@ -183,7 +187,8 @@ def diagnose_cli(args) -> int:
     if args.checkpoint is None:
         report["note"] = "untrained SAM side, SASA and LoRA: train first (samllava train) for meaningful answers"
     write_json(paths["report"], report)
-    print(f"answer: {diagnosis.answer}\ndescription: {diagnosis.description}\nwritten: {', '.join(str(p) for p in paths.values())}")
+    written = ", ".join(str(p) for p in paths.values())
+    print(f"answer: {diagnosis.answer}\ndescription: {diagnosis.description}\nwritten: {written}")
     return 0
 
 

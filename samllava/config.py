@@ -167,8 +167,12 @@ class Profile:
 
     def weights_label(self) -> dict[str, str]:
         """Which component runs with real weights: ``{"clip": "random", ...}``."""
-        comps = {"clip": self.clip.weights, "fewshot": self.fewshot.weights if self.fewshot.backbone == "timm" else self.clip.weights,
-                 "sam": self.sam.weights, "llm": self.llm.weights}
+        comps = {
+            "clip": self.clip.weights,
+            "fewshot": self.fewshot.weights if self.fewshot.backbone == "timm" else self.clip.weights,
+            "sam": self.sam.weights,
+            "llm": self.llm.weights,
+        }
         return {k: ("real: " + v if v else "random") for k, v in comps.items()}
 
     def to_dict(self) -> dict:

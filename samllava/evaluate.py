@@ -101,7 +101,9 @@ def results_table(results: dict[str, CategoryResult], columns: tuple[str, ...] =
         s = res.summary()
         rows[name] = {c: (100 * s[c] if percent else s[c]) for c in columns if c in s}
         if len(res.per_seed) > 1:
-            rows[name].update({f"{c}_std": (100 * s[f"{c}_std"] if percent else s[f"{c}_std"]) for c in columns if c in s})
+            rows[name].update(
+                {f"{c}_std": (100 * s[f"{c}_std"] if percent else s[f"{c}_std"]) for c in columns if c in s}
+            )
     return metrics.category_table(rows)
 
 

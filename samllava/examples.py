@@ -46,7 +46,11 @@ def prepare(model: SamLlava, data: dict[str, CategoryData], image_size: int, sho
         model.set_support(support)
         images = cat.load_images(samples, image_size)
         enc = Encoded.cat([model.encode(images[i:i + batch_size], name) for i in range(0, len(images), batch_size)])
-        gt = cat.load_masks(samples, image_size)[:, 0] if cat.has_masks else torch.zeros(images.shape[0], image_size, image_size)
+        gt = (
+            cat.load_masks(samples, image_size)[:, 0]
+            if cat.has_masks
+            else torch.zeros(images.shape[0], image_size, image_size)
+        )
         recs = instruction_records(samples)
         out.append(Examples(name, enc, gt, [r["question"] for r in recs], [r["target"] for r in recs],
                             np.array([r["label"] for r in recs]), [r["position"] for r in recs]))

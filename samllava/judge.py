@@ -59,7 +59,9 @@ class GroundedJudge:
             return 0.0
         if not truth["label"]:
             return 50.0 if parse_position(description) else 100.0  # a located "no" hints at an invented defect
-        keys = [k for k in ("position", "size", "shape", "colour", "defect_type") if truth.get(k) not in (None, "", "none")]
+        keys = [
+            k for k in ("position", "size", "shape", "colour", "defect_type") if truth.get(k) not in (None, "", "none")
+        ]
         if not keys:
             return 100.0
         hits = 0

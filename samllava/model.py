@@ -207,7 +207,9 @@ class SamLlava(nn.Module):
         """Eq. 9 on a cached batch: gt_masks (B, S, S) {0,1}; the question/answer texts of each image."""
         fine = self.fine(enc)
         ms = self.profile.multiscale
-        seg, branches = segmentation_loss(fine.kept_branches(), self._gt_frame(gt_masks), ms.branch_weights, ms.focal_weight)
+        seg, branches = segmentation_loss(
+            fine.kept_branches(), self._gt_frame(gt_masks), ms.branch_weights, ms.focal_weight
+        )
         tokens = self.align(enc, fine, straight_through=True)
         gen = self.describer.loss(enc.llava_pixels, tokens, self.grounded_questions(questions, fine.mask), answers)
         t = self.profile.train
@@ -231,7 +233,9 @@ class SamLlava(nn.Module):
         enc = self.encode(images, category)
         fine = self.fine(enc)
         tokens = self.align(enc, fine)
-        questions = self.grounded_questions([QUESTION.format(category=self.phrase(category))] * images.shape[0], fine.mask)
+        questions = self.grounded_questions(
+            [QUESTION.format(category=self.phrase(category))] * images.shape[0], fine.mask
+        )
         texts = self.describer.generate(enc.llava_pixels, tokens, questions, max_new_tokens=max_new_tokens)
         out = []
         for i, text in enumerate(texts):
@@ -261,6 +265,8 @@ def build_model(profile: Profile, lora: bool = True, seed: int = 0) -> SamLlava:
             describer = apply_lora(describer, profile.lora)
     text_dim = coarse.zero_shot.model.visual.output_dim  # CLIP's joint embedding width D
     with seeded(seed, "sasa"):
-        sasa = Sasa(profile.sasa, vis_dim=cascade.sam.prompt_encoder.embed_dim, text_dim=text_dim, llm_dim=describer.llm_dim)
+        sasa = Sasa(
+            profile.sasa, vis_dim=cascade.sam.prompt_encoder.embed_dim, text_dim=text_dim, llm_dim=describer.llm_dim
+        )
     sasa.set_cell_words(describer.phrase_embeddings(sasa.cell_position_names()).float())
     return SamLlava(profile=profile, coarse=coarse, cascade=cascade, sasa=sasa, describer=describer)

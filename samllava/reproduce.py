@@ -79,8 +79,16 @@ def reproduce(profile: str = "offline", only: list[str] | None = None, data_root
         start = time.perf_counter()
         nb_params = {**params, **(SMOKE_PARAMETERS.get(nb.name[:2], {}) if smoke else {})}
         try:
-            pm.execute_notebook(str(nb), str(output_dir / nb.name), parameters=nb_params, kernel_name=kernel_name,
-                                cwd=str(directory), progress_bar=False, log_output=False, execution_timeout=cell_timeout)
+            pm.execute_notebook(
+                str(nb),
+                str(output_dir / nb.name),
+                parameters=nb_params,
+                kernel_name=kernel_name,
+                cwd=str(directory),
+                progress_bar=False,
+                log_output=False,
+                execution_timeout=cell_timeout,
+            )
         except PapermillExecutionError as e:
             raise ReproduceError(f"{nb.name}: cell {e.exec_count} failed: {e.ename}: {e.evalue}") from None
         runs.append(NotebookRun(nb.name, time.perf_counter() - start))

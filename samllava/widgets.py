@@ -47,7 +47,9 @@ def coarse_view(coarse, cat: CategoryData, index: int, shots: int, level: int | 
         coarse.clear_support()
     cache = getattr(coarse, "_text_cache", None) or TextCache(coarse.zero_shot)
     coarse._text_cache = cache
-    feats = cache.get(category_phrase(category or cat.category, allow_generic=True)) if coarse.zero_shot_active() else None
+    feats = (
+        cache.get(category_phrase(category or cat.category, allow_generic=True)) if coarse.zero_shot_active() else None
+    )
     out = coarse(image, feats)
     heat = out.calibrated
     if level is not None:
@@ -86,7 +88,9 @@ def heatmap_explorer(coarse, data: dict[str, CategoryData], n_levels: int, size:
     category = w.Dropdown(options=cats, description="category")
     index = w.IntSlider(0, 0, len(data[cats[0]].test) - 1, description="image")
     shots = w.Dropdown(options=[0, 1, 2, 4], value=1, description="K")
-    level = w.Dropdown(options=[("used map", None)] + [(f"level {i} (K > 0)", i) for i in range(n_levels)], description="level")
+    level = w.Dropdown(
+        options=[("used map", None)] + [(f"level {i} (K > 0)", i) for i in range(n_levels)], description="level"
+    )
     otsu = w.Checkbox(True, description="Otsu")
     thr = w.FloatSlider(0.5, min=0.0, max=1.0, step=0.01, description="threshold")
     out = w.Output()

@@ -57,9 +57,22 @@ def test_precision_autocast_only_where_needed(cast):
 
 
 def test_bench_records_its_options_and_measures_everything():
-    r = bench(load_profile("tiny"), BenchSettings(runs=1, warmup=0, new_tokens=3, batch_sizes=(), dtype="bfloat16",
-                                                  fast_batch_sizes=(2,), cast_weights=True, sam_chunk=1, merge_lora=True,
-                                                  sam_float32=True), log=lambda m: None)
+    r = bench(
+        load_profile("tiny"),
+        BenchSettings(
+            runs=1,
+            warmup=0,
+            new_tokens=3,
+            batch_sizes=(),
+            dtype="bfloat16",
+            fast_batch_sizes=(2,),
+            cast_weights=True,
+            sam_chunk=1,
+            merge_lora=True,
+            sam_float32=True,
+        ),
+        log=lambda m: None,
+    )
     opts = r["options"]
     assert opts["cast_weights"] and opts["sam_chunk"] == 1 and opts["lora_merged_for_generation"]
     assert opts["sam_sdpa_attention_modules"] == 2 and opts["compile_decode"] is None

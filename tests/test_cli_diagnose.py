@@ -28,10 +28,23 @@ def test_diagnose_cli(tmp_path):
 def test_diagnose_cli_zero_shot_and_bad_support(tmp_path):
     root = generate_synthetic(tmp_path / "syn", categories=["fabric"], n_train=2, n_test=2, size=64, seed=0)
     image = sorted((root / "fabric" / "test").rglob("*.png"))[0]
-    assert main(["diagnose", str(image), "--profile", "tiny", "--category", "fabric", "--out", str(tmp_path / "o")]) == 0
+    assert (
+        main(["diagnose", str(image), "--profile", "tiny", "--category", "fabric", "--out", str(tmp_path / "o")]) == 0
+    )
     assert json.loads((tmp_path / "o" / "report.json").read_text())["coarse_terms"]["few_shot"].startswith("inactive")
     (tmp_path / "empty").mkdir()
     import pytest
 
     with pytest.raises(ValueError, match="holds no images"):
-        main(["diagnose", str(image), "--profile", "tiny", "--support", str(tmp_path / "empty"), "--out", str(tmp_path / "o2")])
+        main(
+            [
+                "diagnose",
+                str(image),
+                "--profile",
+                "tiny",
+                "--support",
+                str(tmp_path / "empty"),
+                "--out",
+                str(tmp_path / "o2"),
+            ]
+        )

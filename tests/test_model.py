@@ -45,7 +45,9 @@ def test_loss_is_eq9_and_reaches_sam(model):
     losses = model(enc, gt, ["Is there any anomaly?"] * 2, ["Yes.", "No."])
     torch.testing.assert_close(losses.total, p.train.seg_weight * losses.seg + p.train.gen_weight * losses.gen)
     losses.gen.backward()  # the language loss alone must reach SAM's decoder (straight-through mask)
-    grads = [q.grad for n, q in model.named_parameters() if n.startswith("cascade.sam.mask_decoder") and q.requires_grad]
+    grads = [
+        q.grad for n, q in model.named_parameters() if n.startswith("cascade.sam.mask_decoder") and q.requires_grad
+    ]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     assert all(q.grad is None for q in model.coarse.parameters())
 
@@ -119,6 +121,8 @@ def test_training_loss_reads_the_region_of_the_predicted_mask(model):
         fine = model.fine(enc)
         grounded = model.grounded_questions(questions, fine.mask)
         expected = model.describer.loss(enc.llava_pixels, model.align(enc, fine), grounded, answers)
-        from_gt = model.describer.loss(enc.llava_pixels, model.align(enc, fine), model.grounded_questions(questions, gt), answers)
+        from_gt = model.describer.loss(
+            enc.llava_pixels, model.align(enc, fine), model.grounded_questions(questions, gt), answers
+        )
     torch.testing.assert_close(losses.gen, expected)
     assert grounded != model.grounded_questions(questions, gt) and not torch.allclose(losses.gen, from_gt)

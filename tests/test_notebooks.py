@@ -31,14 +31,20 @@ def test_notebook_is_thin_and_matches_source(path):
         assert not re.search(r"^\s*(def|class) ", "".join(c["source"]), re.M), "logic belongs in samllava/"
     src = NOTEBOOK_DIR / "src" / f"{path.stem}.py"
     expected = [c.source for c in convert(src.read_text()).cells]
-    assert ["".join(c["source"]) for c in nb["cells"]] == expected, f"{path.name} differs from {src}: run tools/py2nb.py"
+    assert ["".join(c["source"]) for c in nb["cells"]] == expected, (
+        f"{path.name} differs from {src}: run tools/py2nb.py"
+    )
 
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", BOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_headless_tiny(path, tmp_path):
-    env = {**os.environ, "SAMLLAVA_RESULTS_DIR": str(tmp_path / "results"), "SAMLLAVA_FIGURES_DIR": str(tmp_path / "figures"),
-           "SAMLLAVA_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
+    env = {
+        **os.environ,
+        "SAMLLAVA_RESULTS_DIR": str(tmp_path / "results"),
+        "SAMLLAVA_FIGURES_DIR": str(tmp_path / "figures"),
+        "SAMLLAVA_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+    }
     code = ("from samllava.reproduce import reproduce; from pathlib import Path; "
             f"reproduce(profile='tiny', only=['{path.name[:2]}'], smoke=True, output_dir=Path(r'{tmp_path}'))")
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200)

@@ -54,16 +54,26 @@ def test_trained_model_starts_from_the_shared_sam_warm_up(dirs):
     model2, history2 = pipeline.trained_model(p, progress=False)  # reused, not retrained
     assert history2 == history
     # a changed profile trains a new model in its own folder
-    assert pipeline.model_dir(p, "main", epochs=1, shots=1) != pipeline.model_dir(p.replace(**{"train.lr": 1e-3}), "main", epochs=1, shots=1)
+    assert pipeline.model_dir(p, "main", epochs=1, shots=1) != pipeline.model_dir(
+        p.replace(**{"train.lr": 1e-3}), "main", epochs=1, shots=1
+    )
 
 
 def test_gpu_rows_name_the_card_and_take_batch_1(tmp_path):
     import json
 
-    g = {"gpu": {"device": "NVIDIA H200", "dtype": "bfloat16", "params": {"total_M": 1.0, "trainable_M": 0.5, "lora_M": 0.25},
-                 "end_to_end_fast": {"batch_1": {"mean_ms": 800.0, "images_per_s": 1.25, "peak_memory_GB": 17.5},
-                                     "batch_8": {"error": "OOM"},
-                                     "batch_32": {"mean_ms": 3000.0, "images_per_s": 10.5, "peak_memory_GB": 40.0}}}}
+    g = {
+        "gpu": {
+            "device": "NVIDIA H200",
+            "dtype": "bfloat16",
+            "params": {"total_M": 1.0, "trainable_M": 0.5, "lora_M": 0.25},
+            "end_to_end_fast": {
+                "batch_1": {"mean_ms": 800.0, "images_per_s": 1.25, "peak_memory_GB": 17.5},
+                "batch_8": {"error": "OOM"},
+                "batch_32": {"mean_ms": 3000.0, "images_per_s": 10.5, "peak_memory_GB": 40.0},
+            },
+        }
+    }
     path = tmp_path / "gpu_bench.json"
     path.write_text(json.dumps(g))
     (row,) = pipeline.gpu_rows(path)

@@ -27,7 +27,9 @@ def _model(seed=0, **overrides):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = generate_synthetic(tmp_path_factory.mktemp("syn"), categories=["fabric"], n_train=2, n_test=8, size=64, seed=1)
+    root = generate_synthetic(
+        tmp_path_factory.mktemp("syn"), categories=["fabric"], n_train=2, n_test=8, size=64, seed=1
+    )
     return load_dataset(root)
 
 
@@ -46,7 +48,10 @@ def test_resume_ends_where_straight_run_ends(data, tmp_path):
     train(straight, ex, epochs=3, progress=False)
 
     resumed = _model(seed=3)
-    hist_a = train(resumed, ex, epochs=3, out_dir=tmp_path, progress=False, stop_after_epoch=0)  # "killed" after epoch 1
+    # "killed" after epoch 1
+    hist_a = train(
+        resumed, ex, epochs=3, out_dir=tmp_path, progress=False, stop_after_epoch=0
+    )
     assert len(hist_a) == 2  # 8 images, batch 4
     fresh = _model(seed=99)  # a new process: another global RNG state; the checkpoint restores the rest
     hist_b = train(fresh, ex, epochs=3, out_dir=tmp_path, progress=False)
@@ -78,8 +83,23 @@ def test_two_cpu_processes_stay_in_step(tmp_path):
         ensure_synthetic(load_profile("tiny"), seed=1)  # generated once, before both ranks read it
     finally:
         os.environ.pop("SAMLLAVA_DATA_DIR") if old is None else os.environ.__setitem__("SAMLLAVA_DATA_DIR", old)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port each run
-           "-m", "samllava.train", "--profile", "tiny", "--epochs", "1", "--out", str(tmp_path / "ckpt"), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",  # a free port each run
+        "-m",
+        "samllava.train",
+        "--profile",
+        "tiny",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "ckpt"),
+        "--no-progress",
+    ]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = re.findall(r"rank (\d) world 2 steps (\d+) digest (\S+)", run.stdout)
@@ -128,7 +148,10 @@ def test_yes_no_accuracy_rises_well_above_chance_with_a_small_budget(yes_no_data
         idx = torch.randperm(len(ex), generator=rng)[:8]
         tokens = model.align_mask(ex.enc.select(idx), ex.gt[idx])
         questions = model.grounded_questions([ex.questions[i] for i in idx], ex.gt[idx])  # as answer() asks them
-        loss = d.loss(ex.enc.llava_pixels[idx], tokens, questions, [ex.targets[i].split(",")[0] for i in idx])  # "Yes" / "No"
+        # "Yes" / "No"
+        loss = d.loss(
+            ex.enc.llava_pixels[idx], tokens, questions, [ex.targets[i].split(",")[0] for i in idx]
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -9,7 +9,9 @@ from samllava.widgets import coarse_view, heatmap_explorer, view_figure
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = generate_synthetic(tmp_path_factory.mktemp("syn"), categories=["fabric"], n_train=2, n_test=4, size=64, seed=0)
+    root = generate_synthetic(
+        tmp_path_factory.mktemp("syn"), categories=["fabric"], n_train=2, n_test=4, size=64, seed=0
+    )
     return CoarseMethod(load_profile("tiny")).coarse, load_dataset(root)
 
 

@@ -6,8 +6,8 @@ Reads every module's source (nothing is imported) and reports:
 * an import that points to a higher layer, counting imports written inside functions;
 * an import cycle between modules (Tarjan's strongly connected components);
 * an import of a ``samllava`` module written inside a function (it would hide a cycle from a reader
-  and from Python), or of another package without a comment that gives the reason (a heavy or
-  optional dependency: say which);
+  and from Python), or of another package without a comment, beside it or on the line above, that
+  gives the reason (a heavy or optional dependency: say which);
 * a module over ``--max-module`` lines or a function over ``--max-function`` lines.
 
 Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so those packages count as
@@ -137,7 +137,7 @@ def _inner_import_finding(mod: Module, node: ast.AST, inner: set[str], target: s
     where = f"{mod.path}:{node.lineno}"
     if inner:
         return [f"import of {', '.join(sorted(inner))} inside a function: {where}"]
-    if "#" not in lines[node.end_lineno - 1]:
+    if not any("#" in line for line in lines[node.lineno - 2:node.end_lineno]):  # the reason, above or beside
         return [f"import of {target} inside a function without a comment giving the reason: {where}"]
     return []
 

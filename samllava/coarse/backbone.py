@@ -183,7 +183,9 @@ def load_timm_features(timm_name: str, layers: Sequence[int], state: Mapping[str
     return model
 
 
-def build_feature_extractor(cfg: FewShotConfig, clip_visual: nn.Module | None, weights_path: Path | None) -> FeatureExtractor:
+def build_feature_extractor(
+    cfg: FewShotConfig, clip_visual: nn.Module | None, weights_path: Path | None
+) -> FeatureExtractor:
     """The few-shot backbone of ``cfg`` (I/O: reads ``weights_path`` for ``backbone="timm"``)."""
     if cfg.backbone == "clip":
         if clip_visual is None:
@@ -195,7 +197,9 @@ def build_feature_extractor(cfg: FewShotConfig, clip_visual: nn.Module | None, w
         state = read_state_dict(Path(weights_path), "few-shot backbone weights") if weights_path is not None else None
         model = load_timm_features(cfg.timm_name, cfg.layers, state, source_name=str(weights_path))
         weights = "pretrained" if state is not None else "random weights"
-        return TimmExtractor(model, cfg.image_size, label=f"timm {cfg.timm_name} stages {tuple(cfg.layers)} ({weights})")
+        return TimmExtractor(
+            model, cfg.image_size, label=f"timm {cfg.timm_name} stages {tuple(cfg.layers)} ({weights})"
+        )
     raise ValueError(f"fewshot.backbone {cfg.backbone!r}: expected 'clip' or 'timm'")
 
 

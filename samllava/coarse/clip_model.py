@@ -42,7 +42,9 @@ def register_model_config(name: str, model_config: dict) -> None:
     """
     missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in model_config]
     if missing:
-        raise ValueError(f"clip.model_config for {name!r} lacks {missing}; open_clip needs embed_dim, vision_cfg, text_cfg")
+        raise ValueError(
+            f"clip.model_config for {name!r} lacks {missing}; open_clip needs embed_dim, vision_cfg, text_cfg"
+        )
     model_config = json.loads(json.dumps(model_config))  # the form open_clip will hold (tuples -> lists)
     existing = open_clip.get_model_config(name)
     if existing == model_config:
@@ -73,7 +75,9 @@ def read_state_dict(path: Path, what: str = "CLIP weights") -> dict[str, torch.T
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"{what} {path}: cannot be read (truncated or not a weights_only-safe torch file): {e}") from e
+        raise CheckpointError(
+            f"{what} {path}: cannot be read (truncated or not a weights_only-safe torch file): {e}"
+        ) from e
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]  # training checkpoints wrap the weights
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -80,7 +80,11 @@ def min_cosine_distance(query: torch.Tensor, memory: torch.Tensor, block: int = 
     flat = query.reshape(-1, query.shape[-1])  # (B*N, C)
     rows = max(1, block // max(1, memory.shape[0]))
     mem_t = memory.t()
-    best = torch.cat([(flat[i:i + rows] @ mem_t).amax(-1) for i in range(0, flat.shape[0], rows)]) if flat.shape[0] else flat.new_zeros(0)
+    best = (
+        torch.cat([(flat[i : i + rows] @ mem_t).amax(-1) for i in range(0, flat.shape[0], rows)])
+        if flat.shape[0]
+        else flat.new_zeros(0)
+    )
     return (1 - best.view(query.shape[:-1])).clamp_min(0)  # clamp: rounding can give -1e-7
 
 
@@ -137,7 +141,9 @@ class FewShotCalibrator(nn.Module):
         eps: floor of m_s (identical support images give m_s = 0).
     """
 
-    def __init__(self, extractor: FeatureExtractor, sharpness: float = 4.0, exclusion_radius: int = 1, eps: float = 1e-6) -> None:
+    def __init__(
+        self, extractor: FeatureExtractor, sharpness: float = 4.0, exclusion_radius: int = 1, eps: float = 1e-6
+    ) -> None:
         super().__init__()
         if sharpness <= 0:
             raise ValueError(f"fewshot.sharpness must be > 0, got {sharpness}")

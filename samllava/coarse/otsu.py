@@ -21,7 +21,9 @@ def _check(heatmaps: torch.Tensor) -> None:
 
 def otsu_threshold(heatmap: torch.Tensor | np.ndarray, nbins: int = 256) -> float:
     """Otsu's threshold tau of one map (H, W); ``nan`` for a constant map (no split exists)."""
-    values = np.asarray(heatmap.detach().float().cpu().numpy() if isinstance(heatmap, torch.Tensor) else heatmap, dtype=np.float64)
+    values = np.asarray(
+        heatmap.detach().float().cpu().numpy() if isinstance(heatmap, torch.Tensor) else heatmap, dtype=np.float64
+    )
     if values.ndim != 2:
         raise ValueError(f"heatmap must be (H, W), got shape {values.shape}")
     if not np.isfinite(values).all():

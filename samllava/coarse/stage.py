@@ -9,11 +9,11 @@ Which map is used:
 
 With a support set the score is the maximum of the map actually used (the map is already the
 product of both cues, and PatchCore/WinCLIP+ score few-shot images by their map maximum),
-taken in log space (``log_map``) so that saturated values of Lambda do not tie. The
-coarse mask is Otsu's binarisation of that map (Eq. 1); with a support set it keeps only pixels whose context score s_ctx exceeds the largest
-held-out s_ctx of the support images themselves: the paper says H' "is thresholded", and per-image
-Otsu alone splits every map in two, normal images included (half of each image here), while this
-floor comes from the K normal shots, with nothing tuned. ``CoarseOutput.terms`` says in words
+taken in log space (``log_map``) so that saturated values of Lambda do not tie. The coarse mask is
+Otsu's binarisation of that map (Eq. 1); with a support set it keeps only pixels whose context score
+s_ctx exceeds the largest held-out s_ctx of the support images themselves: the paper says H' "is
+thresholded", and per-image Otsu alone splits every map in two, normal images included (half of each
+image here), while this floor comes from the K normal shots, with nothing tuned. ``CoarseOutput.terms`` says in words
 which terms ran and why, so every table can state it.
 """
 from __future__ import annotations
@@ -158,7 +158,9 @@ def build_coarse(profile: Profile, seed: int = 0) -> tuple[CoarseLocalizer, Call
     clip_path = weights.require(profile, "clip", profile.clip.weights)
     with seeded(seed, "clip"):
         clip_model, tokenizer = build_clip(profile.clip, clip_path)
-    clip_label = f"CLIP {profile.clip.model_name}, " + (f"weights {profile.clip.weights}" if clip_path else "random weights")
+    clip_label = f"CLIP {profile.clip.model_name}, " + (
+        f"weights {profile.clip.weights}" if clip_path else "random weights"
+    )
     fs = profile.fewshot
     if fs.backbone == "clip" and fs.image_size != profile.clip.image_size:
         raise ValueError(f"fewshot.image_size {fs.image_size} must equal clip.image_size {profile.clip.image_size} "

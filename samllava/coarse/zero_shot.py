@@ -43,10 +43,16 @@ class ZeroShotLocalizer(nn.Module):
     def __init__(self, clip_model: nn.Module, tokenizer: Callable, cfg: ClipConfig) -> None:
         super().__init__()
         visual = getattr(clip_model, "visual", None)
-        if visual is None or not all(hasattr(visual, a) for a in ("forward_intermediates", "ln_post", "proj", "grid_size")):
-            raise ValueError("ZeroShotLocalizer needs an open_clip ViT visual tower (forward_intermediates, ln_post, proj)")
+        if visual is None or not all(
+            hasattr(visual, a) for a in ("forward_intermediates", "ln_post", "proj", "grid_size")
+        ):
+            raise ValueError(
+                "ZeroShotLocalizer needs an open_clip ViT visual tower (forward_intermediates, ln_post, proj)"
+            )
         if visual.proj is None:
-            raise ValueError("the CLIP visual tower has no projection (proj is None); patch tokens cannot reach the text space")
+            raise ValueError(
+                "the CLIP visual tower has no projection (proj is None); patch tokens cannot reach the text space"
+            )
         if cfg.temperature <= 0:
             raise ValueError(f"clip.temperature must be > 0, got {cfg.temperature}")
         self.model = clip_model
@@ -106,7 +112,9 @@ class ZeroShotLocalizer(nn.Module):
         """
         visual = self.model.visual
         if text_feats.ndim != 2 or text_feats.shape[0] != 2 or text_feats.shape[1] != visual.proj.shape[1]:
-            raise ValueError(f"text_feats must be (2, {visual.proj.shape[1]}) (normal, anomalous), got {tuple(text_feats.shape)}")
+            raise ValueError(
+                f"text_feats must be (2, {visual.proj.shape[1]}) (normal, anomalous), got {tuple(text_feats.shape)}"
+            )
         side = images.shape[-1]
         x = self.preprocess(images)  # (B, 3, s, s) CLIP-normalised
         tokens, pooled = clip_block_tokens(visual, x, self.indices, pooled=True)  # [(B, N, W)], (B, D)

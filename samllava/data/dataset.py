@@ -94,8 +94,10 @@ class CategoryData:
                 continue
             if s.mask_path is None:
                 if not self.has_masks:
-                    raise ValueError(f"category {self.category!r} ({self.root}) has image-level labels only "
-                                     f"(no ground_truth masks): pixel metrics are not available; {s.image_path} has no mask")
+                    raise ValueError(
+                        f"category {self.category!r} ({self.root}) has image-level labels only "
+                        f"(no ground_truth masks): pixel metrics are not available; {s.image_path} has no mask"
+                    )
                 raise ValueError(f"{s.image_path}: anomalous image without a ground-truth mask")
             out[i] = load_mask(s.mask_path, size, image_path=s.image_path)
         return out

@@ -145,7 +145,9 @@ def _brushed(rng: np.random.Generator, h: int, w: int, cat: SyntheticCategory, s
     theta = rng.uniform(0, 2 * np.pi)
     gradient = (np.cos(theta) * x / w + np.sin(theta) * y / h) - 0.5 * (np.cos(theta) + np.sin(theta))
     value = 1 + 0.06 * streaks + 0.12 * gradient + 0.015 * rng.standard_normal((h, w))
-    return Surface(np.clip(np.asarray(cat.colours[0], np.float32) * value[..., None], 0, 1), _everywhere(h, w), _everywhere(h, w))
+    return Surface(
+        np.clip(np.asarray(cat.colours[0], np.float32) * value[..., None], 0, 1), _everywhere(h, w), _everywhere(h, w)
+    )
 
 
 def _granular(rng: np.random.Generator, h: int, w: int, cat: SyntheticCategory, s: float) -> Surface:
@@ -154,7 +156,9 @@ def _granular(rng: np.random.Generator, h: int, w: int, cat: SyntheticCategory, 
     mottle = 0.06 * _smooth_noise(rng, h, w, 32 * k) + 0.04 * _smooth_noise(rng, h, w, 8 * k)
     grains = _smooth_noise(rng, h, w, 3 * k)
     value = 1 + mottle + 0.035 * rng.standard_normal((h, w)) - 0.14 * (grains > 1.6) + 0.08 * (grains < -1.7)
-    return Surface(np.clip(np.asarray(cat.colours[0], np.float32) * value[..., None], 0, 1), _everywhere(h, w), _everywhere(h, w))
+    return Surface(
+        np.clip(np.asarray(cat.colours[0], np.float32) * value[..., None], 0, 1), _everywhere(h, w), _everywhere(h, w)
+    )
 
 
 def _background(rng: np.random.Generator, h: int, w: int, colour: Sequence[float], s: float) -> np.ndarray:
@@ -189,7 +193,9 @@ def _tablet(rng: np.random.Generator, h: int, w: int, cat: SyntheticCategory, s:
     n = rng.poisson(30)
     dy, dx = rng.uniform(-0.8, 0.8, (2, n))
     inside = dy**2 + dx**2 <= 0.64
-    dots[np.clip((cy + dy[inside] * b).astype(int), 0, h - 1), np.clip((cx + dx[inside] * a).astype(int), 0, w - 1)] = True
+    dots[np.clip((cy + dy[inside] * b).astype(int), 0, h - 1), np.clip((cx + dx[inside] * a).astype(int), 0, w - 1)] = (
+        True
+    )
     speckles = ndimage.distance_transform_edt(~dots) <= 1.3 * s if dots.any() else dots  # discs around the dots
     shade = (1 - 0.15 * e) * np.where((np.abs(x - cx) < 0.8 * s) & (e < 0.85), 0.85, 1.0)
     pill = np.asarray(cat.colours[0], np.float32) * shade[..., None]
@@ -227,7 +233,9 @@ def _polyline_mask(points: np.ndarray, width: float, h: int, w: int) -> np.ndarr
     return mask
 
 
-def _walk(rng: np.random.Generator, start: np.ndarray, heading: float, length: float, steps: int, jitter: float) -> np.ndarray:
+def _walk(
+    rng: np.random.Generator, start: np.ndarray, heading: float, length: float, steps: int, jitter: float
+) -> np.ndarray:
     headings = heading + np.cumsum(rng.normal(0, jitter, steps))
     moves = (length / steps) * np.stack([np.sin(headings), np.cos(headings)], 1)
     return np.vstack([start, start + np.cumsum(moves, 0)])
@@ -254,7 +262,9 @@ def _scratch(rng, c, h, w, s, size):
     t = np.linspace(-0.5, 0.5, 16)[:, None]
     along, across = np.array([np.sin(heading), np.cos(heading)]), np.array([np.cos(heading), -np.sin(heading)])
     points = c + t * length * along + bend * (t**2 - 1 / 12) * length * across
-    return _polyline_mask(points, max(1.0, width * s), h, w), "thin curved line" if abs(bend) > 0.06 else "thin straight line"
+    return _polyline_mask(points, max(1.0, width * s), h, w), "thin curved line" if abs(
+        bend
+    ) > 0.06 else "thin straight line"
 
 
 def _ellipse(c: np.ndarray, ry: float, rx: float, angle: float, h: int, w: int) -> np.ndarray:
@@ -269,7 +279,9 @@ def _hole(rng, c, h, w, s, size):
     radius = {"tiny": rng.uniform(2.0, 3.0) * s, "small": rng.uniform(0.02, 0.035) * min(h, w),
               "medium": rng.uniform(0.05, 0.08) * min(h, w)}[size]
     aspect = rng.uniform(1.0, 1.6)
-    return _ellipse(c, radius, radius * aspect, rng.uniform(0, np.pi), h, w) <= 1, "round spot" if aspect < 1.2 else "oval spot"
+    return _ellipse(
+        c, radius, radius * aspect, rng.uniform(0, np.pi), h, w
+    ) <= 1, "round spot" if aspect < 1.2 else "oval spot"
 
 
 def _stain(rng, c, h, w, s, size):
@@ -341,8 +353,11 @@ def render(cat: SyntheticCategory, rng: np.random.Generator, shape: tuple[int, i
     s = min(h, w) / REF_SIDE
     surface = SURFACES[cat.surface](rng, h, w, cat, s)
     if defect is None:
-        return Rendered(surface.rgb.astype(np.float32), np.zeros((h, w), bool),
-                        {"defect_type": GOOD, "position": NO_POSITION, "size": "none", "shape": "none", "colour": "none"})
+        return Rendered(
+            surface.rgb.astype(np.float32),
+            np.zeros((h, w), bool),
+            {"defect_type": GOOD, "position": NO_POSITION, "size": "none", "shape": "none", "colour": "none"},
+        )
     if defect not in DEFECTS:
         raise ValueError(f"unknown defect type {defect!r}; known: {sorted(DEFECTS)}")
     size_class = size_class or DEFECT_SIZE_CLASSES[defect][0]
@@ -351,7 +366,9 @@ def render(cat: SyntheticCategory, rng: np.random.Generator, shape: tuple[int, i
     mask, shape_word = DEFECTS[defect](rng, centre, h, w, s, size_class)
     mask &= surface.body
     if not mask.any():
-        raise RuntimeError(f"{cat.name}: empty {defect} mask (centre {centre}); the region/body of {cat.surface} disagree")
+        raise RuntimeError(
+            f"{cat.name}: empty {defect} mask (centre {centre}); the region/body of {cat.surface} disagree"
+        )
     image, colour = _paint(rng, surface.rgb, mask, defect, cat)
     attrs = {"defect_type": defect, "position": position_on_grid(mask), "size": size_label(mask),
              "shape": shape_word, "colour": colour}

@@ -68,7 +68,9 @@ def read_array(path: str | os.PathLike) -> tuple[np.ndarray, str]:
                 mode = img.mode
             return np.asarray(img), mode
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
-        raise ValueError(f"{path}: cannot decode image, the file is corrupt, truncated or not an image ({err})") from err
+        raise ValueError(
+            f"{path}: cannot decode image, the file is corrupt, truncated or not an image ({err})"
+        ) from err
 
 
 def _scale(array: np.ndarray, mode: str, path: Path) -> np.ndarray:
@@ -114,7 +116,9 @@ def _resize(t: torch.Tensor, size: int, mode: str) -> torch.Tensor:
         return t
     if mode == "nearest":
         return F.interpolate(t[None], size=(size, size), mode="nearest")[0]
-    return F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0.0, 1.0)
+    return F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0].clamp_(
+        0.0, 1.0
+    )
 
 
 def _check_size(size: int) -> None:

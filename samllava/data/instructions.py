@@ -100,7 +100,9 @@ def _position(sample: Sample) -> str:
     return position_on_grid(array)
 
 
-def instruction_records(samples: Sequence[Sample], category_phrase: str | Mapping[str, str] | None = None) -> list[dict]:
+def instruction_records(
+    samples: Sequence[Sample], category_phrase: str | Mapping[str, str] | None = None
+) -> list[dict]:
     """AnomalyGPT-style question/answer records plus the detailed description, one per sample.
 
     Args:
@@ -123,8 +125,14 @@ def instruction_records(samples: Sequence[Sample], category_phrase: str | Mappin
             answer = ANSWER_ANOMALY_NO_POSITION
         else:
             answer = ANSWER_ANOMALY.format(position=position)
-        description = s.description or describe(f"a {phrase}", None if s.label == 0 else s.defect_type,
-                                                 position, s.meta.get("size"), s.meta.get("shape"), s.meta.get("colour"))
+        description = s.description or describe(
+            f"a {phrase}",
+            None if s.label == 0 else s.defect_type,
+            position,
+            s.meta.get("size"),
+            s.meta.get("shape"),
+            s.meta.get("colour"),
+        )
         records.append({
             "image": str(s.image_path), "category": s.category, "label": s.label, "defect_type": s.defect_type,
             "position": position, "question": QUESTION.format(category=phrase), "answer": answer,

@@ -63,7 +63,11 @@ def category_dirs(root: str | os.PathLike, categories: Iterable[str] | None, wha
                 raise FileNotFoundError(f"{p / missing}: category {p.name!r} has no {missing}/ folder")
         found = {p.name: p for p in _subfolders(root) if is_category_dir(p)}
         if not found:
-            hint = " (it is itself a category folder: pass its parent, or use load_folder)" if is_category_dir(root) else ""
+            hint = (
+                " (it is itself a category folder: pass its parent, or use load_folder)"
+                if is_category_dir(root)
+                else ""
+            )
             raise FileNotFoundError(f"{root}: no category folders with train/ and test/ found{hint}; expected {what} "
                                     "in the layout <root>/<category>/train/good, <root>/<category>/test/<defect>")
         return found
@@ -73,7 +77,9 @@ def category_dirs(root: str | os.PathLike, categories: Iterable[str] | None, wha
     for name in categories:
         folder = root / name
         if not is_category_dir(folder):
-            raise FileNotFoundError(f"{folder}: category {name!r} not found (expected {folder}/train and {folder}/test)")
+            raise FileNotFoundError(
+                f"{folder}: category {name!r} not found (expected {folder}/train and {folder}/test)"
+            )
         out[name] = folder
     return out
 
@@ -93,7 +99,9 @@ def _mask_index(gt_dir: Path, defect: str, stems: set[str]) -> dict[str, Path]:
     return index
 
 
-def scan_category(folder: str | os.PathLike, category: str | None = None, *, require_masks: bool = True) -> CategoryData:
+def scan_category(
+    folder: str | os.PathLike, category: str | None = None, *, require_masks: bool = True
+) -> CategoryData:
     """Read one category folder in the MVTec layout (file names and image headers only).
 
     Args:
@@ -158,7 +166,9 @@ def _test_samples(test_dir: Path, gt_root: Path | None, category: str) -> tuple[
         for p in images:
             mask = masks.get(p.stem)
             if gt_root is not None and mask is None:
-                raise ValueError(f"{p}: defect image with no mask (expected {gt_root / defect / (p.stem + MASK_SUFFIX)}.png)")
+                raise ValueError(
+                    f"{p}: defect image with no mask (expected {gt_root / defect / (p.stem + MASK_SUFFIX)}.png)"
+                )
             if mask is not None:
                 check_mask_matches(p, mask)
             test.append(Sample(p, category, "test", 1, defect, mask))

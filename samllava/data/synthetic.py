@@ -38,7 +38,8 @@ PNG_LEVEL = 1  # zlib level: noisy textures compress poorly anyway, level 1 is s
 
 SYNTHETIC_CATEGORIES: dict[str, SyntheticCategory] = {c.name: c for c in (
     SyntheticCategory("fabric", "weave", "texture", "a woven grey fabric", ((0.66, 0.68, 0.70), (0.30, 0.31, 0.34))),
-    SyntheticCategory("wood_grain", "grain", "texture", "a light wooden board", ((0.86, 0.72, 0.52), (0.60, 0.40, 0.22))),
+    SyntheticCategory("wood_grain", "grain", "texture", "a light wooden board",
+                      ((0.86, 0.72, 0.52), (0.60, 0.40, 0.22))),
     SyntheticCategory("metal_plate", "brushed", "texture", "a brushed steel plate", ((0.62, 0.64, 0.68),)),
     SyntheticCategory("concrete", "granular", "texture", "a grey concrete surface", ((0.68, 0.66, 0.62),)),
     SyntheticCategory("bottle_cap", "cap", "object", "a red bottle cap on a dark background",
@@ -60,12 +61,16 @@ TADD_STANDIN_SUBSETS: dict[str, SyntheticCategory] = {
     "CFD": SyntheticCategory("tadd_cfd_standin", "granular", "texture", "a grey asphalt road surface",
                              ((0.52, 0.52, 0.52),), scale=0.7, defects=("crack",), stands_in_for="CFD"),
     "Crack500": SyntheticCategory("tadd_crack500_standin", "granular", "texture", "a light concrete pavement",
-                                  ((0.74, 0.72, 0.68),), scale=1.3, defects=("crack", "hole"), stands_in_for="Crack500"),
-    "KolektorSDD": SyntheticCategory("tadd_kolektorsdd_standin", "brushed", "texture", "a polished copper commutator surface",
+                                  ((0.74, 0.72, 0.68),), scale=1.3, defects=("crack", "hole"),
+                                  stands_in_for="Crack500"),
+    "KolektorSDD": SyntheticCategory("tadd_kolektorsdd_standin", "brushed", "texture",
+                                     "a polished copper commutator surface",
                                      ((0.78, 0.52, 0.36),), defects=("crack", "scratch"), stands_in_for="KolektorSDD"),
-    "MT": SyntheticCategory("tadd_mt_standin", "granular", "texture", "a dark grey magnetic tile", ((0.40, 0.40, 0.42),),
+    "MT": SyntheticCategory("tadd_mt_standin", "granular", "texture", "a dark grey magnetic tile",
+                            ((0.40, 0.40, 0.42),),
                             scale=0.5, defects=("hole", "crack", "stain", "scratch"), stands_in_for="MT"),
-    "NEU": SyntheticCategory("tadd_neu_standin", "brushed", "texture", "a hot-rolled steel strip", ((0.50, 0.50, 0.50),),
+    "NEU": SyntheticCategory("tadd_neu_standin", "brushed", "texture", "a hot-rolled steel strip",
+                             ((0.50, 0.50, 0.50),),
                              scale=2.0, defects=("scratch", "contamination", "stain", "hole"), stands_in_for="NEU"),
     "RSDD": SyntheticCategory("tadd_rsdd_standin", "brushed", "texture", "a polished rail head surface",
                               ((0.80, 0.80, 0.82),), scale=3.0, defects=("hole", "stain"), stands_in_for="RSDD"),
@@ -73,7 +78,8 @@ TADD_STANDIN_SUBSETS: dict[str, SyntheticCategory] = {
 
 
 def resolve_category(item: str | SyntheticCategory) -> SyntheticCategory:
-    """A category config from a name in SYNTHETIC_CATEGORIES, a TADD subset name or stand-in folder name, or a config."""
+    """A category config from a name in SYNTHETIC_CATEGORIES, a TADD subset name or stand-in folder name,
+    or a config."""
     if isinstance(item, SyntheticCategory):
         return item
     by_name = {**SYNTHETIC_CATEGORIES, **TADD_STANDIN_SUBSETS, **{c.name: c for c in TADD_STANDIN_SUBSETS.values()}}
@@ -140,7 +146,8 @@ def _write_mvtec_layout(folder: Path, cat: SyntheticCategory, items: list[_Item]
     tmp = _scratch_dir(folder)
     records = []
     for item in items:
-        out = render(cat, _rng(seed, key, f"{item.split}/{item.folder}", item.index), (size, size), item.defect, item.size_class)
+        rng = _rng(seed, key, f"{item.split}/{item.folder}", item.index)
+        out = render(cat, rng, (size, size), item.defect, item.size_class)
         rel = Path(item.split) / item.folder / f"{item.index:03d}.png"
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         image = Image.fromarray(_to_uint8(out.image))
@@ -238,7 +245,8 @@ MVTEC_DEFECTS: dict[str, tuple[str, ...]] = {  # the real defect folder names
     "toothbrush": ("defective",),
     "transistor": ("bent_lead", "cut_lead", "damaged_case", "misplaced"),
     "wood": ("color", "combined", "hole", "liquid", "scratch"),
-    "zipper": ("broken_teeth", "combined", "fabric_border", "fabric_interior", "rough", "split_teeth", "squeezed_teeth"),
+    "zipper": ("broken_teeth", "combined", "fabric_border", "fabric_interior", "rough", "split_teeth",
+               "squeezed_teeth"),
 }
 MVTEC_GREYSCALE: tuple[str, ...] = ("grid", "screw", "zipper")
 # Which synthetic surface draws each real category in the miniatures (only a look-alike for demos).
@@ -259,7 +267,8 @@ def _known(names: Iterable[str], table: dict, what: str) -> list[str]:
     names = [names] if isinstance(names, str) else list(names)
     unknown = [n for n in names if n not in table]
     if unknown:
-        raise ValueError(f"unknown {what} categor{'y' if len(unknown) == 1 else 'ies'} {unknown}; known: {sorted(table)}")
+        noun = "category" if len(unknown) == 1 else "categories"
+        raise ValueError(f"unknown {what} {noun} {unknown}; known: {sorted(table)}")
     return names
 
 
@@ -319,7 +328,8 @@ def generate_visa_miniature(root: str | os.PathLike, categories: Iterable[str] =
             (base / sub).mkdir(parents=True)
         anno = []
         n_normal = n_train + n_test_good
-        test_normal = set(np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(n_normal)[:n_test_good].tolist())
+        order = np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(n_normal)
+        test_normal = set(order[:n_test_good].tolist())
         for i in range(n_normal):
             out = render(cat, _rng(seed, name, "Normal", i), shape)
             rel = f"{name}/Data/Images/Normal/{i:04d}.JPG"

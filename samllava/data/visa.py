@@ -103,7 +103,9 @@ def load_visa(root: str | os.PathLike, categories: Iterable[str] | None = None) 
             raise ValueError(f"{split_path}: empty category {name!r}: no rows (objects in the file: {sorted(rows)})")
         samples = [_sample(root, f"{split_path}:{lineno}", name, row) for lineno, row in rows[name]]
         train = sort_samples([s for s in samples if s.split == "train"])
-        test = sorted((s for s in samples if s.split == "test"), key=lambda s: s.image_path.relative_to(root).as_posix())
+        test = sorted(
+            (s for s in samples if s.split == "test"), key=lambda s: s.image_path.relative_to(root).as_posix()
+        )
         if not train:
             raise ValueError(f"{split_path}: empty category {name!r}: no train (normal) rows")
         if not test:

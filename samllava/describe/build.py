@@ -128,18 +128,30 @@ def _build_from_lm(profile: Profile, seed: int) -> tuple[LlavaForConditionalGene
         raise ValueError(f"profile {profile.name!r}: llm.kind='llava_from_lm' needs llm.vision_config")
     vision = CLIPVisionConfig(**cfg.vision_config)
     if vision.image_size != cfg.image_size:
-        raise ValueError(f"profile {profile.name!r}: llm.image_size={cfg.image_size} differs from vision_config.image_size={vision.image_size}")
+        raise ValueError(f"profile {profile.name!r}: llm.image_size={cfg.image_size} differs from "
+                         f"vision_config.image_size={vision.image_size}")
     lm_path = weights.require(profile, "llm", cfg.weights)
     lm = None
     if lm_path is None:
         if cfg.text_config is None or cfg.tokenizer is None:
-            raise ValueError(f"profile {profile.name!r}: a random language model needs llm.text_config and llm.tokenizer")
+            raise ValueError(
+                f"profile {profile.name!r}: a random language model needs llm.text_config and llm.tokenizer"
+            )
         tokenizer = add_placeholder_tokens(AutoTokenizer.from_pretrained(weights.resolve(cfg.tokenizer)))
-        text = LlamaConfig(**{"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-                              "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, **cfg.text_config})
+        text = LlamaConfig(
+            **{
+                "vocab_size": len(tokenizer),
+                "bos_token_id": tokenizer.bos_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+                "pad_token_id": tokenizer.pad_token_id,
+                **cfg.text_config,
+            }
+        )
     else:
         if cfg.text_config is not None:
-            raise ValueError(f"profile {profile.name!r}: llm.text_config must be null when llm.weights gives the language model")
+            raise ValueError(
+                f"profile {profile.name!r}: llm.text_config must be null when llm.weights gives the language model"
+            )
         lm, tokenizer = load_causal_lm(lm_path)
         if cfg.tokenizer is not None:
             tokenizer = AutoTokenizer.from_pretrained(weights.resolve(cfg.tokenizer))
@@ -164,8 +176,11 @@ def _build_hf(profile: Profile, seed: int) -> tuple[LlavaForConditionalGeneratio
         raise ValueError(f"profile {profile.name!r}: llm.kind='llava_hf' needs llm.weights (a checkpoint folder)")
     model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=_dtype(cfg))
     if model.config.vision_config.image_size != cfg.image_size:
-        raise ValueError(f"{folder}: vision tower takes {model.config.vision_config.image_size} px but llm.image_size={cfg.image_size}")
-    tokenizer = add_placeholder_tokens(AutoTokenizer.from_pretrained(weights.resolve(cfg.tokenizer) if cfg.tokenizer else folder))
+        raise ValueError(f"{folder}: vision tower takes {model.config.vision_config.image_size} px "
+                         f"but llm.image_size={cfg.image_size}")
+    tokenizer = add_placeholder_tokens(
+        AutoTokenizer.from_pretrained(weights.resolve(cfg.tokenizer) if cfg.tokenizer else folder)
+    )
     return model, tokenizer, _base_id(cfg.weights, model.config)
 
 

@@ -111,15 +111,24 @@ class Describer(nn.Module):
             # Tokenise the whole turn so the answer's first token is the one generation sees after the
             # prompt; fall back to separate tokenisation where a merge crosses the boundary.
             full = bos + self._token_ids(prompt + completion)
-            answer_ids = full[len(prompt_ids):] if full[: len(prompt_ids)] == prompt_ids else self._token_ids(completion)
+            answer_ids = (
+                full[len(prompt_ids) :] if full[: len(prompt_ids)] == prompt_ids else self._token_ids(completion)
+            )
         check_length(len(prompt_ids) + len(answer_ids) + extra, self.max_positions, prompt + (completion or ""))
         return prompt_ids, answer_ids
 
-    def _check_batch(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str], answers: list[str] | None) -> int:
+    def _check_batch(
+        self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str], answers: list[str] | None
+    ) -> int:
         b = llava_pixels.shape[0]
         if len(questions) != b or (answers is not None and len(answers) != b):
-            raise ValueError(f"batch of {b} images but {len(questions)} questions" + ("" if answers is None else f" and {len(answers)} answers"))
-        if sasa_tokens is not None and (sasa_tokens.ndim != 3 or sasa_tokens.shape[0] != b or sasa_tokens.shape[2] != self.llm_dim):
+            raise ValueError(
+                f"batch of {b} images but {len(questions)} questions"
+                + ("" if answers is None else f" and {len(answers)} answers")
+            )
+        if sasa_tokens is not None and (
+            sasa_tokens.ndim != 3 or sasa_tokens.shape[0] != b or sasa_tokens.shape[2] != self.llm_dim
+        ):
             raise ValueError(f"sasa_tokens must be (B={b}, N, llm_dim={self.llm_dim}), got {tuple(sasa_tokens.shape)}")
         return 0 if sasa_tokens is None else sasa_tokens.shape[1]
 
@@ -130,7 +139,9 @@ class Describer(nn.Module):
         # masked_scatter fills the placeholders row by row, in order: each row holds exactly its own tokens
         embeds = embeds.masked_scatter((ids == self.image_token_id)[..., None].expand_as(embeds), img)
         if sasa_tokens is not None and sasa_tokens.shape[1]:
-            embeds = embeds.masked_scatter((ids == self.sasa_token_id)[..., None].expand_as(embeds), sasa_tokens.to(embeds.dtype))
+            embeds = embeds.masked_scatter(
+                (ids == self.sasa_token_id)[..., None].expand_as(embeds), sasa_tokens.to(embeds.dtype)
+            )
         return embeds
 
     def _prompt(self, question: str, n_sasa: int) -> str:
@@ -144,7 +155,9 @@ class Describer(nn.Module):
         n_sasa = self._check_batch(llava_pixels, sasa_tokens, questions, answers)
         rows = []
         for q, a in zip(questions, answers):
-            prompt, completion = build_example(q, a, self.n_image_tokens, n_sasa, eos_token=self.tokenizer.eos_token, system=self.system)
+            prompt, completion = build_example(
+                q, a, self.n_image_tokens, n_sasa, eos_token=self.tokenizer.eos_token, system=self.system
+            )
             rows.append(self._encode(prompt, completion))
         length = max(len(p) + len(a) for p, a in rows)
         device = llava_pixels.device
@@ -167,7 +180,9 @@ class Describer(nn.Module):
         embeds, mask, labels = self._teacher_forced(llava_pixels, sasa_tokens, questions, answers)
         return self.model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
 
-    def loss(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str], answers: list[str]) -> Tensor:
+    def loss(
+        self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str], answers: list[str]
+    ) -> Tensor:
         """L_gen (Eq. 10): cross-entropy of the answer tokens, averaged over them (scalar).
 
         The same value as ``forward(...).loss``, but the vocabulary projection runs only at the
@@ -215,7 +230,9 @@ class Describer(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            logits = self.model(inputs_embeds=self._inputs_embeds(ids, llava_pixels, sasa_tokens), attention_mask=mask).logits[:, -1]
+            logits = self.model(
+                inputs_embeds=self._inputs_embeds(ids, llava_pixels, sasa_tokens), attention_mask=mask
+            ).logits[:, -1]
         finally:
             self.train(was_training)
         logp = logits.float().log_softmax(-1)
@@ -231,12 +248,13 @@ class Describer(nn.Module):
         was_training = self.training
         self.eval()  # no (LoRA) dropout while decoding
         try:
+            # (B, <= max_new): with inputs_embeds only, generate returns the new tokens alone
             out = self.llava.generate(
                 inputs_embeds=self._inputs_embeds(ids, llava_pixels, sasa_tokens), attention_mask=mask,
                 max_new_tokens=max_new, do_sample=False,
                 eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
                 suppress_tokens=[self.image_token_id, self.sasa_token_id],  # placeholders are never text
-            )  # (B, <= max_new): with inputs_embeds only, generate returns the new tokens alone
+            )
         finally:
             self.train(was_training)
         return out

@@ -87,8 +87,11 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
 
 
 def paper_llava_config() -> LlavaConfig:
-    return LlavaConfig(vision_config=CLIPVisionConfig(**PAPER_VISION_CONFIG), text_config=LlamaConfig(**PAPER_TEXT_CONFIG),
-                       **PAPER_LLAVA_CONFIG)
+    return LlavaConfig(
+        vision_config=CLIPVisionConfig(**PAPER_VISION_CONFIG),
+        text_config=LlamaConfig(**PAPER_TEXT_CONFIG),
+        **PAPER_LLAVA_CONFIG,
+    )
 
 
 def paper_parameter_counts(settings: LoraSettings | None = None) -> dict[str, int]:

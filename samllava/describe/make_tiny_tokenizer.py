@@ -62,7 +62,9 @@ def corpus() -> list[str]:
     lines = [SYSTEM]
     for c in CATEGORIES:
         # Whole turns in the describer's template, so "USER:" and "ASSISTANT:" become merges too.
-        lines += [f"{SYSTEM} {USER} {q.format(c=c)} {ASSISTANT} {a.format(c=c)}" for q in QUESTIONS for a in NORMAL_ANSWERS]
+        lines += [
+            f"{SYSTEM} {USER} {q.format(c=c)} {ASSISTANT} {a.format(c=c)}" for q in QUESTIONS for a in NORMAL_ANSWERS
+        ]
     # The full product is large: walk it with a fixed stride so every word appears in many contexts.
     combos = itertools.product(CATEGORIES, DEFECTS, POSITIONS, COLOURS, SHAPES)
     for i, (c, d, p, k, s) in enumerate(itertools.islice(combos, 0, None, 97)):

@@ -37,10 +37,14 @@ def build_prompt(
         n_sasa_tokens: number of SASA positions (g*g + N_t, Sec. 3.3).
     """
     if n_image_tokens < 0 or n_sasa_tokens < 0:
-        raise ValueError(f"placeholder counts must be >= 0, got n_image_tokens={n_image_tokens}, n_sasa_tokens={n_sasa_tokens}")
+        raise ValueError(
+            f"placeholder counts must be >= 0, got n_image_tokens={n_image_tokens}, n_sasa_tokens={n_sasa_tokens}"
+        )
     for token in (image_token, sasa_token):
         if token in question:
-            raise ValueError(f"question {question!r} contains the placeholder {token!r}; it would be replaced by features")
+            raise ValueError(
+                f"question {question!r} contains the placeholder {token!r}; it would be replaced by features"
+            )
     head = f"{system} {USER}" if system else USER
     return f"{head} {image_token * n_image_tokens}{sasa_token * n_sasa_tokens}\n{question.strip()} {ASSISTANT}"
 

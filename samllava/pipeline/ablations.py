@@ -52,18 +52,23 @@ def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int =
         variant = profile.replace(**changes) if changes else profile
         sam_key = (variant.sam.prompt, variant.multiscale.prompt_learner, variant.multiscale.decoder)
         if sam_key not in trained_sam:  # "w/o SASA" shares the full model's SAM side
-            cascade = train_cascade(variant, steps=steps, lr=lr, shots=1, coarse=coarse, data=train_data, progress=False,
-                                    inputs=train_inputs)[1]
+            cascade = train_cascade(variant, steps=steps, lr=lr, shots=1, coarse=coarse, data=train_data,
+                                    progress=False, inputs=train_inputs)[1]
             cascade.sam.image_encoder = encoder.sam.image_encoder  # frozen and identical (test_pipeline): share it
             trained_sam[sam_key] = cascade
         method = CascadeMethod(coarse, trained_sam[sam_key], score="map_max", embed=embed)
-        st = seed_stats(evaluate(method, data, shots=1, seeds=tuple(seeds), image_size=profile.data.image_size, progress=False))
-        acc = np.nan
-        if name in accuracy_variants:
-            model, _ = trained_model(variant, progress=False)  # keyed by the variant's profile: "full" is the main model
-            acc = float(description_eval(model, data, shots=1, max_new_tokens=3, per_label=per_label)[0]["accuracy"].mean())
+        size = profile.data.image_size
+        st = seed_stats(evaluate(method, data, shots=1, seeds=tuple(seeds), image_size=size, progress=False))
+        acc = _accuracy(variant, data, per_label) if name in accuracy_variants else np.nan
         p = PAPER[name]
-        rows.append({"variant": name, "image_auroc": st["image_auroc"], "pixel_auroc": st["pixel_auroc"], "accuracy": acc,
-                     "paper MVTec image": p[0], "paper MVTec pixel": p[1], "paper MVTec acc": p[2],
+        rows.append({"variant": name, "image_auroc": st["image_auroc"], "pixel_auroc": st["pixel_auroc"],
+                     "accuracy": acc, "paper MVTec image": p[0], "paper MVTec pixel": p[1], "paper MVTec acc": p[2],
                      "paper VisA image": p[3], "paper VisA pixel": p[4], "paper VisA acc": p[5]})
     return pd.DataFrame(rows)
+
+
+def _accuracy(variant: Profile, data: dict[str, CategoryData], per_label: int | None) -> float:
+    """Yes/no accuracy of ``variant`` trained end to end (cached, keyed by the variant's profile: the full
+    variant is the main model)."""
+    model, _ = trained_model(variant, progress=False)
+    return float(description_eval(model, data, shots=1, max_new_tokens=3, per_label=per_label)[0]["accuracy"].mean())

@@ -43,11 +43,19 @@ def gpu_rows(path: str | Path | None) -> list[dict]:
     one = fast.get("batch_1", {})
     best = max((v for v in fast.values() if "images_per_s" in v), key=lambda v: v["images_per_s"], default={})
     best_batch = next((k for k, v in fast.items() if v is best), "n/a")
-    return [{"model": f"SAM-LLaVA, paper profile, random weights ({g['device']}, {g['dtype']}, batch 1 / best {best_batch}; "
-                      f"{Path(path).name})",
-             "total_M": g["params"]["total_M"], "trainable_M": g["params"]["trainable_M"], "lora_M": g["params"]["lora_M"],
-             "training_time_h": np.nan, "latency_ms": one.get("mean_ms", np.nan),
-             "throughput_img_s": best.get("images_per_s", np.nan), "peak_memory_GB": one.get("peak_memory_GB", np.nan)}]
+    return [
+        {
+            "model": f"SAM-LLaVA, paper profile, random weights ({g['device']}, {g['dtype']}, "
+            f"batch 1 / best {best_batch}; {Path(path).name})",
+            "total_M": g["params"]["total_M"],
+            "trainable_M": g["params"]["trainable_M"],
+            "lora_M": g["params"]["lora_M"],
+            "training_time_h": np.nan,
+            "latency_ms": one.get("mean_ms", np.nan),
+            "throughput_img_s": best.get("images_per_s", np.nan),
+            "peak_memory_GB": one.get("peak_memory_GB", np.nan),
+        }
+    ]
 
 
 def complexity_table(profile: Profile, device: str = "cpu", runs: int = 5, warmup: int = 1, new_tokens: int = 32,
@@ -64,14 +72,32 @@ def complexity_table(profile: Profile, device: str = "cpu", runs: int = 5, warmu
              "latency_ms": e2e.get("mean_ms", np.nan), "throughput_img_s": e2e.get("images_per_s", np.nan),
              "peak_memory_GB": r["peak_memory_GB"]}]
     pc = paper_profile_counts()
-    rows.append({"model": "SAM-LLaVA, paper profile (counted from its configuration)", "total_M": pc["total_M"],
-                 "trainable_M": pc["trainable_M"], "lora_M": pc["lora_M"], "training_time_h": np.nan, "latency_ms": np.nan,
-                 "throughput_img_s": np.nan, "peak_memory_GB": np.nan})
+    rows.append(
+        {
+            "model": "SAM-LLaVA, paper profile (counted from its configuration)",
+            "total_M": pc["total_M"],
+            "trainable_M": pc["trainable_M"],
+            "lora_M": pc["lora_M"],
+            "training_time_h": np.nan,
+            "latency_ms": np.nan,
+            "throughput_img_s": np.nan,
+            "peak_memory_GB": np.nan,
+        }
+    )
     rows += gpu_rows(gpu_json)
     for m, v in TABLE11.items():
-        rows.append({"model": f"{m} (paper, L40)", "total_M": v["total_M"], "trainable_M": v["trainable_M"],
-                     "lora_M": v.get("lora_M", np.nan), "training_time_h": v["train_hours"], "latency_ms": v["latency_ms"],
-                     "throughput_img_s": v.get("throughput_img_s", np.nan), "peak_memory_GB": v.get("peak_memory_GB", np.nan)})
+        rows.append(
+            {
+                "model": f"{m} (paper, L40)",
+                "total_M": v["total_M"],
+                "trainable_M": v["trainable_M"],
+                "lora_M": v.get("lora_M", np.nan),
+                "training_time_h": v["train_hours"],
+                "latency_ms": v["latency_ms"],
+                "throughput_img_s": v.get("throughput_img_s", np.nan),
+                "peak_memory_GB": v.get("peak_memory_GB", np.nan),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -1,4 +1,6 @@
-"""Data sets of a profile for the notebooks: the synthetic splits, the TADD stand-in, the packaged textiles, balanced subsets."""
+"""Data sets of a profile for the notebooks: the synthetic splits, the TADD stand-in, the packaged textiles,
+a summary table, a gallery, Table 1's cross-domain sets."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,7 +51,9 @@ def textiles(n_train: int = 8, n_test_per_kind: int = 20) -> dict[str, CategoryD
 
     nominal = files(nominal_dir)
     if len(nominal) < n_train + 2 * n_test_per_kind:
-        raise ValueError(f"conformal-clip-data has {len(nominal)} nominal images, fewer than {n_train + 2 * n_test_per_kind} needed")
+        raise ValueError(
+            f"conformal-clip-data has {len(nominal)} nominal images, fewer than {n_train + 2 * n_test_per_kind} needed"
+        )
     train = [Sample(p, "textile", "train", 0, "good", None) for p in nominal[:n_train]]
     test = [Sample(p, "textile", "test", 0, "good", None) for p in nominal[n_train:n_train + 2 * n_test_per_kind]]
     for kind, d in (("local", local_dir), ("global", global_dir)):
@@ -63,9 +67,17 @@ def dataset_summary(sets: dict[str, dict[str, CategoryData]]) -> pd.DataFrame:
     for ds, data in sets.items():
         for name, cat in data.items():
             defects = sorted({s.defect_type for s in cat.test if s.label == 1})
-            rows.append({"data": ds, "category": name, "train_good": len(cat.train),
-                         "test_normal": sum(s.label == 0 for s in cat.test), "test_anomalous": sum(s.label == 1 for s in cat.test),
-                         "defect_types": ", ".join(defects), "masks": "yes" if cat.has_masks else "no (pixel metrics n/a)"})
+            rows.append(
+                {
+                    "data": ds,
+                    "category": name,
+                    "train_good": len(cat.train),
+                    "test_normal": sum(s.label == 0 for s in cat.test),
+                    "test_anomalous": sum(s.label == 1 for s in cat.test),
+                    "defect_types": ", ".join(defects),
+                    "masks": "yes" if cat.has_masks else "no (pixel metrics n/a)",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -87,7 +99,10 @@ def synthetic_gallery(data: dict[str, CategoryData], n: int = 6, size: int | Non
 
 # --- paper artefacts -----------------------------------------------------------------------------
 
-STANDIN_DOMAINS = {"textures": ("fabric", "wood_grain", "metal_plate", "concrete"), "objects": ("bottle_cap", "pill_tablet")}
+STANDIN_DOMAINS = {
+    "textures": ("fabric", "wood_grain", "metal_plate", "concrete"),
+    "objects": ("bottle_cap", "pill_tablet"),
+}
 
 
 def cross_domain_sets(profile: Profile, data_roots: dict | None = None) -> dict[str, tuple[dict, dict]]:

@@ -1,4 +1,6 @@
-"""Description notebooks: the trained end-to-end model (cached, shared), yes/no and position accuracy, log-odds, Tables 5-6, Figs. 3-4."""
+"""Description notebooks: Tables 5-6, Figs. 3-4, the before/after and log-odds tables, SASA's attention
+(the answers and their scores come from :mod:`samllava.answers`)."""
+
 from __future__ import annotations
 
 import textwrap
@@ -93,8 +95,11 @@ def judge_table(model, data: dict[str, CategoryData], judge, shots: int = 1, see
         cat = data[ex.category]
         for i, text in enumerate(texts):
             s = cat.test[i]
-            truth = {"label": int(ex.labels[i]), **({k: s.meta.get(k) for k in ("position", "size", "shape", "colour")} if s.label else {}),
-                     **({"defect_type": s.defect_type} if s.label else {})}
+            truth = {
+                "label": int(ex.labels[i]),
+                **({k: s.meta.get(k) for k in ("position", "size", "shape", "colour")} if s.label else {}),
+                **({"defect_type": s.defect_type} if s.label else {}),
+            }
             score = judge.score(text, truth, s.image_path)
             by_label[int(ex.labels[i])].append(score)
             kind = "defective" if s.label else "normal"
@@ -103,7 +108,9 @@ def judge_table(model, data: dict[str, CategoryData], judge, shots: int = 1, see
                                 "truth": s.description or "", "category": ex.category}
     rows = [{"method": f"SAM-LLaVA (this run; judge: {judge.name})", "abnormal": np.mean(by_label[1]),
              "normal": np.mean(by_label[0]), "all": np.mean(by_label[0] + by_label[1])}]
-    rows += [{"method": f"{m} (paper; GPT-4V)", "abnormal": a, "normal": n, "all": al} for m, (a, n, al) in TABLE6.items()]
+    rows += [
+        {"method": f"{m} (paper; GPT-4V)", "abnormal": a, "normal": n, "all": al} for m, (a, n, al) in TABLE6.items()
+    ]
     return pd.DataFrame(rows), [picked[k] for k in ("defective", "normal") if k in picked]
 
 

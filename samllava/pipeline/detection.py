@@ -74,8 +74,18 @@ def coarse_figure(coarse, data: dict[str, CategoryData], n: int = 4, shots: int 
         rows.append([img[0], gt, zs.calibrated[0], zs.mask[0], fs.calibrated[0], fs.mask[0]])
         titles.append(f"{name}\n{s.defect_type}")
     coarse.clear_support()
-    fig = viz.image_grid(rows, row_titles=titles, col_titles=["image", "ground truth", "zero-shot H (Eq. 1)", "M_coarse (Otsu)",
-                                                               f"few-shot H' (Eq. 2, K={shots})", "M'_coarse (Otsu)"])
+    fig = viz.image_grid(
+        rows,
+        row_titles=titles,
+        col_titles=[
+            "image",
+            "ground truth",
+            "zero-shot H (Eq. 1)",
+            "M_coarse (Otsu)",
+            f"few-shot H' (Eq. 2, K={shots})",
+            "M'_coarse (Otsu)",
+        ],
+    )
     return fig, fs.terms
 
 
@@ -95,7 +105,10 @@ def segmentation_table(coarse, cascade, data: dict[str, CategoryData], shots: in
     """Coarse only vs coarse + SAM: image/pixel AUROC, AUPRO and mask IoU (mean over categories and seeds)."""
     size = size or coarse.profile.data.image_size
     rows = []
-    for name, method in (("coarse only (Eq. 1-2)", coarse), ("coarse + SAM cascade (Eq. 3-4)", CascadeMethod(coarse, cascade))):
+    for name, method in (
+        ("coarse only (Eq. 1-2)", coarse),
+        ("coarse + SAM cascade (Eq. 3-4)", CascadeMethod(coarse, cascade)),
+    ):
         res = evaluate(method, data, shots=shots, seeds=tuple(seeds), image_size=size, progress=False)
         row = {"method": name, **{k: v for k, v in seed_stats(res).items() if not k.endswith("_std")}}
         row["aupro"] = 100 * float(np.mean([c.summary()["aupro"] for c in res.values()]))
@@ -131,8 +144,16 @@ def cascade_figure(coarse, cascade, data: dict[str, CategoryData], n: int = 3, s
 
 
 @torch.no_grad()
-def prompt_types_figure(coarse, cascade, data: dict[str, CategoryData], prompts=("mask", "mask+box", "box", "point", "none"),
-                        n: int = 3, shots: int = 1, seed: int = 0, size: int | None = None):
+def prompt_types_figure(
+    coarse,
+    cascade,
+    data: dict[str, CategoryData],
+    prompts=("mask", "mask+box", "box", "point", "none"),
+    n: int = 3,
+    shots: int = 1,
+    seed: int = 0,
+    size: int | None = None,
+):
     """Figure: the fine mask of each prompt type (Tables 7 and 10) from the same SAM weights."""
     size = size or coarse.profile.data.image_size
     variants = {}
@@ -147,12 +168,17 @@ def prompt_types_figure(coarse, cascade, data: dict[str, CategoryData], prompts=
         img = cat.load_images([s], size)
         coarse(img, name, cat.load_images(sample_support(cat, shots, seed), size))
         emb, cmask = cascade.embed(img), coarse.last_output.mask
-        rows.append([img[0], cat.load_masks([s], size)[0, 0], cmask[0]] + [variants[p](emb, cmask, size).mask[0] for p in prompts])
+        rows.append(
+            [img[0], cat.load_masks([s], size)[0, 0], cmask[0]]
+            + [variants[p](emb, cmask, size).mask[0] for p in prompts]
+        )
         titles.append(name)
     return viz.image_grid(rows, row_titles=titles, col_titles=["image", "ground truth", "M_coarse", *prompts])
 
 
-def zero_shot_table(profile: Profile, data_roots: dict | None = None, steps: int = 200, lr: float | None = None) -> pd.DataFrame:
+def zero_shot_table(
+    profile: Profile, data_roots: dict | None = None, steps: int = 200, lr: float | None = None
+) -> pd.DataFrame:
     """Table 1: train on one data set, test zero-shot on the other, both directions.
 
     Measured in one harness: the WinCLIP-style zero-shot CLIP map (the coarse stage without
@@ -165,8 +191,13 @@ def zero_shot_table(profile: Profile, data_roots: dict | None = None, steps: int
     size = profile.data.image_size
     ours = {"WinCLIP-style zero-shot map (this harness)": [], "SAM-LLaVA coarse + SAM (this run)": []}
     columns = []
-    for src_name, train_data, dst_name, test_data in ((name_b, train_b, name_a, test_a), (name_a, train_a, name_b, test_b)):
-        _, cascade, _ = train_cascade(profile, steps=steps, lr=lr, shots=0, data=train_data, coarse=coarse, progress=False)
+    for src_name, train_data, dst_name, test_data in (
+        (name_b, train_b, name_a, test_a),
+        (name_a, train_a, name_b, test_b),
+    ):
+        _, cascade, _ = train_cascade(
+            profile, steps=steps, lr=lr, shots=0, data=train_data, coarse=coarse, progress=False
+        )
         columns += [f"{src_name} -> {dst_name}: image AUROC", f"{src_name} -> {dst_name}: pixel AUROC"]
         for name, method in zip(ours, (coarse, CascadeMethod(coarse, cascade))):
             st = seed_stats(evaluate(method, test_data, shots=0, image_size=size, progress=False))
@@ -186,10 +217,16 @@ def fewshot_pixel_tables(profile: Profile, coarse: CoarseMethod, cascade, data: 
         coarse.coarse.calibrator.extractor = CachedExtractor(coarse.coarse.calibrator.extractor)
     methods = {"SAM-LLaVA (this run)": CascadeMethod(coarse, cascade), "coarse only (this run)": coarse,
                "PatchCore-style k-NN (this run)": KnnMethod(profile, extractor=coarse.coarse.calibrator.extractor)}
-    zero = {name: r.summary()["pixel_auroc"] for name, r in evaluate(coarse, data, shots=0, image_size=size, progress=False).items()}
+    zero = {
+        name: r.summary()["pixel_auroc"]
+        for name, r in evaluate(coarse, data, shots=0, image_size=size, progress=False).items()
+    }
     tables = {}
     for k in shots:
-        cols = {name: evaluate(m, data, shots=k, seeds=tuple(seeds), image_size=size, progress=False) for name, m in methods.items()}
+        cols = {
+            name: evaluate(m, data, shots=k, seeds=tuple(seeds), image_size=size, progress=False)
+            for name, m in methods.items()
+        }
         rows = []
         for subset in data:
             row = {"subset": subset}
@@ -214,7 +251,14 @@ def figure2(tables: dict[int, pd.DataFrame]):
     for i, col in enumerate(ours):
         ax.bar(np.arange(len(ks)) + i * width, [tables[k][col].iloc[-1] for k in ks], width, label=col)
     for j, (m, vals) in enumerate(FIGURE2_MEAN.items()):
-        ax.bar(np.arange(len(ks)) + (len(ours) + j) * width, vals, width, label=f"{m} (paper, 21 TADD subsets)", hatch="//", alpha=0.6)
+        ax.bar(
+            np.arange(len(ks)) + (len(ours) + j) * width,
+            vals,
+            width,
+            label=f"{m} (paper, 21 TADD subsets)",
+            hatch="//",
+            alpha=0.6,
+        )
     ax.set_xticks(np.arange(len(ks)) + 0.4 - width / 2, [f"{k}-shot" for k in ks])
     ax.set_ylabel("mean pixel AUROC (%)")
     ax.set_ylim(40, 100)
@@ -241,8 +285,17 @@ def segmentation_comparison_figure(profile: Profile, coarse: CoarseMethod, casca
         coarse(img, name, support)
         out = coarse.last_output
         fine = cascade(cascade.embed(img), out.mask, size)
-        rows.append([img[0], cat.load_masks([s], size)[0, 0], zs_mask[0], otsu_masks(knn_map)[0], out.mask[0], fine.mask[0],
-                     out.calibrated[0]])
+        rows.append(
+            [
+                img[0],
+                cat.load_masks([s], size)[0, 0],
+                zs_mask[0],
+                otsu_masks(knn_map)[0],
+                out.mask[0],
+                fine.mask[0],
+                out.calibrated[0],
+            ]
+        )
         titles.append(name)
     cols = ["input", "ground truth", "WinCLIP-style (zero-shot)", "PatchCore-style k-NN", "coarse only (M'_coarse)",
             "SAM-LLaVA (M_fine)", "coarse heatmap H'"]

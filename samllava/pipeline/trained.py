@@ -72,17 +72,25 @@ def sam_side_state(cascade) -> dict[str, torch.Tensor]:
     return {k: v for k, v in cascade.state_dict().items() if ".image_encoder." not in f".{k}"}
 
 
-def train_cascade(profile: Profile, steps: int | None = None, lr: float | None = None, shots: int = 1, progress: bool = True,
-                  data: dict[str, CategoryData] | None = None, coarse: CoarseMethod | None = None, cache: bool = True,
-                  inputs=None):
+def train_cascade(
+    profile: Profile,
+    steps: int | None = None,
+    lr: float | None = None,
+    shots: int = 1,
+    progress: bool = True,
+    data: dict[str, CategoryData] | None = None,
+    coarse: CoarseMethod | None = None,
+    cache: bool = True,
+    inputs=None,
+):
     """SAM side alone (Sec. 3.2, Eq. 6); image encoder frozen. Detection metrics depend only on the
     coarse stage and SAM, so this is what the detection tables train.
 
     ``steps``/``lr`` default to the profile's SAM warm-up (``train.sam_warmup_steps``/``sam_warmup_lr``),
     so notebooks 03, 07, 09 and the end-to-end model share one trained SAM side; a profile without a
-    warm-up (the paper's: SAM is pretrained) still trains the SAM side :data:`SAM_SIDE_STEPS` steps here. ``data`` defaults to
-    the synthetic training set (seed 1); ``shots=0`` trains on zero-shot coarse masks. The result is
-    cached under :func:`samllava.paths.checkpoint_dir`, keyed by profile, budget and data
+    warm-up (the paper's: SAM is pretrained) still trains the SAM side :data:`SAM_SIDE_STEPS` steps here.
+    ``data`` defaults to the synthetic training set (seed 1); ``shots=0`` trains on zero-shot coarse masks.
+    The result is cached under :func:`samllava.paths.checkpoint_dir`, keyed by profile, budget and data
     (``cache=False`` retrains). ``inputs``: a callable returning :func:`cascade_inputs` of ``data``,
     for callers that train several variants on the same frozen inputs (called only on a cache miss).
     Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``.
@@ -100,11 +108,14 @@ def train_cascade(profile: Profile, steps: int | None = None, lr: float | None =
         state = torch.load(path, map_location="cpu", weights_only=True)
         missing, unexpected = cascade.load_state_dict(state["sam_side"], strict=False)
         if unexpected or any(".image_encoder." not in f".{k}" for k in missing):
-            raise ValueError(f"{path}: does not fit this cascade (unexpected {unexpected[:3]}, missing {missing[:3]}); delete it")
+            raise ValueError(
+                f"{path}: does not fit this cascade (unexpected {unexpected[:3]}, missing {missing[:3]}); delete it"
+            )
         return coarse, cascade.eval(), list(state["losses"])
     emb, masks, gt = inputs() if inputs is not None else cascade_inputs(coarse, cascade, data, shots=shots)
-    losses = sam_train.train_segmentation(cascade, emb, masks, gt, steps=steps, lr=lr, batch_size=t.batch_size, seed=t.seed,
-                                progress=progress)
+    losses = sam_train.train_segmentation(
+        cascade, emb, masks, gt, steps=steps, lr=lr, batch_size=t.batch_size, seed=t.seed, progress=progress
+    )
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
@@ -113,7 +124,8 @@ def train_cascade(profile: Profile, steps: int | None = None, lr: float | None =
 
 
 def model_dir(profile: Profile, tag: str = "main", epochs: int | None = None, shots: int = 1) -> Path:
-    """Where :func:`trained_model` keeps the model of ``profile`` trained ``epochs`` (None: the profile's) with K=``shots``."""
+    """Where :func:`trained_model` keeps the model of ``profile`` trained ``epochs`` (None: the profile's)
+    with K=``shots``."""
     epochs = profile.train.epochs if epochs is None else epochs
     return checkpoint_dir() / f"{profile.name}-{tag}-{cache_key(profile, epochs=epochs, shots=shots)}"
 

@@ -84,7 +84,9 @@ class SamCascade(nn.Module):
         self.sam.image_encoder.requires_grad_(False)
         channels = sam.prompt_encoder.embed_dim
         uses_mask = "mask" in cfg.prompt
-        self.prompt_learner = MultiScalePromptLearner(channels, ms.kernels) if (ms.prompt_learner and uses_mask) else None
+        self.prompt_learner = (
+            MultiScalePromptLearner(channels, ms.kernels) if (ms.prompt_learner and uses_mask) else None
+        )
         self.decoder = MultiScaleMaskDecoder(sam.mask_decoder, multiscale=ms.decoder)
         self.resize = ResizeLongestSide(sam.image_encoder.img_size)
 
@@ -109,7 +111,10 @@ class SamCascade(nn.Module):
         size = ResizeLongestSide.get_preprocess_shape(h, w, self.resize.target_length)
         x = images * 255.0
         if size != (h, w):
-            x = F.interpolate(x.float(), size, mode="bilinear", align_corners=False, antialias=True).to(x.dtype)  # no bf16 CPU kernel
+            # no bf16 CPU kernel
+            x = F.interpolate(x.float(), size, mode="bilinear", align_corners=False, antialias=True).to(
+                x.dtype
+            )
         return self.sam.preprocess(x)
 
     @torch.no_grad()
@@ -140,7 +145,9 @@ class SamCascade(nn.Module):
         if kind == "none":  # the prompt encoder returns batch 1 without any prompt
             sparse, dense = sparse.expand(b, -1, -1), dense.expand(b, -1, -1, -1)
         if self.prompt_learner is not None and masks is not None:  # the multi-scale prompt comes with the mask
-            dense = dense + self.prompt_learner(resize_pad_mask(coarse, encoder.image_embedding_size[0]).to(device, dtype))
+            dense = dense + self.prompt_learner(
+                resize_pad_mask(coarse, encoder.image_embedding_size[0]).to(device, dtype)
+            )
         return sparse, dense
 
     def forward(self, embeddings: torch.Tensor, coarse_masks: torch.Tensor,

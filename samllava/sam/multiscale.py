@@ -147,7 +147,10 @@ class MultiScaleMaskDecoder(nn.Module):
         seen: dict[str, object] = {}
         handles = []
         if self.multiscale:
-            for name, module in (("transformer", self.decoder.transformer), ("upscaled", self.decoder.output_upscaling)):
+            for name, module in (
+                ("transformer", self.decoder.transformer),
+                ("upscaled", self.decoder.output_upscaling),
+            ):
                 handles.append(module.register_forward_hook(lambda _m, _a, out, name=name: seen.__setitem__(name, out)))
         try:
             mid, iou = self.decoder.predict_masks(

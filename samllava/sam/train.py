@@ -44,7 +44,10 @@ def train_segmentation(
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
     image_size = tuple(gt_masks.shape[-2:])
     generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(cascade.trainable_parameters(), lr=lr, foreach=True)  # one kernel per op for all tensors (CPU default: a Python loop)
+    # one kernel per op for all tensors (CPU default: a Python loop)
+    optimiser = torch.optim.Adam(
+        cascade.trainable_parameters(), lr=lr, foreach=True
+    )
     was_training = cascade.training
     cascade.train()
     order = torch.empty(0, dtype=torch.long)

@@ -71,7 +71,10 @@ def train(model: SamLlava, examples: list[Examples], *, epochs: int | None = Non
     rank, world_size = world()
     torch.manual_seed(cfg.seed)
     params = model.trainable_parameters()
-    optimizer = torch.optim.Adam(param_groups(model), lr=cfg.lr, foreach=True)  # CPU default: a Python loop over tensors
+    # CPU default: a Python loop over tensors
+    optimizer = torch.optim.Adam(
+        param_groups(model), lr=cfg.lr, foreach=True
+    )
     history: list[dict] = []
     start = 0
     ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None

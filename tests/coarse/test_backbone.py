@@ -60,7 +60,9 @@ def test_mapping_rejects_foreign_checkpoints(offline):
     target = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
     items = list(state.items())
     shifted = dict(items[1:] + items[:1])
-    with pytest.raises(CheckpointError, match=r"tensor #0 '_bn0.weight' \(32,\) does not match the architecture's 'conv_stem.weight'"):
+    with pytest.raises(
+        CheckpointError, match=r"tensor #0 '_bn0.weight' \(32,\) does not match the architecture's 'conv_stem.weight'"
+    ):
         map_state_dict_by_order(shifted, target, "shifted")
     with pytest.raises(CheckpointError, match="295 tensors, but the architecture has 296"):
         map_state_dict_by_order(dict(items[:-1]), target, "short")

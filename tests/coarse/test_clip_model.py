@@ -43,7 +43,10 @@ def test_wrong_architecture_is_a_clear_error(tiny_profile, tmp_path):
     path = tmp_path / "wide.pt"
     torch.save(wide.state_dict(), path)
     model, _ = build_clip(tiny_profile.clip, None)
-    with pytest.raises(CheckpointError, match=rf"(?s){re.escape(str(path))} do not match the architecture.*size mismatch for text_projection"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"(?s){re.escape(str(path))} do not match the architecture.*size mismatch for text_projection",
+    ):
         load_clip_weights(model, path)
 
 

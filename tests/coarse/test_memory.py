@@ -5,7 +5,13 @@ import torch
 
 from samllava.coarse.backbone import FeatureExtractor
 from samllava.coarse import memory as memory_module
-from samllava.coarse.memory import FewShotCalibrator, held_out_distances, knn_anomaly_map, min_cosine_distance, normal_scale
+from samllava.coarse.memory import (
+    FewShotCalibrator,
+    held_out_distances,
+    knn_anomaly_map,
+    min_cosine_distance,
+    normal_scale,
+)
 
 
 class PixelFeatures(FeatureExtractor):
@@ -53,7 +59,12 @@ def test_blocked_similarities_equal_one_product(monkeypatch, k):
     if k > 1:
         excluded = (idx // 12)[:, None] == (idx // 12)[None, :]
     else:
-        excluded = torch.maximum(((idx // 4)[:, None] - (idx // 4)[None, :]).abs(), ((idx % 4)[:, None] - (idx % 4)[None, :]).abs()) <= 1
+        excluded = (
+            torch.maximum(
+                ((idx // 4)[:, None] - (idx // 4)[None, :]).abs(), ((idx % 4)[:, None] - (idx % 4)[None, :]).abs()
+            )
+            <= 1
+        )
     ref = (1 - (flat @ flat.t()).masked_fill(excluded, float("-inf")).amax(-1)).clamp_min(0).view(k, 3, 4)
     assert torch.allclose(held, ref, atol=1e-6)
 

@@ -34,7 +34,12 @@ def test_every_data_set_category_has_a_phrase():
         from samllava.data.synthetic import TADD_STANDIN_SUBSETS
     except ImportError as e:  # the data package is another stage's; say why instead of failing here
         pytest.skip(f"samllava.data not importable: {e}")
-    names = [*MVTEC_CATEGORIES, *VISA_CATEGORIES, *SYNTHETIC_CATEGORIES, *(c.name for c in TADD_STANDIN_SUBSETS.values())]
+    names = [
+        *MVTEC_CATEGORIES,
+        *VISA_CATEGORIES,
+        *SYNTHETIC_CATEGORIES,
+        *(c.name for c in TADD_STANDIN_SUBSETS.values()),
+    ]
     missing = [n for n in names if n not in prompts.CATEGORY_PHRASES]
     assert not missing
 

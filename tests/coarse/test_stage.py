@@ -71,7 +71,9 @@ def test_inactive_zero_shot_uses_lambda(tiny_coarse):
 
 def test_knn_baseline_on_tiny_backbone(tiny_coarse):
     support = torch.rand(2, 3, 64, 64)
-    maps, scores = knn_anomaly_map(tiny_coarse.calibrator.extractor, support, torch.cat([support[:1], torch.rand(1, 3, 64, 64)]))
+    maps, scores = knn_anomaly_map(
+        tiny_coarse.calibrator.extractor, support, torch.cat([support[:1], torch.rand(1, 3, 64, 64)])
+    )
     assert maps.shape == (2, 64, 64) and scores.shape == (2,)
     assert maps[0].abs().max() < 1e-4 and scores[1] > scores[0]  # a support image is at distance 0
 

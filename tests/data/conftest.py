@@ -1,4 +1,6 @@
-"""Data fixtures: miniature MVTec AD / VisA in their real layouts and a small synthetic set, written once per session."""
+"""Data fixtures: miniature MVTec AD / VisA in their real layouts and a small synthetic set, written once
+per session."""
+
 from pathlib import Path
 
 import pytest

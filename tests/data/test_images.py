@@ -117,7 +117,9 @@ def test_mask_rgb_any_channel_and_nearest_resize_stays_binary(tmp_path):
     m = load_mask(_save(tmp_path / "rgb_mask.png", mask), 4)
     assert m.shape == (1, 4, 4)
     assert set(m.unique().tolist()) == {0.0, 1.0}
-    assert torch.equal(m[0], torch.tensor([[0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.float32))
+    assert torch.equal(
+        m[0], torch.tensor([[0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.float32)
+    )
 
 
 def test_mask_size_mismatch_names_both_files(tmp_path):

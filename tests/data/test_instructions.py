@@ -47,7 +47,9 @@ def test_records_for_synthetic_data(synthetic_root: Path):
             assert r["answer"] == f"Yes, there is an anomaly in the image, at the {s.meta['position']} of the image."
         assert r["description"] == s.description and r["target"] == f"{r['answer']} {r['description']}"
         assert parse_yes_no(r["answer"]) == bool(s.label)
-    assert instruction_records(cat.test[:1], category_phrase="cloth")[0]["question"].startswith("This is a photo of a cloth ")
+    assert instruction_records(cat.test[:1], category_phrase="cloth")[0]["question"].startswith(
+        "This is a photo of a cloth "
+    )
 
 
 def test_records_from_masks_and_image_level_samples(tmp_path: Path):

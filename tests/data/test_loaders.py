@@ -45,7 +45,9 @@ def test_load_mvtec(mvtec_root: Path):
         assert s.label == int(s.defect_type != "good")
         assert (s.mask_path is None) == (s.label == 0)
         if s.mask_path is not None:
-            assert s.mask_path == mvtec_root / "bottle" / "ground_truth" / s.defect_type / f"{s.image_path.stem}_mask.png"
+            assert (
+                s.mask_path == mvtec_root / "bottle" / "ground_truth" / s.defect_type / f"{s.image_path.stem}_mask.png"
+            )
     assert list(load_mvtec(mvtec_root, categories=["grid"])) == ["grid"]
 
 
@@ -139,9 +141,9 @@ def test_half_a_category_is_reported(mvtec_root: Path, tmp_path: Path):
 def test_visa_miniature_has_the_real_layout(visa_root: Path):
     lines = (visa_root / "split_csv" / "1cls.csv").read_text().splitlines()
     assert lines[0] == "object,split,label,image,mask"
-    normal = [l for l in lines[1:] if ",normal," in l]
-    anomaly = [l for l in lines[1:] if ",anomaly," in l]
-    assert all(l.endswith(",") for l in normal)  # normal rows: empty mask field
+    normal = [row for row in lines[1:] if ",normal," in row]
+    anomaly = [row for row in lines[1:] if ",anomaly," in row]
+    assert all(row.endswith(",") for row in normal)  # normal rows: empty mask field
     assert "candle,test,anomaly,candle/Data/Images/Anomaly/000.JPG,candle/Data/Masks/Anomaly/000.png" in anomaly
     assert (visa_root / "candle" / "Data" / "Images" / "Normal" / "0000.JPG").is_file()  # 4-digit normal names
     assert (visa_root / "candle" / "image_anno.csv").read_text().startswith("image,label,mask\n")
@@ -172,13 +174,13 @@ def _rewrite_split(root: Path, edit) -> None:
 
 def test_visa_errors(visa_root: Path, tmp_path: Path):
     root = _copy(visa_root, tmp_path / "v1")
-    _rewrite_split(root, lambda ls: [l if not l.startswith("candle,test,anomaly,candle/Data/Images/Anomaly/000.JPG")
-                                     else l.rsplit(",", 1)[0] + "," for l in ls])
+    _rewrite_split(root, lambda ls: [row if not row.startswith("candle,test,anomaly,candle/Data/Images/Anomaly/000.JPG")
+                                     else row.rsplit(",", 1)[0] + "," for row in ls])
     with pytest.raises(ValueError, match=r"1cls.csv:\d+: defect image .*000.JPG with no mask"):
         load_visa(root, ["candle"])
 
     root = _copy(visa_root, tmp_path / "v2")
-    _rewrite_split(root, lambda ls: [l for l in ls if "Anomaly/002" not in l or not l.startswith("candle")])
+    _rewrite_split(root, lambda ls: [row for row in ls if "Anomaly/002" not in row or not row.startswith("candle")])
     with pytest.raises(ValueError, match=r"Masks/Anomaly/002.png: mask with no image"):
         load_visa(root, ["candle"])
 
@@ -223,7 +225,9 @@ def test_folder_of_categories_and_dispatch(mvtec_root: Path, visa_root: Path):
     assert list(load_folder(mvtec_root, category="grid")) == ["grid"]
     assert list(load_folder(mvtec_root / "grid", category="my_grid")) == ["my_grid"]
     via_auto = load_dataset(mvtec_root)
-    assert [s.image_path for s in via_auto["bottle"].test] == [s.image_path for s in load_mvtec(mvtec_root)["bottle"].test]
+    assert [s.image_path for s in via_auto["bottle"].test] == [
+        s.image_path for s in load_mvtec(mvtec_root)["bottle"].test
+    ]
     assert sorted(load_dataset(visa_root)) == ["candle", "pcb1"]  # split_csv present => VisA
     assert sorted(load_dataset(mvtec_root, kind="mvtec")) == ["bottle", "grid"]
     with pytest.raises(ValueError, match="kind must be one of"):

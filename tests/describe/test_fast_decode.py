@@ -25,7 +25,9 @@ def test_static_decoder_matches_generate():
 def _decoder_case():
     d = build_describer(load_profile("tiny")).eval()
     s = d.image_size
-    emb = prompt_embeds(d, torch.rand(2, 3, s, s), torch.randn(2, 5, d.llm_dim), ["Is there any anomaly in the image?"] * 2)
+    emb = prompt_embeds(
+        d, torch.rand(2, 3, s, s), torch.randn(2, 5, d.llm_dim), ["Is there any anomaly in the image?"] * 2
+    )
     want = StaticGreedyDecoder(d, batch=2, max_len=emb.shape[1] + 6).generate(emb, 6)
     return d, emb, want
 

@@ -106,7 +106,9 @@ def test_overfits_four_examples_then_generates_them_and_stops(describer, batch):
     # examples 0 and 1 share the question, so the image / SASA tokens must be used
     assert describer.generate(pixels, sasa, questions) == answers
     # left padding: a batch decodes as each example alone
-    assert [describer.generate(pixels[i : i + 1], sasa[i : i + 1], questions[i : i + 1])[0] for i in range(4)] == answers
+    assert [
+        describer.generate(pixels[i : i + 1], sasa[i : i + 1], questions[i : i + 1])[0] for i in range(4)
+    ] == answers
 
 
 def test_generation_respects_max_new_tokens_and_restores_mode(describer, batch):
@@ -180,12 +182,22 @@ def test_llava_hf_checkpoint_folder_loads(describer, tiny, batch, tmp_path, monk
     assert loaded.base_id.startswith("llava_1_5_7b@")
     pixels, sasa, questions, answers = batch
     describer.eval(), loaded.eval()
-    torch.testing.assert_close(loaded(pixels, sasa, questions, answers).logits, describer(pixels, sasa, questions, answers).logits)
+    torch.testing.assert_close(
+        loaded(pixels, sasa, questions, answers).logits, describer(pixels, sasa, questions, answers).logits
+    )
 
 
 def _tiny_lm(tokenizer) -> LlamaForCausalLM:
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(cfg)
 
 
@@ -228,10 +240,16 @@ def test_from_pretrained_lm_copies_weights_and_caches_gguf_conversion(tiny, tmp_
     assert calls == ["lm.Q4.gguf", "lm.Q4.gguf"]  # ... and read back from the cache afterwards
     assert d1.llm_dim == 32 and d1.base_id == d2.base_id and d1.base_id.startswith("smollm2_135m_instruct@")
     for d in (d1, d2):
-        torch.testing.assert_close(d.llava.model.language_model.layers[1].mlp.down_proj.weight, lm.model.layers[1].mlp.down_proj.weight)
+        torch.testing.assert_close(
+            d.llava.model.language_model.layers[1].mlp.down_proj.weight, lm.model.layers[1].mlp.down_proj.weight
+        )
         # placeholders and pad added; the embeddings grew by two zero rows that are never read
         assert len(d.tokenizer) == n_vocab + 2 and d.tokenizer.pad_token == "</s>"
-        assert (d.image_token_id, d.sasa_token_id) == (n_vocab, n_vocab + 1) == (d.llava.config.image_token_id, n_vocab + 1)
+        assert (
+            (d.image_token_id, d.sasa_token_id)
+            == (n_vocab, n_vocab + 1)
+            == (d.llava.config.image_token_id, n_vocab + 1)
+        )
         emb, head = d.llava.get_input_embeddings().weight, d.llava.lm_head.weight
         torch.testing.assert_close(emb[:n_vocab], lm.model.embed_tokens.weight)
         torch.testing.assert_close(head[:n_vocab], lm.lm_head.weight)
@@ -261,7 +279,11 @@ def test_yes_no_log_odds_match_the_logits_of_the_first_answer_token(describer, b
     assert yes != no
     for i in range(4):  # one row at a time (no padding): the same numbers
         ids = torch.tensor([describer._encode(describer._prompt(questions[i], sasa.shape[1]), None)[0]])
-        logp = describer.model(inputs_embeds=describer._inputs_embeds(ids, pixels[i:i + 1], sasa[i:i + 1])).logits[0, -1].log_softmax(-1)
+        logp = (
+            describer.model(inputs_embeds=describer._inputs_embeds(ids, pixels[i : i + 1], sasa[i : i + 1]))
+            .logits[0, -1]
+            .log_softmax(-1)
+        )
         torch.testing.assert_close(odds[i], logp[yes] - logp[no], atol=1e-4, rtol=1e-4)
     # the first answer token is what the completion starts with
     prompt = describer._prompt(questions[0], sasa.shape[1])

@@ -14,7 +14,9 @@ from samllava.describe.lora import (
 
 
 def _lora_modules(model):
-    return {n: m for n, m in model.named_modules() if hasattr(m, "lora_A") and isinstance(m.lora_A, torch.nn.ModuleDict)}
+    return {
+        n: m for n, m in model.named_modules() if hasattr(m, "lora_A") and isinstance(m.lora_A, torch.nn.ModuleDict)
+    }
 
 
 def test_regex_targets_the_language_model_only(describer):
@@ -22,7 +24,9 @@ def test_regex_targets_the_language_model_only(describer):
     names = [n for n, _ in describer.llava.named_modules()]
     q_proj = [n for n in names if n.endswith(".q_proj")]
     assert any(".vision_tower." in n for n in q_proj)  # plain names would hit the vision tower
-    assert [n for n in names if re.fullmatch(rx, n)] == [n for n in names if ".language_model." in n and n[-6:] in ("q_proj", "v_proj")]
+    assert [n for n in names if re.fullmatch(rx, n)] == [
+        n for n in names if ".language_model." in n and n[-6:] in ("q_proj", "v_proj")
+    ]
     assert re.fullmatch(rx, "model.language_model.layers.11.self_attn.q_proj")
     assert not re.fullmatch(rx, "model.language_model.layers.0.self_attn.k_proj")
     with pytest.raises(ValueError):
@@ -38,7 +42,12 @@ def test_apply_lora_wraps_only_language_model_targets_and_freezes_the_rest(descr
     trainable = [n for n, p in describer.named_parameters() if p.requires_grad]
     assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
     llava = describer.llava
-    for part in (llava.model.vision_tower, llava.model.multi_modal_projector, llava.get_input_embeddings(), llava.lm_head):
+    for part in (
+        llava.model.vision_tower,
+        llava.model.multi_modal_projector,
+        llava.get_input_embeddings(),
+        llava.lm_head,
+    ):
         assert not any(p.requires_grad for p in part.parameters())
     with pytest.raises(ValueError, match="already"):
         apply_lora(describer, tiny.lora)
@@ -106,7 +115,10 @@ def test_paper_parameter_counts_without_weights():
     # the published size of llava-hf/llava-1.5-7b-hf; its language model by hand (untied lm_head)
     assert counts["total"] - counts["lora"] == 7_063_427_072
     lm = 2 * 32064 * 4096 + 32 * (4 * 4096**2 + 3 * 4096 * 11008 + 2 * 4096) + 4096
-    assert lm == 6_738_939_904 and counts["total"] - counts["lora"] - lm == 303_507_456 + 20_979_712  # CLIP-L/336 + projector
+    # CLIP-L/336 + projector
+    assert (
+        lm == 6_738_939_904 and counts["total"] - counts["lora"] - lm == 303_507_456 + 20_979_712
+    )
 
 
 def test_save_load_round_trip(tiny, batch, tmp_path):
@@ -147,4 +159,8 @@ def test_bad_settings(describer):
 
 def test_paper_profile_lora_settings_are_the_papers():
     lora = load_profile("paper").lora
-    assert (lora.r, lora.alpha, set(lora.targets)) == (16, 32, {"q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"})
+    assert (lora.r, lora.alpha, set(lora.targets)) == (
+        16,
+        32,
+        {"q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"},
+    )

@@ -66,7 +66,11 @@ def test_wrong_shape_names_file_key_and_shapes(tiny_cfg, tmp_path):
 def test_checkpoint_of_another_size_is_recognised(tiny_cfg, tmp_path):
     path = _save(build_sam(tiny_cfg).state_dict(), tmp_path / "sam_tiny.pth")
     cfg = SamConfig(size="vit_b", image_size=64)  # checked on the meta device: vit_b never allocated
-    with pytest.raises(ValueError, match=r"sam_tiny\.pth.*but vit_b \(image_size 64\) expects \(768, 3, 16, 16\).*is this sam_tiny \(image_size 64\)\?"):
+    with pytest.raises(
+        ValueError,
+        match=r"sam_tiny\.pth.*but vit_b \(image_size 64\) expects \(768, 3, 16, 16\)"
+        r".*is this sam_tiny \(image_size 64\)\?",
+    ):
         build_sam(cfg, path)
 
 

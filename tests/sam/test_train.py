@@ -39,5 +39,7 @@ def test_training_is_seeded():
     for _ in range(2):
         torch.manual_seed(0)
         cascade = build_cascade(load_profile("tiny"))
-        runs.append(train_segmentation(cascade, cascade.embed(images), coarse, gt, steps=3, batch_size=3, progress=False))
+        runs.append(
+            train_segmentation(cascade, cascade.embed(images), coarse, gt, steps=3, batch_size=3, progress=False)
+        )
     assert runs[0] == runs[1]
