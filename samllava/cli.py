@@ -18,7 +18,7 @@ from .answers import description_eval
 from .bench import BenchSettings, bench
 from .checkpoint import load_model
 from .config import load_profile
-from .data import generate_synthetic, load_dataset, load_image
+from .data import generate_realtex, generate_synthetic, load_dataset, load_image
 from .diagnose import load_support, write_outputs
 from .evaluate import CoarseMethod, FullMethod, evaluate, results_json, results_table
 from .examples import prepare
@@ -83,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("ids", nargs="*", help="weight ids (default: those of --profile)")
     f.add_argument("--profile", default=None)
 
-    m = sub.add_parser("make-data", help="write the synthetic defect data set in the MVTec layout")
+    m = sub.add_parser("make-data", help="write a generated defect data set in the MVTec layout")
+    m.add_argument("--kind", choices=["synthetic", "realtex"], default="synthetic",
+                   help="synthetic: procedural surfaces and defects; realtex: real texture photographs with subtle "
+                        "painted defects (the harder development set)")
     m.add_argument("--out", required=True)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--size", type=int, default=256)
@@ -129,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{wid}: {weights.fetch(wid)}")
         return 0
     if args.command == "make-data":
-        root = generate_synthetic(args.out, n_train=args.n_train, n_test=args.n_test, size=args.size, seed=args.seed)
+        make = generate_realtex if args.kind == "realtex" else generate_synthetic
+        root = make(args.out, n_train=args.n_train, n_test=args.n_test, size=args.size, seed=args.seed)
         print(root)
         return 0
     commands = {"evaluate": evaluate_cli, "diagnose": diagnose_cli, "bench": bench_cli, "train": train_cli}

@@ -11,6 +11,7 @@ from .folder import load_dataset, load_folder
 from .images import load_image, load_mask
 from .instructions import instruction_records, position_on_grid
 from .mvtec import MVTEC_CATEGORIES, load_mvtec
+from .realtex import REALTEX_CATEGORIES, generate_realtex
 from .synthetic import (
     SYNTHETIC_CATEGORIES,
     TADD_STANDIN_NOTE,
@@ -33,6 +34,8 @@ __all__ = [
     "load_folder",
     "load_dataset",
     "generate_synthetic",
+    "generate_realtex",
+    "REALTEX_CATEGORIES",
     "generate_mvtec_miniature",
     "generate_visa_miniature",
     "SYNTHETIC_CATEGORIES",

@@ -16,24 +16,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import zlib
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
 import numpy as np
 from PIL import Image
-from threadpoolctl import threadpool_limits
 
-from .dataset import DESCRIPTIONS_FILE, GOOD
+from .dataset import GOOD
 from .drawing import DEFECT_SIZE_CLASSES, DEFECT_TYPES, SyntheticCategory, render
-from .instructions import describe
-from .mvtec import MASK_SUFFIX
 from .visa import SPLIT_FILE, SPLIT_HEADER
+from .writer import (Item, commit_folder, image_rng, prepare_folder, scratch_folder, single_threaded, test_items,
+                     to_uint8, write_mvtec_layout)
 
-GENERATOR_FILE = "generator.json"
 GENERATOR_VERSION = 1  # bump when drawing changes, so cached folders are not reused
-PNG_LEVEL = 1  # zlib level: noisy textures compress poorly anyway, level 1 is several times faster
+
 # ----------------------------------------------------------------------------- categories
 
 SYNTHETIC_CATEGORIES: dict[str, SyntheticCategory] = {c.name: c for c in (
@@ -91,89 +88,10 @@ def resolve_category(item: str | SyntheticCategory) -> SyntheticCategory:
 
 # ----------------------------------------------------------------------------- writing
 
-class _Item(NamedTuple):
-    split: str  # "train" | "test"
-    folder: str  # "good" or the defect folder name
-    index: int  # number within its folder
-    defect: str | None  # drawn defect type
-    size_class: str | None
-
-
-def _rng(seed: int, name: str, where: str, index: int) -> np.random.Generator:
-    """The generator of image ``index`` of folder ``where`` (e.g. ``"test/crack"``) of category ``name``."""
-    return np.random.default_rng([seed, zlib.crc32(name.encode()), zlib.crc32(where.encode()), index])
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def _prepare(folder: Path, params: dict, overwrite: bool) -> bool:
-    """True when ``folder`` must be (re)written; False when it holds output of the same arguments."""
-    marker = folder / GENERATOR_FILE
-    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
-        if folder.exists():
-            folder.rmdir()
-        return True
-    ours = marker.is_file()
-    if ours and json.loads(marker.read_text()) == params and not overwrite:
-        return False
-    if not ours:
-        raise FileExistsError(f"{folder} exists and was not written by this generator (no {GENERATOR_FILE}); "
-                              "choose another root or remove it")
-    if not overwrite:
-        raise FileExistsError(f"{folder} holds data generated with other arguments ({marker}); pass overwrite=True")
-    shutil.rmtree(folder)
-    return True
-
-
-def _commit(tmp: Path, folder: Path, params: dict) -> None:
-    (tmp / GENERATOR_FILE).write_text(json.dumps(params, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, folder)
-
-
-def _scratch_dir(folder: Path) -> Path:
-    tmp = folder.parent / f".{folder.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _write_mvtec_layout(folder: Path, cat: SyntheticCategory, items: list[_Item], size: int, seed: int,
-                        key: str, grey: bool, descriptions: bool, params: dict) -> None:
-    """Render ``items`` into ``folder`` in the MVTec layout (via a temporary folder renamed into place)."""
-    tmp = _scratch_dir(folder)
-    records = []
-    for item in items:
-        rng = _rng(seed, key, f"{item.split}/{item.folder}", item.index)
-        out = render(cat, rng, (size, size), item.defect, item.size_class)
-        rel = Path(item.split) / item.folder / f"{item.index:03d}.png"
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        image = Image.fromarray(_to_uint8(out.image))
-        (image.convert("L") if grey else image).save(tmp / rel, compress_level=PNG_LEVEL)
-        if item.defect is not None:
-            mask_rel = Path("ground_truth") / item.folder / f"{item.index:03d}{MASK_SUFFIX}.png"
-            (tmp / mask_rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(out.mask.astype(np.uint8) * 255).save(tmp / mask_rel, compress_level=PNG_LEVEL)
-        if item.split == "test":
-            records.append({"image": rel.as_posix(), "label": int(item.defect is not None), **out.attrs,
-                            "description": describe(cat.subject, out.attrs["defect_type"], out.attrs["position"],
-                                                    out.attrs["size"], out.attrs["shape"], out.attrs["colour"])})
-    if descriptions:
-        (tmp / DESCRIPTIONS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
-    _commit(tmp, folder, params)
-
-
 def _check_counts(**counts: int) -> None:
     for name, value in counts.items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def _single_threaded() -> threadpool_limits:
-    """BLAS on one thread: the matrices here are tiny, and threads only contend (10x slower on a busy machine)."""
-    return threadpool_limits(1, user_api="blas")
 
 
 def generate_synthetic(root: str | os.PathLike, categories: Iterable[str | SyntheticCategory] | None = None,
@@ -198,7 +116,7 @@ def generate_synthetic(root: str | os.PathLike, categories: Iterable[str | Synth
         raise ValueError(f"size must be at least 32 px, got {size}")
     root = Path(root)
     cats = [resolve_category(c) for c in (SYNTHETIC_CATEGORIES if categories is None else categories)]
-    with _single_threaded():
+    with single_threaded():
         for cat in cats:
             _generate_category(root / cat.name, cat, n_train, n_test, size, seed, overwrite)
     return root
@@ -210,21 +128,15 @@ def _generate_category(folder: Path, cat: SyntheticCategory, n_train: int, n_tes
     params = json.loads(json.dumps({"generator": "generate_synthetic", "version": GENERATOR_VERSION,
                                     "category": dataclasses.asdict(cat), "n_train": n_train, "n_test": n_test,
                                     "size": size, "seed": seed}))  # JSON round trip: tuples -> lists, as read back
-    if not _prepare(folder, params, overwrite):
+    if not prepare_folder(folder, params, overwrite):
         return
-    n_defect = n_test // 2
-    items = [_Item("train", GOOD, i, None, None) for i in range(n_train)]
-    counters: dict[str, int] = {}
-    n = len(cat.defects)
-    for j in range(n_defect):
-        # Cycle the defect types, and each type's size classes from a staggered start, so that even
-        # a short test set holds micro-scratches and large stains.
-        defect = cat.defects[j % n]
-        classes = DEFECT_SIZE_CLASSES[defect]
-        items.append(_Item("test", defect, counters.get(defect, 0), defect, classes[(j // n + j % n) % len(classes)]))
-        counters[defect] = counters.get(defect, 0) + 1
-    items += [_Item("test", GOOD, i, None, None) for i in range(n_test - n_defect)]
-    _write_mvtec_layout(folder, cat, items, size, seed, cat.name, grey=False, descriptions=True, params=params)
+    write_mvtec_layout(folder, test_items(n_train, n_test, cat.defects), _renderer(cat, size), cat.subject, seed,
+                       cat.name, params)
+
+
+def _renderer(cat: SyntheticCategory, size: int):
+    """``draw(item, rng)`` of :func:`samllava.data.writer.write_mvtec_layout` for a synthetic category."""
+    return lambda item, rng: render(cat, rng, (size, size), item.defect, item.size_class)
 
 
 # ----------------------------------------------------------------------------- miniatures of the real data sets
@@ -288,15 +200,16 @@ def generate_mvtec_miniature(root: str | os.PathLike, categories: Iterable[str] 
         params = {"generator": "generate_mvtec_miniature", "version": GENERATOR_VERSION, "category": name,
                   "n_train": n_train, "n_good": n_good, "n_per_defect": n_per_defect, "size": size, "seed": seed}
         folder = root / name
-        if not _prepare(folder, params, overwrite):
+        if not prepare_folder(folder, params, overwrite):
             continue
-        items = [_Item("train", GOOD, i, None, None) for i in range(n_train)]
+        items = [Item("train", GOOD, i, None, None) for i in range(n_train)]
         for j, folder_name in enumerate(MVTEC_DEFECTS[name]):
             drawn = DEFECT_TYPES[j % len(DEFECT_TYPES)]
-            items += [_Item("test", folder_name, i, drawn, DEFECT_SIZE_CLASSES[drawn][1]) for i in range(n_per_defect)]
-        items += [_Item("test", GOOD, i, None, None) for i in range(n_good)]
-        _write_mvtec_layout(folder, SYNTHETIC_CATEGORIES[MVTEC_LOOKS[name]], items, size, seed, name,
-                            grey=name in MVTEC_GREYSCALE, descriptions=False, params=params)
+            items += [Item("test", folder_name, i, drawn, DEFECT_SIZE_CLASSES[drawn][1]) for i in range(n_per_defect)]
+        items += [Item("test", GOOD, i, None, None) for i in range(n_good)]
+        look = SYNTHETIC_CATEGORIES[MVTEC_LOOKS[name]]
+        write_mvtec_layout(folder, items, _renderer(look, size), look.subject, seed, name, params,
+                           grey=name in MVTEC_GREYSCALE, descriptions=False)
     return root
 
 
@@ -316,9 +229,9 @@ def generate_visa_miniature(root: str | os.PathLike, categories: Iterable[str] =
     root = Path(root)
     params = {"generator": "generate_visa_miniature", "version": GENERATOR_VERSION, "categories": names,
               "n_train": n_train, "n_test_good": n_test_good, "n_anomaly": n_anomaly, "size": size, "seed": seed}
-    if not _prepare(root, params, overwrite):
+    if not prepare_folder(root, params, overwrite):
         return root
-    tmp = _scratch_dir(root)
+    tmp = scratch_folder(root)
     shape = (size, size * 3 // 2)
     split_rows = []
     for name in names:
@@ -331,13 +244,13 @@ def generate_visa_miniature(root: str | os.PathLike, categories: Iterable[str] =
         order = np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(n_normal)
         test_normal = set(order[:n_test_good].tolist())
         for i in range(n_normal):
-            out = render(cat, _rng(seed, name, "Normal", i), shape)
+            out = render(cat, image_rng(seed, name, "Normal", i), shape)
             rel = f"{name}/Data/Images/Normal/{i:04d}.JPG"
-            Image.fromarray(_to_uint8(out.image)).save(tmp / rel, format="JPEG", quality=95)
+            Image.fromarray(to_uint8(out.image)).save(tmp / rel, format="JPEG", quality=95)
             split_rows.append((name, "test" if i in test_normal else "train", "normal", rel, ""))
             anno.append((rel, "normal", ""))
         for i in range(n_anomaly):
-            rng = _rng(seed, name, "Anomaly", i)
+            rng = image_rng(seed, name, "Anomaly", i)
             drawn = DEFECT_TYPES[i % len(DEFECT_TYPES)]
             out = render(cat, rng, shape, drawn, DEFECT_SIZE_CLASSES[drawn][1])
             ids = out.mask.astype(np.uint8)
@@ -348,13 +261,13 @@ def generate_visa_miniature(root: str | os.PathLike, categories: Iterable[str] =
                 ids[extra] = 2
                 image = np.where(extra[..., None], second.image, image)
             rel, mask_rel = f"{name}/Data/Images/Anomaly/{i:03d}.JPG", f"{name}/Data/Masks/Anomaly/{i:03d}.png"
-            Image.fromarray(_to_uint8(image)).save(tmp / rel, format="JPEG", quality=95)
+            Image.fromarray(to_uint8(image)).save(tmp / rel, format="JPEG", quality=95)
             Image.fromarray(ids).save(tmp / mask_rel)
             split_rows.append((name, "test", "anomaly", rel, mask_rel))
             anno.append((rel, out.attrs["defect_type"], mask_rel))
         (tmp / name / "image_anno.csv").write_text("image,label,mask\n" + "".join(",".join(r) + "\n" for r in anno))
     (tmp / SPLIT_FILE).parent.mkdir()
     (tmp / SPLIT_FILE).write_text(",".join(SPLIT_HEADER) + "\n" + "".join(",".join(r) + "\n" for r in split_rows))
-    _commit(tmp, root, params)
+    commit_folder(tmp, root, params)
     return root
 

@@ -18,7 +18,7 @@ from samllava.data import (
     position_on_grid,
 )
 from samllava.data.drawing import DEFECT_SIZE_CLASSES, DEFECT_TYPES, render, size_label
-from samllava.data.synthetic import GENERATOR_FILE
+from samllava.data.writer import GENERATOR_FILE
 
 
 def _digest(root: Path) -> dict[str, str]:
