@@ -49,7 +49,13 @@ def _seeds(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="samllava", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_evaluate_parser, _diagnose_parser, _train_parser, _reproduce_parser, _fetch_weights_parser,
+                _make_data_parser, _bench_parser):
+        add(sub)
+    return p
 
+
+def _evaluate_parser(sub) -> None:
     e = sub.add_parser(
         "evaluate", help="image/pixel AUROC, AUPRO, F1-max (and description accuracy) on an MVTec-layout root"
     )
@@ -63,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default=None, help="trained SamLlava checkpoint (stage full)")
     e.add_argument("--out", required=True, help="JSON file to write")
 
+
+def _diagnose_parser(sub) -> None:
     d = sub.add_parser("diagnose", help="score, masks, yes/no answer and description for one image")
     d.add_argument("image")
     d.add_argument("--category", default=None, help="category name (default: a generic object)")
@@ -71,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--checkpoint", default=None, help="trained SamLlava checkpoint")
     d.add_argument("--out", required=True, help="output folder for mask.png, overlay.png, report.json")
 
+
+def _reproduce_parser(sub) -> None:
     r = sub.add_parser("reproduce", help="run the numbered notebooks headless (papermill)")
     r.add_argument("--profile", default="offline")
     r.add_argument("--only", nargs="*", default=None, help="notebook numbers or names, e.g. 01 03")
@@ -79,10 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--smoke", action="store_true", help="small budgets (seeds, steps): a quick check of every code path"
     )
 
+
+def _fetch_weights_parser(sub) -> None:
     f = sub.add_parser("fetch-weights", help="download the weights a profile needs (checksums verified)")
     f.add_argument("ids", nargs="*", help="weight ids (default: those of --profile)")
     f.add_argument("--profile", default=None)
 
+
+def _make_data_parser(sub) -> None:
     m = sub.add_parser("make-data", help="write a generated defect data set in the MVTec layout")
     m.add_argument("--kind", choices=["synthetic", "realtex"], default="synthetic",
                    help="synthetic: procedural surfaces and defects; realtex: real texture photographs with subtle "
@@ -93,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--n-train", type=int, default=8)
     m.add_argument("--n-test", type=int, default=24)
 
+
+def _bench_parser(sub) -> None:
     b = sub.add_parser("bench", help="complexity benchmark: parameters, latency, throughput, peak memory")
     b.add_argument("--profile", default=None)
     b.add_argument("--device", default="cpu")
@@ -100,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=5)
     b.add_argument("--out", default=None)
 
+
+def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train the trainable parts end to end (torchrun: several processes)")
     t.add_argument("--profile", default=None)
     t.add_argument("--data", default=None, help="MVTec-layout root (default: the profile's synthetic training set)")
@@ -107,7 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--shots", type=int, default=0)
     t.add_argument("--out", required=True)
     t.add_argument("--no-progress", action="store_true")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+import skimage.data
 from PIL import Image
 from scipy import ndimage
 
@@ -49,13 +50,11 @@ SPECK_COLOURS: dict[str, tuple[float, float, float]] = {"dark": (0.15, 0.15, 0.1
 
 
 def _skimage_photo(name: str) -> np.ndarray:
-    import skimage.data
-
     return getattr(skimage.data, name)().astype(np.float32) / 255.0
 
 
 def _textile_files() -> list[Path]:
-    from conformal_clip_data import nominal_dir
+    from conformal_clip_data import nominal_dir  # optional data package: the textiles only
 
     return sorted(Path(nominal_dir()).glob("*.jpg"))
 
