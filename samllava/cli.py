@@ -1,4 +1,4 @@
-"""``samllava`` command line: evaluate, diagnose, reproduce, fetch-weights, make-data, bench."""
+"""``samllava`` command line: evaluate, diagnose, reproduce, fetch-weights, fetch-data, make-data, bench."""
 from __future__ import annotations
 
 import argparse
@@ -51,9 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root", action="append", default=None, metavar="NAME=DIR")
     r.add_argument("--smoke", action="store_true", help="small budgets (seeds, steps): a quick check of every code path")
 
-    f = sub.add_parser("fetch-weights", help="download the weights a profile needs (checksums verified)")
+    f = sub.add_parser("fetch-weights", help="download the weights a profile needs (checksums verified, resumable)")
     f.add_argument("ids", nargs="*", help="weight ids (default: those of --profile)")
     f.add_argument("--profile", default=None)
+    f.add_argument("--dir", default=None, help="download folder (default: $SAMLLAVA_WEIGHTS_DIR or ~/.cache/samllava)")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    g = sub.add_parser("fetch-data", help="download MVTec-AD or VisA (checksums verified), unpack, lay out for --data-root")
+    g.add_argument("dataset", choices=["mvtec", "visa"])
+    g.add_argument("--out", required=True, help="data set root to write (then: reproduce --data-root NAME=OUT)")
+    g.add_argument("--from-archive", default=None, metavar="FILE", help="use this released archive instead of downloading")
+    g.add_argument("--keep-archive", action="store_true", help="keep the downloaded archive after unpacking")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
 
     m = sub.add_parser("make-data", help="write the synthetic defect data set in the MVTec layout")
     m.add_argument("--out", required=True)
@@ -83,20 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if args.command == "fetch-weights":
-        from . import weights
-        from .config import load_profile
+        from .weights import fetch_weights_cli
 
-        ids = args.ids or weights.profile_weight_ids(load_profile(args.profile))
-        for wid in ids:
-            s = weights.spec(wid)
-            if s.url is None:
-                try:
-                    print(f"{wid}: {weights.resolve(wid)}")
-                except weights.MissingWeightsError as err:
-                    print(f"{wid}: {err}", file=sys.stderr)
-                continue
-            print(f"{wid}: {weights.fetch(wid)}")
-        return 0
+        return fetch_weights_cli(args)
+    if args.command == "fetch-data":
+        from .data.fetch import fetch_data_cli
+
+        return fetch_data_cli(args)
     if args.command == "make-data":
         from .data import generate_synthetic
 
