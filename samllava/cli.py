@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="data set root to write (then: reproduce --data-root NAME=OUT)")
     g.add_argument("--from-archive", default=None, metavar="FILE", help="use this released archive instead of downloading")
     g.add_argument("--keep-archive", action="store_true", help="keep the downloaded archive after unpacking")
+    g.add_argument("--no-checksum", action="store_true", help="accept an archive whose SHA-256 is not the published one")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
     m = sub.add_parser("make-data", help="write the synthetic defect data set in the MVTec layout")
