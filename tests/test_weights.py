@@ -244,3 +244,17 @@ def test_llava_proxy_asking_for_login(fileserver, monkeypatch, tmp_path):
     with pytest.raises(DownloadError, match=r"^the proxy asks for a login \(HTTP 407\)"):
         weights.fetch("llava_1_5_7b", tmp_path, progress=False, endpoint="http://hub.example")
     assert fileserver.requests and fileserver.requests[0].path.startswith("http://hub.example/api/models/")
+
+
+def test_docs_name_the_addresses_checksums_and_revision():
+    from pathlib import Path
+
+    from samllava.data.fetch import ARCHIVES
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "weights-and-data.md").read_text()
+    for wid in weights.profile_weight_ids(load_profile("paper")):
+        s = weights.spec(wid)
+        assert f"`{wid}`" in doc and (s.sha256 is None or s.sha256[:12] in doc)
+    assert weights.spec("llava_1_5_7b").hf_revision in doc
+    for a in ARCHIVES.values():
+        assert a.filename in a.url and a.filename in doc and a.sha256[:12] in doc
