@@ -264,7 +264,7 @@ def fetch_data(name: str, out: str | os.PathLike, from_archive: str | os.PathLik
         os.replace(entry, out / entry.name)
     staging.rmdir()
     shutil.rmtree(out / UNPACK, ignore_errors=True)
-    info = {"dataset": name, "layout": "mvtec", "source": spec.url if source is None else str(source),
+    info = {"dataset": name, "layout": "mvtec", "source": spec.url if source is None else str(source.resolve()),
             "archive": spec.filename, "sha256": spec.sha256 if verify else None,
             "split": SPLIT_FILE.as_posix() if name == "visa" else "released", "counts": counts}
     _write_marker_if_it_loads(name, out, info)
