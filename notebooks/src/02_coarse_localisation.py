@@ -9,6 +9,16 @@
 # off (H := 1, H' = Λ); the memory uses the real ImageNet EfficientNet-Lite0. The outputs below say which terms
 # were active. Zero-shot maps from random CLIP weights carry no information.
 
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
+    import subprocess
+
+    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+                   " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
+    sys.path.insert(0, "/content/samllava")
+
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}

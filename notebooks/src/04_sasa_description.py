@@ -9,6 +9,16 @@
 # **Offline profile:** the language model is the real SmolLM2-135M-Instruct; LLaVA's vision tower, CLIP and
 # SAM are tiny and random. This notebook shows the *untrained* model; notebook 05 trains it.
 
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
+    import subprocess
+
+    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+                   " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
+    sys.path.insert(0, "/content/samllava")
+
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}

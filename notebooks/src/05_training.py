@@ -11,6 +11,16 @@
 # weights as the language model; everything visual is tiny and random apart from the EfficientNet memory.
 # The budget (epochs, learning rate) fits a CPU, not the paper's 50 epochs at 1e-4.
 
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
+    import subprocess
+
+    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+                   " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
+    sys.path.insert(0, "/content/samllava")
+
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}

@@ -10,6 +10,16 @@
 # **Offline profile:** CLIP has random weights (no package ships CLIP), so zero-shot maps are uninformative
 # here: expect numbers near 50, which say nothing about the method. The paper profile runs the real path.
 
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
+    import subprocess
+
+    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+                   " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
+    sys.path.insert(0, "/content/samllava")
+
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}

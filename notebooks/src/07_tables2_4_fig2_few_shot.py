@@ -6,6 +6,16 @@
 # SAM-LLaVA (coarse + SAM, trained SAM side), coarse only, a PatchCore-style k-NN on the same backbone and the
 # WinCLIP-style zero-shot map; the paper's SAM-LLaVA, PatchCore and WinCLIP columns are printed beside them.
 
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
+    import subprocess
+
+    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+                   " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
+    sys.path.insert(0, "/content/samllava")
+
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}

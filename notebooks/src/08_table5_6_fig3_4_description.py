@@ -7,6 +7,16 @@
 # the paper used GPT-4V), else the offline mask- and annotation-grounded consistency score. The table names the
 # judge. The model is the one trained in notebook 05 (trained here if missing).
 
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
+    import subprocess
+
+    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+                   " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
+    sys.path.insert(0, "/content/samllava")
+
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}

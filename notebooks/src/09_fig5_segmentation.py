@@ -5,6 +5,16 @@
 # harness: WinCLIP-style zero-shot, PatchCore-style k-NN, coarse only), SAM-LLaVA's fine mask, and the coarse
 # heatmap. Masks of map-based methods are Otsu's binarisation of their maps.
 
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
+    import subprocess
+
+    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+                   " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
+    sys.path.insert(0, "/content/samllava")
+
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}

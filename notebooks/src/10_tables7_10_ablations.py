@@ -9,6 +9,16 @@
 # trained end to end with the profile's budget (the full variant is notebook 05's model, cached; on a CPU only the
 # SASA ablation of Table 9 is trained by default), scored on `per_label` normal and anomalous images per category.
 
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
+    import subprocess
+
+    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+                   " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
+    sys.path.insert(0, "/content/samllava")
+
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}

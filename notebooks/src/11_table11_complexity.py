@@ -7,6 +7,16 @@
 # (meta device, no weights). GPU numbers for the paper-size models are in `results/gpu_bench.json` when a GPU
 # run was made (benchmarks/gpu_bench.py), and are never replaced by CPU numbers.
 
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
+    import subprocess
+
+    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+                   " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
+    sys.path.insert(0, "/content/samllava")
+
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}

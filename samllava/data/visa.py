@@ -9,10 +9,15 @@ Layout::
 
 The split file defines the benchmark: ``train`` rows (normal only) give ``train/good``, ``test``
 rows the test set. Paths in it are relative to ``root``.
+
+``samllava fetch-data visa`` writes the same split in the MVTec layout instead (``<category>/train/good``,
+``test/good``, ``test/anomaly``, ``ground_truth/anomaly/<stem>_mask.png``) with a marker file,
+:data:`LAID_OUT_MARKER`, saying so; :func:`load_visa` reads that folder as well.
 """
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +25,7 @@ from typing import Iterable
 
 from .dataset import GOOD, CategoryData, Sample, require_dir, sort_samples
 from .images import IMAGE_SUFFIXES, check_mask_matches
+from .mvtec import category_dirs, scan_category
 
 VISA_CATEGORIES: tuple[str, ...] = (
     "candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
@@ -29,9 +35,20 @@ SPLIT_FILE = Path("split_csv") / "1cls.csv"
 SPLIT_HEADER = ("object", "split", "label", "image", "mask")
 ANOMALY = "anomaly"  # VisA's label; also the defect type of its anomalous samples (the split gives no finer type)
 MASK_DIR = Path("Data") / "Masks" / "Anomaly"
+# Written by `samllava fetch-data` at the root of a data set it laid out: {"dataset": ..., "layout": "mvtec", ...}
+LAID_OUT_MARKER = ".samllava-data.json"
 
 
-def _read_split(path: Path) -> dict[str, list[tuple[int, dict[str, str]]]]:
+def laid_out_as_mvtec(root: Path) -> bool:
+    """True for a VisA folder that ``samllava fetch-data visa`` wrote in the MVTec layout."""
+    marker = root / LAID_OUT_MARKER
+    if not marker.is_file():
+        return False
+    info = json.loads(marker.read_text())
+    return info.get("dataset") == "visa" and info.get("layout") == "mvtec"
+
+
+def read_split(path: Path) -> dict[str, list[tuple[int, dict[str, str]]]]:
     """Rows of the split file grouped by object: ``{category: [(line number, row), ...]}``."""
     with open(path, newline="") as f:
         reader = csv.reader(f)
@@ -81,7 +98,8 @@ def load_visa(root: str | os.PathLike, categories: Iterable[str] | None = None) 
     """Load VisA as ``{category: CategoryData}`` from ``split_csv/1cls.csv``.
 
     Args:
-        root: the VisA folder (holding ``split_csv/`` and the category folders).
+        root: the VisA folder (holding ``split_csv/`` and the category folders), or the folder that
+            ``samllava fetch-data visa`` wrote (MVTec layout, :data:`LAID_OUT_MARKER`).
         categories: names to load; default every object in the split file.
 
     Raises:
@@ -91,10 +109,14 @@ def load_visa(root: str | os.PathLike, categories: Iterable[str] | None = None) 
     """
     root = require_dir(root, "the VisA root (holding split_csv/1cls.csv and the category folders)")
     split_path = root / SPLIT_FILE
+    if not split_path.is_file() and laid_out_as_mvtec(root):
+        dirs = category_dirs(root, categories, "VisA laid out by samllava fetch-data")
+        return {name: scan_category(folder, name, require_masks=True) for name, folder in dirs.items()}
     if not split_path.is_file():
         raise FileNotFoundError(f"{split_path}: VisA split file not found; {root} is not a VisA root "
-                                "(expected split_csv/1cls.csv beside the category folders)")
-    rows = _read_split(split_path)
+                                "(expected split_csv/1cls.csv beside the category folders, or a folder written "
+                                "by `samllava fetch-data visa`)")
+    rows = read_split(split_path)
     names = sorted(rows) if categories is None else ([categories] if isinstance(categories, str) else list(categories))
     out = {}
     for name in names:
