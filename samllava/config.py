@@ -56,6 +56,9 @@ class FewShotConfig:
     image_size: int = 240  # backbone input side for the memory features
     sharpness: float = 4.0  # beta in Lambda = sigmoid(beta * (s_ctx - 1)); see coarse.memory
     use_zero_shot: bool = True  # False: the zero-shot term H is inactive (H := 1)
+    # False-positive rate the verdict's image threshold aims at, calibrated on the support's normal images
+    # alone (samllava.coarse.verdict): a conformal bound with enough normals, a Gumbel model with few.
+    target_fpr: float = 0.1
 
 
 @dataclass
