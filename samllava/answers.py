@@ -37,7 +37,7 @@ def answer(model: SamLlava, examples: list[Examples], batch_size: int = 8, max_n
     """Generated answers for every example (per category), from the cached frozen part."""
     model.eval()
     return [[text for enc, tokens, questions in _aligned_batches(model, ex, batch_size, oracle_masks)
-             for text in model.describer.generate(enc.llava_pixels, tokens, questions, max_new_tokens=max_new_tokens)]
+             for text in model.describer.generate(enc.visual, tokens, questions, max_new_tokens=max_new_tokens)]
             for ex in tqdm(examples, desc="describe", disable=not progress)]
 
 
@@ -47,7 +47,7 @@ def answer_log_odds(
 ) -> np.ndarray:
     """First-token yes/no log-odds of every example, concatenated in order (:meth:`Describer.yes_no_log_odds`)."""
     model.eval()
-    out = [model.describer.yes_no_log_odds(enc.llava_pixels, tokens, questions)
+    out = [model.describer.yes_no_log_odds(enc.visual, tokens, questions)
            for ex in examples for enc, tokens, questions in _aligned_batches(model, ex, batch_size, oracle_masks)]
     return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 

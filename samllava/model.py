@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .coarse import CoarseLocalizer, CoarseOutput, TextCache, build_coarse, category_phrase
+from .coarse.backbone import pooled_tokens
 from .coarse.prompts import ANOMALOUS_STATES, NORMAL_STATES, TEMPLATES
 from .config import Profile
 from .data.instructions import GENERIC_OBJECT, NO_POSITION, QUESTION, position_on_grid, shape_word, size_label
@@ -46,19 +47,19 @@ class Encoded:
     images: torch.Tensor  # (B, 3, S, S) in [0, 1]
     coarse: CoarseOutput  # maps, Otsu mask (B, S, S), score (B,)
     embeddings: torch.Tensor  # (B, C, h, w) SAM image embeddings (Eq. 3)
-    llava_pixels: torch.Tensor  # (B, 3, s, s) the images at LLaVA's input side
+    visual: torch.Tensor  # what LLaVA's image tokens read: (B, 3, s, s) pixels, or (B, g*g, C) backbone features
     text_tokens: torch.Tensor  # (1, N_t, D) CLIP text embeddings of the category (T_clip)
 
     def select(self, idx: torch.Tensor | slice) -> "Encoded":
         """The images ``idx`` of the batch (the category's text tokens are shared)."""
-        return Encoded(self.images[idx], self.coarse.select(idx), self.embeddings[idx], self.llava_pixels[idx],
+        return Encoded(self.images[idx], self.coarse.select(idx), self.embeddings[idx], self.visual[idx],
                        self.text_tokens)
 
     @staticmethod
     def cat(encs: list["Encoded"]) -> "Encoded":
         """Several batches of one category as one."""
         return Encoded(torch.cat([e.images for e in encs]), CoarseOutput.cat([e.coarse for e in encs]),
-                       torch.cat([e.embeddings for e in encs]), torch.cat([e.llava_pixels for e in encs]),
+                       torch.cat([e.embeddings for e in encs]), torch.cat([e.visual for e in encs]),
                        encs[0].text_tokens)
 
 
@@ -147,6 +148,8 @@ class SamLlava(nn.Module):
         self.text_cache = TextCache(coarse.zero_shot)
         self.coarse.requires_grad_(False)
         self.cascade.sam.image_encoder.requires_grad_(False)
+        if self.cascade.encoder is not None:
+            self.cascade.encoder.requires_grad_(False)
 
     # ------------------------------------------------------------------ parameters
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -180,13 +183,25 @@ class SamLlava(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, category: str | None) -> Encoded:
-        """Frozen work for a batch (B, 3, S, S) in [0, 1]: coarse maps and masks, SAM embeddings."""
+        """Frozen work for a batch (B, 3, S, S) in [0, 1]: coarse maps and masks, SAM embeddings.
+
+        Where SAM's encoder is the few-shot backbone's stand-in, the backbone runs once and both
+        stages read its features."""
         feats, tokens = self.text(category)
-        coarse = self.coarse(images, feats)
-        side = self.describer.image_size
-        llava_pixels = F.interpolate(images.float(), size=(side, side), mode="bilinear", align_corners=False,
-                                     antialias=True).clamp(0, 1).to(images.dtype)  # antialias has no bf16 CPU kernel
-        return Encoded(images, coarse, self.cascade.embed(images), llava_pixels, tokens)
+        encoder, grid = self.cascade.encoder, self.describer.vision_grid
+        maps = self.coarse.calibrator.extractor(images) if encoder is not None or grid is not None else None
+        if maps is not None and self.coarse.has_support:
+            coarse = self.coarse.forward_features(images, feats, maps)
+        else:
+            coarse = self.coarse(images, feats)
+        embedded = encoder.from_maps(maps) if encoder is not None else self.cascade.embed(images)
+        if grid is not None:
+            visual = pooled_tokens(maps, grid)
+        else:
+            side = self.describer.image_size
+            visual = F.interpolate(images.float(), size=(side, side), mode="bilinear", align_corners=False,
+                                   antialias=True).clamp(0, 1).to(images.dtype)  # antialias has no bf16 CPU kernel
+        return Encoded(images, coarse, embedded, visual, tokens)
 
     def set_support(self, support: torch.Tensor | None) -> None:
         """K normal images (K, 3, S, S) for the few-shot path (Eq. 2), or None for zero-shot."""
@@ -216,7 +231,8 @@ class SamLlava(nn.Module):
 
     def align_mask(self, enc: Encoded, mask: torch.Tensor) -> torch.Tensor:
         """SASA tokens (B, N, llm_dim) for any mask (B, S, S) in the role of M_fine, e.g. the ground truth."""
-        return self.sasa(enc.embeddings, mask.float(), enc.text_tokens.to(enc.embeddings.dtype)).tokens
+        feats = self.cascade.image_embedding(enc.embeddings)  # F_sam (through the stand-in's adapter, if any)
+        return self.sasa(feats, mask.float(), enc.text_tokens.to(feats.dtype)).tokens
 
     def grounded_questions(self, questions: list[str], mask: torch.Tensor) -> list[str]:
         """The questions as the language model reads them: with ``sasa.region_text``, each is preceded by
@@ -235,7 +251,7 @@ class SamLlava(nn.Module):
             fine.kept_branches(), self._gt_frame(gt_masks), ms.branch_weights, ms.focal_weight
         )
         tokens = self.align(enc, fine, straight_through=True)
-        gen = self.describer.loss(enc.llava_pixels, tokens, self.grounded_questions(questions, fine.mask), answers)
+        gen = self.describer.loss(enc.visual, tokens, self.grounded_questions(questions, fine.mask), answers)
         t = self.profile.train
         return Losses(total=total_loss(seg, gen, t.seg_weight, t.gen_weight), seg=seg, gen=gen, branches=branches)
 
@@ -251,16 +267,22 @@ class SamLlava(nn.Module):
 
         ``category`` None uses a generic object name; ``support`` None runs the zero-shot path.
         """
+        self.set_support(support)
+        return self.diagnose_with_support(images, category, max_new_tokens)
+
+    @torch.no_grad()
+    def diagnose_with_support(self, images: torch.Tensor, category: str | None = None,
+                              max_new_tokens: int | None = None) -> list[Diagnosis]:
+        """:meth:`diagnose` with the support set already given (:meth:`set_support`): many batches, one fit."""
         if images.ndim == 3:
             images = images[None]
-        self.set_support(support)
         enc = self.encode(images, category)
         fine = self.fine(enc)
         tokens = self.align(enc, fine)
         questions = self.grounded_questions(
             [QUESTION.format(category=self.phrase(category))] * images.shape[0], fine.mask
         )
-        texts = self.describer.generate(enc.llava_pixels, tokens, questions, max_new_tokens=max_new_tokens)
+        texts = self.describer.generate(enc.visual, tokens, questions, max_new_tokens=max_new_tokens)
         c = enc.coarse
         thresholds = None if c.verdict is None else c.verdict.to_dict()
         out = []
@@ -285,11 +307,16 @@ def build_model(profile: Profile, lora: bool = True, seed: int = 0) -> SamLlava:
     checkpoint of the trainable parts then fully determines the model.
     """
     coarse, _ = build_coarse(profile, seed=seed)
-    cascade = build_cascade(profile, seed=seed)
-    describer = build_describer(profile, seed=seed)
+    cascade = build_cascade(profile, seed=seed, extractor=coarse.calibrator.extractor)
+    extractor = coarse.calibrator.extractor
+    width = pooled_tokens(extractor(torch.zeros(1, 3, 8, 8, device=extractor.preprocess.mean.device)), 1).shape[-1] \
+        if profile.llm.vision == "fewshot_backbone" else None
+    describer = build_describer(profile, seed=seed, vision_channels=width)
     if lora:
         with seeded(seed, "lora"):
             describer = apply_lora(describer, profile.lora)
+    if describer.vision_grid is not None:  # a new projector for the backbone's features learns (LLaVA's stage 1)
+        describer.llava.model.multi_modal_projector.requires_grad_(True)
     text_dim = coarse.zero_shot.model.visual.output_dim  # CLIP's joint embedding width D
     with seeded(seed, "sasa"):
         sasa = Sasa(

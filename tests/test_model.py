@@ -121,9 +121,9 @@ def test_training_loss_reads_the_region_of_the_predicted_mask(model):
         losses = model(enc, gt, questions, answers)
         fine = model.fine(enc)
         grounded = model.grounded_questions(questions, fine.mask)
-        expected = model.describer.loss(enc.llava_pixels, model.align(enc, fine), grounded, answers)
+        expected = model.describer.loss(enc.visual, model.align(enc, fine), grounded, answers)
         from_gt = model.describer.loss(
-            enc.llava_pixels, model.align(enc, fine), model.grounded_questions(questions, gt), answers
+            enc.visual, model.align(enc, fine), model.grounded_questions(questions, gt), answers
         )
     torch.testing.assert_close(losses.gen, expected)
     assert grounded != model.grounded_questions(questions, gt) and not torch.allclose(losses.gen, from_gt)

@@ -150,7 +150,7 @@ def test_yes_no_accuracy_rises_well_above_chance_with_a_small_budget(yes_no_data
         questions = model.grounded_questions([ex.questions[i] for i in idx], ex.gt[idx])  # as answer() asks them
         # "Yes" / "No"
         loss = d.loss(
-            ex.enc.llava_pixels[idx], tokens, questions, [ex.targets[i].split(",")[0] for i in idx]
+            ex.enc.visual[idx], tokens, questions, [ex.targets[i].split(",")[0] for i in idx]
         )
         opt.zero_grad()
         loss.backward()

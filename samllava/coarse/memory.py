@@ -225,6 +225,27 @@ class FewShotCalibrator(nn.Module):
         self.support_side = side
         return self
 
+    def support_state(self) -> dict:
+        """The fitted support (memory, scales, held-out maps, calibration images) as tensors and ints, for a
+        cache on disk (:func:`samllava.diagnose.fit_support`): fitting a folder of hundreds costs seconds."""
+        if not self.fitted:
+            raise RuntimeError("FewShotCalibrator: nothing fitted to save")
+        return {"memory": [m.cpu() for m in self.memory], "scales": self.scales.cpu(), "k": self._k,
+                "side": self.support_side, "held_out_s_ctx": self.held_out_s_ctx.cpu(),
+                "calibration_images": self.calibration_images.cpu()}
+
+    def load_support_state(self, state: dict) -> "FewShotCalibrator":
+        """Restore :meth:`support_state` (onto this module's device)."""
+        self.clear()
+        device = self.extractor.preprocess.mean.device
+        for i, m in enumerate(state["memory"]):
+            self.register_buffer(f"memory_{i}", m.to(device), persistent=False)
+        self._levels, self._k, self.support_side = len(state["memory"]), int(state["k"]), int(state["side"])
+        self.scales = state["scales"].to(device)
+        self.held_out_s_ctx = state["held_out_s_ctx"].to(device)
+        self.calibration_images = state["calibration_images"].to(device)
+        return self
+
     def clear(self) -> None:
         """Forget the support set."""
         for i in range(self._levels):

@@ -99,6 +99,11 @@ class CoarseLocalizer(nn.Module):
         self.calibrator.fit(images)
         self._verdict = None
 
+    def set_support_state(self, state: dict) -> None:
+        """A support fitted earlier (:meth:`FewShotCalibrator.support_state`, e.g. read from a cache)."""
+        self.calibrator.load_support_state(state)
+        self._verdict = None
+
     def clear_support(self) -> None:
         """Back to zero-shot."""
         if self.calibrator is not None:
