@@ -58,7 +58,7 @@ class FewShotConfig:
     use_zero_shot: bool = True  # False: the zero-shot term H is inactive (H := 1)
     # False-positive rate the verdict's image threshold aims at, calibrated on the support's normal images
     # alone (samllava.coarse.verdict): a conformal bound with enough normals, a Gumbel model with few.
-    target_fpr: float = 0.1
+    target_fpr: float = 0.2
 
 
 @dataclass

@@ -79,7 +79,7 @@ class CoarseLocalizer(nn.Module):
     """
 
     def __init__(self, *, zero_shot: ZeroShotLocalizer, calibrator: FewShotCalibrator | None = None,
-                 use_zero_shot: bool = True, clip_label: str = "", target_fpr: float = 0.1) -> None:
+                 use_zero_shot: bool = True, clip_label: str = "", target_fpr: float = 0.2) -> None:
         super().__init__()
         self.zero_shot = zero_shot
         self.calibrator = calibrator

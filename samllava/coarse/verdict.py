@@ -102,7 +102,7 @@ def conformal_quantile(scores: torch.Tensor, alpha: float) -> float:
     return float(s[min(rank, s.numel()) - 1])
 
 
-def calibrate(held_out: torch.Tensor, target_fpr: float = 0.1, blocks: int = 4, pixel_quantile: float = 0.99
+def calibrate(held_out: torch.Tensor, target_fpr: float = 0.2, blocks: int = 4, pixel_quantile: float = 0.99
               ) -> Verdict:
     """Thresholds from held-out s_ctx maps of normal images.
 

@@ -43,11 +43,13 @@ def _normal_maps(n: int, seed: int, side: int = 32) -> torch.Tensor:
 
 
 def test_calibrate_picks_the_rule_by_the_number_of_normals():
-    few, many = calibrate(_normal_maps(4, 0)), calibrate(_normal_maps(30, 0))
-    assert few.rule == "gumbel" and few.n_normals == 4
-    assert many.rule == "conformal" and many.n_normals == 30
+    few, many = calibrate(_normal_maps(3, 0), 0.2), calibrate(_normal_maps(4, 0), 0.2)  # conformal from 1/0.2 - 1 = 4
+    assert few.rule == "gumbel" and few.n_normals == 3
+    assert many.rule == "conformal" and many.n_normals == 4
+    assert many.image == float(_normal_maps(4, 0).flatten(1).amax(1).max())  # rank ceil(5 * 0.8) = 4 of 4: the maximum
     assert few.pixel <= few.image and many.pixel <= many.image
-    assert "4 held-out normal image(s)" in few.describe()
+    assert "3 held-out normal image(s)" in few.describe()
+    assert calibrate(_normal_maps(4, 0), 0.1).rule == "gumbel"  # 4 < 1/0.1 - 1
     with pytest.raises(ValueError, match="target_fpr"):
         calibrate(_normal_maps(4, 0), target_fpr=0.0)
 
