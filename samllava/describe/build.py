@@ -190,19 +190,22 @@ BUILDERS: dict[str, Callable[[Profile, int], tuple[LlavaForConditionalGeneration
 }
 
 
-def build_describer(profile: Profile, system: str | None = None, seed: int = 0) -> Describer:
+def build_describer(profile: Profile, system: str | None = None, seed: int = 0,
+                    dtype: torch.dtype | None = None) -> Describer:
     """The describer of ``profile`` (``profile.llm.kind`` picks the builder).
 
     Args:
         system: system message of the template; None takes ``profile.llm.system`` (None there:
             LLaVA-1.5's; "" shortens every prompt, e.g. for CPU budgets).
         seed: seed of the randomly initialised parts (vision tower, projector, a random LM).
+        dtype: the weights' dtype; None: ``profile.llm.dtype`` (:func:`samllava.model.build_model` passes
+            float32 on the CPU, :func:`samllava.device.tower_dtype`).
     """
     if profile.llm.kind not in BUILDERS:
         raise ValueError(f"profile {profile.name!r}: unknown llm.kind={profile.llm.kind!r}; known: {sorted(BUILDERS)}")
     model, tokenizer, base_id = BUILDERS[profile.llm.kind](profile, seed)
     _fit_vocab(model, tokenizer)
-    model.to(_dtype(profile.llm))
+    model.to(dtype or _dtype(profile.llm))
     if system is None:
         system = SYSTEM if profile.llm.system is None else profile.llm.system
     return Describer(model, tokenizer, base_id=base_id, system=system, max_new_tokens=profile.llm.max_new_tokens)

@@ -32,6 +32,7 @@ from torch import nn
 
 from samllava import weights
 from samllava.config import MultiScaleConfig, Profile, SamConfig
+from samllava.device import resolve_device, tower_dtype
 from samllava.seeding import seeded
 from samllava.sam.build import build_sam
 from samllava.sam.multiscale import MultiScaleMaskDecoder, MultiScalePromptLearner
@@ -107,6 +108,7 @@ class SamCascade(nn.Module):
         lo, hi = images.min().item(), images.max().item()
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(f"images must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+        images = images.to(self.sam.pixel_mean.device)  # images enter SAM where SAM is
         h, w = images.shape[-2:]
         size = ResizeLongestSide.get_preprocess_shape(h, w, self.resize.target_length)
         x = images * 255.0
@@ -119,8 +121,14 @@ class SamCascade(nn.Module):
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """F_sam of Eq. 3: (B, 3, H, W) in [0, 1] -> (B, C, h, w). Costly: compute once per image."""
-        return self.sam.image_encoder(self.preprocess(images))
+        """F_sam of Eq. 3: (B, 3, H, W) in [0, 1] -> (B, C, h, w). Costly: compute once per image.
+
+        The encoder runs in its own dtype (bfloat16 weights on a GPU, :mod:`samllava.device`); the
+        embeddings come out in the dtype of the prompt encoder and decoder that read them.
+        """
+        encoder = self.sam.image_encoder
+        x = self.preprocess(images).to(encoder.patch_embed.proj.weight.dtype)
+        return encoder(x).to(self.sam.prompt_encoder.point_embeddings[0].weight.dtype)
 
     def prompt_embeddings(self, coarse: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """E_prompt of Eq. 3: sparse (B, T, C) and dense (B, C, h, w) prompt embeddings for the B coarse masks."""
@@ -191,3 +199,13 @@ def build_cascade(profile: Profile, seed: int = 0) -> SamCascade:
     checkpoint = weights.require(profile, "sam", profile.sam.weights)
     with seeded(seed, "sam"):
         return SamCascade(build_sam(profile.sam, checkpoint), profile.sam, profile.multiscale).eval()
+
+
+def place_cascade(cascade: SamCascade, profile: Profile, device: str | torch.device | None = None,
+                  dtype: str | torch.dtype | None = None) -> SamCascade:
+    """``cascade`` moved to ``device`` (:func:`samllava.device.resolve_device`) with SAM's frozen image
+    encoder in its dtype there: ``gpu.sam_dtype`` on a GPU, float32 on the CPU, or ``dtype``
+    (:func:`samllava.device.tower_dtype`); the trainable parts stay float32."""
+    dev = resolve_device(device)
+    cascade.sam.image_encoder.to(tower_dtype(profile.gpu.sam_dtype, dev, dtype))
+    return cascade.to(dev)
