@@ -11,18 +11,18 @@ import sys
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 import json
 from pathlib import Path
 
-from . import download, weights
+from . import distributed, download, weights
 from .data import fetch as data_fetch
 from .answers import description_eval
 from .bench import BenchSettings, bench
 from .checkpoint import load_model
 from .config import load_profile
 from .data import generate_realtex, generate_synthetic, load_dataset, load_image
+from .device import resolve_device
 from .diagnose import load_support, write_outputs
 from .evaluate import CoarseMethod, FullMethod, evaluate, results_json, results_table
 from .examples import prepare
@@ -50,6 +50,15 @@ def _seeds(text: str) -> list[int]:
         raise SystemExit(f"--seeds expects comma-separated integers, got {text!r}") from None
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype`` (:mod:`samllava.device`)."""
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or auto (default: $SAMLLAVA_DEVICE, else cuda when available, else cpu)")
+    p.add_argument("--dtype", default=None,
+                   help="weights of the frozen SAM encoder and LLaVA, e.g. float32 (default: the profile's on a GPU, "
+                        "float32 on the CPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="samllava", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -72,6 +81,9 @@ def _evaluate_parser(sub) -> None:
     e.add_argument("--image-size", type=int, default=None)
     e.add_argument("--checkpoint", default=None, help="trained SamLlava checkpoint (stage full)")
     e.add_argument("--out", required=True, help="JSON file to write")
+    e.add_argument("--batch-size", type=int, default=None,
+                   help="images per batch on a GPU (default: gpu.encode_batch, else as many as fit in free memory)")
+    _add_device(e)
 
 
 def _diagnose_parser(sub) -> None:
@@ -82,6 +94,7 @@ def _diagnose_parser(sub) -> None:
     d.add_argument("--profile", default=None)
     d.add_argument("--checkpoint", default=None, help="trained SamLlava checkpoint")
     d.add_argument("--out", required=True, help="output folder for mask.png, overlay.png, report.json")
+    _add_device(d)
 
 
 def _reproduce_parser(sub) -> None:
@@ -92,6 +105,8 @@ def _reproduce_parser(sub) -> None:
     r.add_argument(
         "--smoke", action="store_true", help="small budgets (seeds, steps): a quick check of every code path"
     )
+    r.add_argument("--device", default=None,
+                   help="every notebook's device parameter: cpu, cuda, cuda:N or auto (default: cuda when available)")
 
 
 def _fetch_weights_parser(sub) -> None:
@@ -130,7 +145,7 @@ def _make_data_parser(sub) -> None:
 def _bench_parser(sub) -> None:
     b = sub.add_parser("bench", help="complexity benchmark: parameters, latency, throughput, peak memory")
     b.add_argument("--profile", default=None)
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     b.add_argument("--runs", type=int, default=20)
     b.add_argument("--warmup", type=int, default=5)
     b.add_argument("--out", default=None)
@@ -144,13 +159,18 @@ def _train_parser(sub) -> None:
     t.add_argument("--shots", type=int, default=0)
     t.add_argument("--out", required=True)
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--micro-batch", type=int, default=None,
+                   help="images per forward/backward on a GPU; gradients accumulate to train.batch_size "
+                        "(default: gpu.train_micro_batch, else as many as fit in free memory)")
+    _add_device(t)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "reproduce":
         try:
-            reproduce(profile=args.profile, only=args.only, data_roots=_key_value(args.data_root), smoke=args.smoke)
+            reproduce(profile=args.profile, only=args.only, data_roots=_key_value(args.data_root), smoke=args.smoke,
+                      device=args.device)
         except ReproduceError as err:
             print(f"samllava reproduce: {err}", file=sys.stderr)
             return 1
@@ -169,7 +189,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate_cli(args) -> int:
-    """``samllava evaluate``: the metrics of the coarse stage or of the whole trained model, as JSON."""
+    """``samllava evaluate``: the metrics of the coarse stage or of the whole trained model, as JSON.
+
+    Under ``torchrun`` every rank scores its share of the images (:func:`samllava.evaluate.evaluate`);
+    rank 0 adds the description accuracy and writes the report."""
+    device = resolve_device(args.device)
+    started = distributed.init(device)
+    try:
+        return _evaluate(args, device)
+    finally:
+        if started:
+            distributed.shutdown()
+
+
+def _evaluate(args, device) -> int:
     profile = load_profile(args.profile)
     data = load_dataset(args.data)
     if args.categories:
@@ -180,11 +213,17 @@ def evaluate_cli(args) -> int:
         data = {k: data[k] for k in wanted}
     size = args.image_size or profile.data.image_size
     seeds = tuple(_seeds(args.seeds))
-    method = CoarseMethod(profile) if args.stage == "coarse" else FullMethod(profile, checkpoint=args.checkpoint)
-    results = evaluate(method, data, shots=args.shots, seeds=seeds, image_size=size)
+    if args.stage == "coarse":
+        method = CoarseMethod(profile, device=device)
+    else:
+        method = FullMethod(profile, model=load_model(profile, args.checkpoint, device=device, dtype=args.dtype))
+    results = evaluate(method, data, shots=args.shots, seeds=seeds, image_size=size, gpu_batch=args.batch_size)
+    if distributed.world()[0] != 0:
+        return 0
     header = {"profile": profile.name, "weights": profile.weights_label(), "data": str(args.data), "stage": args.stage,
               "shots": args.shots, "seeds": list(seeds), "image_size": size,
-              "terms": getattr(method, "last_terms", {})}
+              "terms": getattr(method, "last_terms", {}), "device": str(device),
+              "processes": distributed.world()[1]}
     report = results_json(results, **header)
     if args.stage == "full":
         _add_description_accuracy(report, method.model, data, args.shots, seeds, size)
@@ -211,11 +250,12 @@ def diagnose_cli(args) -> int:
     size = profile.data.image_size
     image = load_image(args.image, size)
     support = load_support(args.support, size) if args.support else None
-    model = load_model(profile, args.checkpoint)
+    model = load_model(profile, args.checkpoint, device=args.device, dtype=args.dtype)
     diagnosis = model.diagnose(image[None], args.category, support)[0]
     paths = write_outputs(diagnosis, image, args.out)
     report = diagnosis.report()
     report["profile"], report["weights"], report["checkpoint"] = profile.name, profile.weights_label(), args.checkpoint
+    report["device"] = str(model.device)
     if args.checkpoint is None:
         report["note"] = "untrained SAM side, SASA and LoRA: train first (samllava train) for meaningful answers"
     write_json(paths["report"], report)
@@ -226,7 +266,8 @@ def diagnose_cli(args) -> int:
 
 def bench_cli(args) -> int:
     """``samllava bench``: the complexity benchmark of a profile, printed and optionally written as JSON."""
-    report = bench(load_profile(args.profile), BenchSettings(device=args.device, runs=args.runs, warmup=args.warmup))
+    settings = BenchSettings(device=str(resolve_device(args.device)), runs=args.runs, warmup=args.warmup)
+    report = bench(load_profile(args.profile), settings)
     if args.out:
         write_json(args.out, report)
     print(report)
@@ -234,20 +275,23 @@ def bench_cli(args) -> int:
 
 
 def train_cli(args) -> int:
-    """``samllava train``: train on the profile's synthetic data (``torchrun`` for several processes)."""
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+    """``samllava train``: train on the profile's synthetic data (``torchrun`` for several processes:
+    DistributedDataParallel, NCCL on GPUs and gloo on the CPU, :mod:`samllava.distributed`)."""
+    device = resolve_device(args.device)
+    started = distributed.init(device)
     profile = load_profile(args.profile)
-    model = build_model(profile)
+    model = build_model(profile, device=device, dtype=args.dtype)
     data = load_dataset(args.data or ensure_synthetic(profile, seed=1))
     examples = prepare(model, data, profile.data.image_size, shots=args.shots, progress=not args.no_progress)
-    history = train(model, examples, epochs=args.epochs, out_dir=args.out, progress=not args.no_progress)
+    history = train(model, examples, epochs=args.epochs, out_dir=args.out, progress=not args.no_progress,
+                    micro_batch=args.micro_batch)
     rank, size = world()
     if size > 1:
         # report a digest of the weights so callers can check that all ranks agree
         digest = torch.stack([p.detach().double().sum() for p in model.trainable_parameters()]).sum()
         print(f"rank {rank} world {size} steps {len(history)} digest {digest.item():.10e}", flush=True)
-        dist.destroy_process_group()
+    if started:
+        distributed.shutdown()
     return 0
 
 

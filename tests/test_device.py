@@ -142,6 +142,62 @@ def test_inputs_on_the_cpu_enter_a_model_on_another_device():
     assert model.sasa(emb, torch.ones(2, 64, 64, device="meta"), torch.rand(1, 5, 32, device="meta")).tokens.is_meta
 
 
+def test_a_checkpoint_written_from_gpu_tensors_loads_on_the_cpu(tmp_path):
+    """A file whose tensors were saved on ``cuda:0`` (every storage tagged so, as ``torch.save`` tags CUDA
+    tensors) loads into a model on the CPU; and the package itself writes CPU tensors."""
+    from samllava.checkpoint import save_checkpoint
+    from samllava.train import param_groups
+
+    profile = load_profile("tiny")
+    trained = build_model(profile, device="cpu", seed=3)
+    with torch.no_grad():
+        for p in trained.trainable_parameters():
+            p.add_(0.01)
+    opt = torch.optim.Adam(param_groups(trained))
+    plain = save_checkpoint(trained, opt, 0, [], tmp_path / "plain.pt")
+    assert all(t.device.type == "cpu" for t in torch.load(plain, weights_only=True)["model"].values())
+    entry = (0, lambda storage: "cuda:0", lambda storage, location: None)  # tag every storage as a GPU one
+    torch.serialization._package_registry.append(entry)
+    torch.serialization._package_registry.sort(key=lambda e: e[0])
+    try:
+        torch.save({**torch.load(plain, weights_only=True), "model": trained.trainable_state()}, tmp_path / "gpu.pt")
+    finally:
+        torch.serialization._package_registry.remove(entry)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(tmp_path / "gpu.pt", weights_only=True)  # really a GPU file
+    fresh = build_model(profile, device="cpu", seed=3)
+    load_checkpoint(fresh, tmp_path / "gpu.pt")
+    for k, v in trained.trainable_state().items():
+        torch.testing.assert_close(fresh.trainable_state()[k], v, rtol=0, atol=0, msg=k)
+
+
+def test_every_command_and_notebook_takes_a_device(tmp_path):
+    import json
+
+    import nbformat
+
+    from samllava.cli import build_parser
+    from samllava.reproduce import numbered_notebooks, reproduce
+
+    parser = build_parser()
+    for cmd in (["evaluate", "--data", "d", "--out", "o"], ["diagnose", "i", "--out", "o"], ["train", "--out", "o"],
+                ["reproduce"], ["bench"]):
+        assert parser.parse_args([*cmd, "--device", "cuda:1"]).device == "cuda:1", cmd[0]
+    for path in numbered_notebooks():
+        cells = json.loads(path.read_text())["cells"]
+        params = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+        assert any(line.startswith("device = None") for line in params["source"]), path.name
+    book = nbformat.v4.new_notebook()
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell("device = None")
+    cell.metadata["tags"] = ["parameters"]
+    book.cells = [cell, nbformat.v4.new_code_cell("assert device == 'cpu'")]
+    (tmp_path / "nb").mkdir()
+    nbformat.write(book, tmp_path / "nb" / "01_x.ipynb")
+    reproduce(profile="tiny", directory=tmp_path / "nb", output_dir=tmp_path / "out", device="cpu", log=lambda m: None)
+
+
 @pytest.mark.skipif(not os.environ.get("SAMLLAVA_GPU_TESTS"), reason="a GPU check (SAMLLAVA_GPU_TESTS=1)")
 def test_gpu_round_trip_of_a_checkpoint(data, tmp_path):  # pragma: no cover - run by the GPU issue's script
     profile = load_profile("tiny")
