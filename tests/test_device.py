@@ -69,6 +69,33 @@ def test_tiny_pipeline_creates_every_tensor_on_the_requested_device(data, tmp_pa
         torch.testing.assert_close(got["reloaded"][name], value, rtol=0, atol=0, msg=name)
 
 
+def _helpers(profile, data) -> dict:
+    """The notebooks' helpers with the CPU requested: the SAM side trained, the segmentation table, the
+    coarse explorer's view, SASA's attention figure (their numbers)."""
+    import matplotlib.pyplot as plt
+
+    from samllava.pipeline import sasa_attention_figure, segmentation_table, train_cascade
+    from samllava.widgets import coarse_view
+
+    coarse, cascade, losses = train_cascade(profile, steps=2, data=data, cache=False, progress=False, device="cpu")
+    table = segmentation_table(coarse, cascade, data, shots=1)
+    view = coarse_view(coarse.coarse, data["fabric"], index=len(data["fabric"].test) - 1, shots=1, size=64)
+    fig, out = sasa_attention_figure(build_model(profile, device="cpu"), data)
+    plt.close(fig)
+    return {"losses": losses, "table": table.to_dict(), "view": (view.heatmap.tolist(), view.mask.tolist()),
+            "sasa": out.tokens.tolist()}
+
+
+def test_notebook_helpers_create_every_tensor_on_the_requested_device(data):
+    profile = load_profile("tiny")
+    with torch.device("cpu"):
+        want = _helpers(profile, data)
+    with torch.device("meta"):
+        got = _helpers(profile, data)
+    for key, value in want.items():
+        assert got[key] == value, key
+
+
 def test_device_resolution(monkeypatch):
     monkeypatch.delenv(DEVICE_ENV, raising=False)
     auto = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
