@@ -103,7 +103,7 @@ def run(profile, name: str, steps: int, every: int, log, oracle_masks: bool = Fa
             tokens = model.align_mask(enc, mask)
             answers = [ex.targets[i].split(" This is")[0] for i in idx]  # the answer sentence only
             questions = model.grounded_questions([ex.questions[i] for i in idx], mask)
-            loss = model.describer.loss(enc.llava_pixels, tokens, questions, answers)
+            loss = model.describer.loss(enc.visual, tokens, questions, answers)
             opt.zero_grad()
             loss.backward()
             opt.step()

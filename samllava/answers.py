@@ -47,7 +47,7 @@ def answer(model: SamLlava, examples: list[Examples], batch_size: int = 8, max_n
 
     def texts(ex: Examples, i: int, j: int) -> list[str]:
         enc, tokens, questions = _aligned(model, ex, i, j, oracle_masks)
-        return model.describer.generate(enc.llava_pixels, tokens, questions, max_new_tokens=max_new_tokens)
+        return model.describer.generate(enc.visual, tokens, questions, max_new_tokens=max_new_tokens)
 
     return [[t for batch in sizer.run(len(ex), lambda i, j, ex=ex: texts(ex, i, j)) for t in batch]
             for ex in tqdm(examples, desc="describe", disable=not progress)]
@@ -63,7 +63,7 @@ def answer_log_odds(
 
     def odds(ex: Examples, i: int, j: int) -> torch.Tensor:
         enc, tokens, questions = _aligned(model, ex, i, j, oracle_masks)
-        return model.describer.yes_no_log_odds(enc.llava_pixels, tokens, questions).cpu()
+        return model.describer.yes_no_log_odds(enc.visual, tokens, questions).cpu()
 
     out = [o for ex in examples for o in sizer.run(len(ex), lambda i, j, ex=ex: odds(ex, i, j))]
     return torch.cat(out).numpy() if out else np.zeros(0)

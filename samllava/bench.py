@@ -282,9 +282,9 @@ def _bench_stages(model, st: BenchSettings, prec: Precision, measure: _Measureme
     with merged_lora(model.describer, st.merge_lora) as merged:
         measure.report["options"]["lora_merged_for_generation"] = merged
         measure("stages_ms", "llava_prefill_and_1_token",
-                lambda: time_it(lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=1)))
+                lambda: time_it(lambda: model.describer.generate(enc.visual, sasa_tokens, q, max_new_tokens=1)))
         measure("stages_ms", f"llava_generate_{st.new_tokens}_tokens", lambda: time_fn(
-            lambda: model.describer.generate(enc.llava_pixels, sasa_tokens, q, max_new_tokens=st.new_tokens),
+            lambda: model.describer.generate(enc.visual, sasa_tokens, q, max_new_tokens=st.new_tokens),
             few, 1, dev))
         for b in st.batch_sizes:  # each lambda runs inside its measure() call, with this b
             measure("end_to_end", f"batch_{b}", lambda b=b: _end_to_end(model, prec, b, category, st.new_tokens, few),
@@ -340,7 +340,7 @@ def fast_diagnose(model, prec: Precision, batch: int, category: str, new_tokens:
     def embeds():  # (batch, L, D) prompt embeddings
         enc, _, sasa_tokens = _before_language_model(model, prec, images, category)
         with prec.autocast():
-            return prompt_embeds(model.describer, enc.llava_pixels, sasa_tokens, q)
+            return prompt_embeds(model.describer, enc.visual, sasa_tokens, q)
 
     with torch.no_grad(), torch.autocast(dev.type, enabled=False):  # the decoder runs in the LM's own dtype
         emb = embeds()

@@ -56,6 +56,9 @@ class FewShotConfig:
     image_size: int = 240  # backbone input side for the memory features
     sharpness: float = 4.0  # beta in Lambda = sigmoid(beta * (s_ctx - 1)); see coarse.memory
     use_zero_shot: bool = True  # False: the zero-shot term H is inactive (H := 1)
+    # False-positive rate the verdict's image threshold aims at, calibrated on the support's normal images
+    # alone (samllava.coarse.verdict): a conformal bound with enough normals, a Gumbel model with few.
+    target_fpr: float = 0.1
 
 
 @dataclass
@@ -63,6 +66,9 @@ class SamConfig:
     """SAM (Sec. 3.1, Eq. 3-4). Sizes follow segment_anything.build_sam."""
 
     size: str = "vit_h"  # "tiny" | "vit_b" | "vit_l" | "vit_h": a key of sam.build registry
+    # What computes F_sam (Eq. 3): "vit" = SAM's own image encoder; "fewshot_backbone" = the frozen few-shot
+    # backbone with a trained adapter, a stand-in where no SAM weights exist (samllava.sam.backbone_encoder)
+    encoder: str = "vit"
     weights: str | None = "sam_vit_h"  # weight id of an official-format checkpoint (None = random)
     image_size: int = 1024  # SAM input side (1024 for the official models)
     prompt: str = "mask"  # "mask" | "box" | "point" | "mask+box" | "none" (Tables 7, 10)
@@ -106,6 +112,11 @@ class LlmConfig:
     vision_config: dict | None = None  # CLIPVisionConfig kwargs when built from config
     text_config: dict | None = None  # LlamaConfig kwargs when built from config
     image_size: int = 336  # LLaVA vision tower input side
+    # What LLaVA's image tokens read: "tower" = its CLIP vision tower on pixels; "fewshot_backbone" = the frozen
+    # few-shot backbone's features average-pooled to vision_grid x vision_grid tokens, through a trained projector
+    # (a stand-in where the tower's weights are random: the offline profile)
+    vision: str = "tower"
+    vision_grid: int = 3
     max_new_tokens: int = 128
     dtype: str = "bfloat16"  # weights of LLaVA (language model and vision tower) on a GPU; the CPU: float32
     system: str | None = None  # system message of the template; None = LLaVA-1.5's, "" = none (shorter sequences)

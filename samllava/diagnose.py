@@ -1,32 +1,119 @@
-"""What ``samllava diagnose IMAGE`` reads and writes: the support folder in, mask PNG, overlay PNG and
-JSON report out (the command itself is :func:`samllava.cli.diagnose_cli`)."""
+"""What ``samllava diagnose IMAGE [IMAGE|FOLDER ...]`` reads and writes (the command itself is
+:func:`samllava.cli.diagnose_cli`).
+
+In: image files and folders of images (searched recursively, sorted), an optional folder of normal
+images (the support). Out, under ``--out``: ``<name>/mask.png`` (M_fine, 0/255), ``<name>/overlay.png``
+(heatmap and mask on the image), ``<name>/report.json`` per image, and ``summary.csv`` (one row per
+image: score, verdict, answer, position, fine-mask pixels). ``<name>`` is the image's stem, made unique
+with its parent folders' names where stems repeat. Every file is written atomically; ``summary.csv``
+last, so a killed run leaves finished images and no half-written summary.
+
+The model, the category's text features and the support memory are built once for the whole run.
+A support folder's fitted memory is cached on disk by content (the images' bytes, the backbone and
+the image side), so a folder of hundreds of normal images is embedded once.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
+from . import weights
+from .batching import BatchSizer
 from .data import load_image
+from .data.images import IMAGE_SUFFIXES
 from .data.mvtec import list_images
+from .model import Diagnosis, SamLlava
 from .results import atomic_path, write_json
 from .viz import overlay
 
+SUMMARY = "summary.csv"
+SUMMARY_COLUMNS = ("image", "score", "verdict", "answer", "position", "fine_mask_pixels", "description")
 
-def load_support(folder: str | Path, size: int) -> torch.Tensor:
-    """All images of a folder of normal images as (K, 3, S, S); an empty folder is an error."""
+
+def gather_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Image files from paths that are files or folders (recursive, sorted, hidden files ignored), in the
+    order given. A missing path, a folder without images or a non-image file raises, naming it."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not found:
+                raise ValueError(f"{p}: a folder without images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            out += found
+        elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise ValueError(f"{p}: not an image file (expected one of {', '.join(sorted(IMAGE_SUFFIXES))})")
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return list(dict.fromkeys(out))
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """One output folder name per image: its stem, prefixed by as many parent folder names as it takes
+    to be unique (``good_000``, ``crack_000``)."""
+    depth = 0
+    while True:
+        names = ["_".join([*f.parent.parts[len(f.parent.parts) - depth:], f.stem]) if depth else f.stem for f in files]
+        if len(set(names)) == len(names) or depth > max(len(f.parts) for f in files):
+            return names if len(set(names)) == len(names) else [f"{n}_{i}" for i, n in enumerate(names)]
+        depth += 1
+
+
+def check_readable(files: list[Path]) -> None:
+    """Open every image's header first, so that a bad file stops the run before any work, naming it."""
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.verify()
+        except Exception as e:  # PIL raises many types for corrupt or unsupported files
+            raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def support_digest(files: list[Path], size: int, backbone: str) -> str:
+    """Content key of a support set: the images' bytes in order, the image side and the backbone."""
+    h = hashlib.sha256(f"{size}|{backbone}".encode())
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def fit_support(model: SamLlava, folder: str | Path, size: int, cache: bool = True) -> int:
+    """Set ``model``'s support from a folder of normal images, from the on-disk cache when its content
+    was fitted before; returns K. An empty or missing folder is an error that names it."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"--support {folder}: not a folder of normal images")
     files = list_images(folder)
     if not files:
         raise ValueError(f"--support {folder}: holds no images (png/jpg/bmp/tif)")
-    return torch.stack([load_image(f, size) for f in files])
+    check_readable(files)
+    calibrator = model.coarse.calibrator
+    path = weights.cache_dir() / "support" / f"{support_digest(files, size, calibrator.extractor.label)}.pt"
+    if cache and path.is_file():
+        model.coarse.set_support_state(torch.load(path, map_location="cpu", weights_only=True))
+        return len(files)
+    model.set_support(torch.stack([load_image(f, size) for f in files]))
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save(calibrator.support_state(), tmp)
+    return len(files)
 
 
-def write_outputs(diagnosis, image, out_dir: str | Path) -> dict[str, Path]:
-    """mask.png (0/255 fine mask), overlay.png (heatmap + mask on the image), report.json."""
+def write_outputs(diagnosis: Diagnosis, image: torch.Tensor, out_dir: str | Path, extra: dict | None = None
+                  ) -> dict[str, Path]:
+    """mask.png (0/255 fine mask), overlay.png (heatmap + mask on the image), report.json (+ ``extra``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"mask": out_dir / "mask.png", "overlay": out_dir / "overlay.png", "report": out_dir / "report.json"}
@@ -35,5 +122,54 @@ def write_outputs(diagnosis, image, out_dir: str | Path) -> dict[str, Path]:
     with atomic_path(paths["overlay"]) as tmp:
         ov = overlay(image, mask=diagnosis.fine_mask, heatmap=diagnosis.heatmap)
         Image.fromarray((ov * 255).astype(np.uint8)).save(tmp, format="PNG")
-    write_json(paths["report"], diagnosis.report())
+    write_json(paths["report"], {**diagnosis.report(), **(extra or {})})
     return paths
+
+
+def diagnose_files(model: SamLlava, files: list[Path], out_dir: str | Path, *, category: str | None, size: int,
+                   batch_size: int = 8, max_new_tokens: int | None = None, extra: dict | None = None,
+                   progress: bool = True) -> pd.DataFrame:
+    """Diagnose ``files`` in batches with the support already set; write every output and the summary.
+
+    Returns the summary (one row per image, :data:`SUMMARY_COLUMNS`).
+    """
+    out_dir = Path(out_dir)
+    names = output_names(files)
+    rows = []
+    bar = tqdm(total=len(files), desc="diagnose", unit="image", disable=not progress)
+    gpu = model.profile.gpu  # on a GPU: at most batch_size images, as many as fit in free memory
+
+    def run(i: int, j: int) -> None:
+        images = torch.stack([load_image(f, size) for f in files[i:j]])
+        for f, name, image, d in zip(files[i:j], names[i:j], images,
+                                     model.diagnose_with_support(images, category, max_new_tokens)):
+            write_outputs(d, image, out_dir / name, {"image": str(f), **(extra or {})})
+            rows.append({"image": str(f), "score": d.score, "verdict": d.verdict, "answer": d.answer,
+                         "position": d.fine_mask_position, "fine_mask_pixels": int(d.fine_mask.sum()),
+                         "description": d.description})
+            bar.update(1)
+
+    BatchSizer(model.device, batch_size, gpu.describe_batch, gpu.memory_fraction).run(len(files), run)
+    bar.close()
+    summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    with atomic_path(out_dir / SUMMARY) as tmp:
+        summary.to_csv(tmp, index=False)
+    return summary
+
+
+def run_header(model: SamLlava, checkpoint: str | None, support: str | None, k: int) -> dict:
+    """What every report of a run states besides the diagnosis: profile, weights, model, support."""
+    p = model.profile
+    return {"profile": p.name, "weights": p.weights_label(), "checkpoint": checkpoint,
+            "support": None if support is None else {"folder": str(support), "images": k}}
+
+
+def report_line(row: dict) -> str:
+    """One printed line per image."""
+    return (f"{row['image']}: {row['verdict']} (score {row['score']:.3f}), answer {row['answer']}, "
+            f"position {row['position']}")
+
+
+def read_summary(out_dir: str | Path) -> list[dict]:
+    """The rows of a run's summary.csv (for tests and notebooks)."""
+    return json.loads(pd.read_csv(Path(out_dir) / SUMMARY).to_json(orient="records"))

@@ -8,13 +8,17 @@ The costly frozen work is done once per image in :meth:`SamLlava.encode` (coarse
 embedding) and once per category for the text (:class:`samllava.coarse.TextCache`); training and
 diagnosis then only run the cheap trainable parts on the cached :class:`Encoded` batch.
 
-With ``sasa.region_text`` the question the language model reads starts with M_fine's 3x3 position
-in words (:meth:`SamLlava.grounded_questions`), in training, evaluation and diagnosis alike.
+With a support set the coarse stage judges each image (:mod:`samllava.coarse.verdict`) and the
+fine mask follows that verdict (:func:`gate_fine_mask`): empty on an image judged normal, SAM's mask
+on one judged defective (M'_coarse where SAM returns nothing). With ``sasa.region_text`` the question
+the language model reads starts with that mask in words, its size, shape and 3x3 position
+(:meth:`SamLlava.grounded_questions`), in training, evaluation and diagnosis alike: the words follow
+the evidence, never the ground truth.
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -22,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .coarse import CoarseLocalizer, CoarseOutput, TextCache, build_coarse, category_phrase
+from .coarse.backbone import pooled_tokens
 from .coarse.prompts import ANOMALOUS_STATES, NORMAL_STATES, TEMPLATES
 from .config import Profile
-from .data.instructions import GENERIC_OBJECT, NO_POSITION, QUESTION, position_on_grid
+from .data.instructions import GENERIC_OBJECT, NO_POSITION, QUESTION, position_on_grid, shape_word, size_label
 from .describe.build import build_describer
 from .describe.llava import Describer
 from .describe.lora import apply_lora
@@ -44,19 +49,19 @@ class Encoded:
     images: torch.Tensor  # (B, 3, S, S) in [0, 1]
     coarse: CoarseOutput  # maps, Otsu mask (B, S, S), score (B,)
     embeddings: torch.Tensor  # (B, C, h, w) SAM image embeddings (Eq. 3)
-    llava_pixels: torch.Tensor  # (B, 3, s, s) the images at LLaVA's input side
+    visual: torch.Tensor  # what LLaVA's image tokens read: (B, 3, s, s) pixels, or (B, g*g, C) backbone features
     text_tokens: torch.Tensor  # (1, N_t, D) CLIP text embeddings of the category (T_clip)
 
     def select(self, idx: torch.Tensor | slice) -> "Encoded":
         """The images ``idx`` of the batch (the category's text tokens are shared)."""
-        return Encoded(self.images[idx], self.coarse.select(idx), self.embeddings[idx], self.llava_pixels[idx],
+        return Encoded(self.images[idx], self.coarse.select(idx), self.embeddings[idx], self.visual[idx],
                        self.text_tokens)
 
     @staticmethod
     def cat(encs: list["Encoded"]) -> "Encoded":
         """Several batches of one category as one."""
         return Encoded(torch.cat([e.images for e in encs]), CoarseOutput.cat([e.coarse for e in encs]),
-                       torch.cat([e.embeddings for e in encs]), torch.cat([e.llava_pixels for e in encs]),
+                       torch.cat([e.embeddings for e in encs]), torch.cat([e.visual for e in encs]),
                        encs[0].text_tokens)
 
 
@@ -73,13 +78,15 @@ class Diagnosis:
     """What :meth:`SamLlava.diagnose` returns for one image (arrays at the input size)."""
 
     category: str
-    score: float  # image anomaly score of the coarse stage
+    score: float  # image anomaly score of the coarse stage (maximum of its decision map)
     heatmap: np.ndarray  # (S, S) the coarse map used (H or H')
     coarse_mask: np.ndarray  # (S, S) bool, M_coarse / M'_coarse
-    fine_mask: np.ndarray  # (S, S) bool, M_fine
+    fine_mask: np.ndarray  # (S, S) bool, M_fine (gated by the verdict)
     answer: str  # "yes" | "no" | "unclear", parsed from the generated text
     description: str  # the generated text
-    terms: dict[str, str]  # which coarse terms were active
+    terms: dict[str, str]  # which coarse terms were active, and the verdict's thresholds
+    verdict: str = "not calibrated"  # "defective" | "normal" | "not calibrated" (no normal images given)
+    thresholds: dict | None = None  # the verdict's thresholds, rule and number of normals behind them
 
     @property
     def fine_mask_position(self) -> str:
@@ -87,18 +94,35 @@ class Diagnosis:
         return position_on_grid(self.fine_mask)
 
     def report(self) -> dict:
-        return {"category": self.category, "score": self.score, "answer": self.answer, "description": self.description,
+        return {"category": self.category, "score": self.score, "verdict": self.verdict, "thresholds": self.thresholds,
+                "answer": self.answer, "description": self.description,
                 "coarse_mask_pixels": int(self.coarse_mask.sum()), "fine_mask_pixels": int(self.fine_mask.sum()),
-                "fine_mask_position": self.fine_mask_position, "coarse_terms": self.terms}
+                "fine_mask_position": self.fine_mask_position, "fine_mask_size": size_label(self.fine_mask),
+                "fine_mask_shape": shape_word(self.fine_mask), "coarse_terms": self.terms}
 
 
-REGION_TEXT = "The segmentation marks a region at the {position} of the image."
+REGION_TEXT = "The segmentation marks a {size} {shape} region at the {position} of the image."
 NO_REGION_TEXT = "The segmentation marks no region."
 
 
-def region_sentence(position: str) -> str:
-    """The words ``sasa.region_text`` puts before the question for a mask at ``position`` ("none": empty mask)."""
-    return NO_REGION_TEXT if position == NO_POSITION else REGION_TEXT.format(position=position)
+def region_sentence(mask: np.ndarray) -> str:
+    """The words ``sasa.region_text`` puts before the question for a mask (S, S): its size, shape and 3x3
+    position, as the data's descriptions name them, or that there is none."""
+    position = position_on_grid(mask)
+    if position == NO_POSITION:
+        return NO_REGION_TEXT
+    return REGION_TEXT.format(size=size_label(mask), shape=shape_word(mask), position=position)
+
+
+def gate_fine_mask(fine_mask: torch.Tensor, coarse: CoarseOutput) -> torch.Tensor:
+    """M_fine as the words see it (B, S, S): empty where the verdict judged the image normal; SAM's mask
+    where it judged it defective, or M'_coarse when SAM returns nothing there (the fine stage refines a
+    detection, it never silently drops one). Unchanged without a verdict (zero-shot)."""
+    if coarse.defective is None:
+        return fine_mask
+    flagged = coarse.defective.to(fine_mask.device)[:, None, None]
+    empty = ~fine_mask.flatten(1).any(1)[:, None, None]
+    return flagged & torch.where(empty, coarse.mask.to(fine_mask.device), fine_mask)
 
 
 def state_tokens(prompt_embeddings: torch.Tensor) -> torch.Tensor:
@@ -126,6 +150,8 @@ class SamLlava(nn.Module):
         self.text_cache = TextCache(coarse.zero_shot)
         self.coarse.requires_grad_(False)
         self.cascade.sam.image_encoder.requires_grad_(False)
+        if self.cascade.encoder is not None:
+            self.cascade.encoder.requires_grad_(False)
 
     @property
     def device(self) -> torch.device:
@@ -164,14 +190,26 @@ class SamLlava(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, category: str | None) -> Encoded:
-        """Frozen work for a batch (B, 3, S, S) in [0, 1]: coarse maps and masks, SAM embeddings."""
+        """Frozen work for a batch (B, 3, S, S) in [0, 1]: coarse maps and masks, SAM embeddings.
+
+        Where SAM's encoder is the few-shot backbone's stand-in, the backbone runs once and both
+        stages read its features."""
         images = images.to(self.device)
         feats, tokens = self.text(category)
-        coarse = self.coarse(images, feats)
-        side = self.describer.image_size
-        llava_pixels = F.interpolate(images.float(), size=(side, side), mode="bilinear", align_corners=False,
-                                     antialias=True).clamp(0, 1).to(images.dtype)  # antialias has no bf16 CPU kernel
-        return Encoded(images, coarse, self.cascade.embed(images), llava_pixels, tokens)
+        encoder, grid = self.cascade.encoder, self.describer.vision_grid
+        maps = self.coarse.calibrator.extractor(images) if encoder is not None or grid is not None else None
+        if maps is not None and self.coarse.has_support:
+            coarse = self.coarse.forward_features(images, feats, maps)
+        else:
+            coarse = self.coarse(images, feats)
+        embedded = encoder.from_maps(maps) if encoder is not None else self.cascade.embed(images)
+        if grid is not None:
+            visual = pooled_tokens(maps, grid)
+        else:
+            side = self.describer.image_size
+            visual = F.interpolate(images.float(), size=(side, side), mode="bilinear", align_corners=False,
+                                   antialias=True).clamp(0, 1).to(images.dtype)  # antialias has no bf16 CPU kernel
+        return Encoded(images, coarse, embedded, visual, tokens)
 
     def set_support(self, support: torch.Tensor | None) -> None:
         """K normal images (K, 3, S, S) for the few-shot path (Eq. 2), or None for zero-shot."""
@@ -182,8 +220,10 @@ class SamLlava(nn.Module):
 
     # ------------------------------------------------------------------ trainable part
     def fine(self, enc: Encoded) -> SamOutput:
-        """Eq. 3-4 on cached embeddings."""
-        return self.cascade(enc.embeddings, enc.coarse.mask, enc.images.shape[-1])
+        """Eq. 3-4 on cached embeddings; ``mask`` is M_fine gated by the verdict (:func:`gate_fine_mask`),
+        the logits are SAM's own."""
+        out = self.cascade(enc.embeddings, enc.coarse.mask, enc.images.shape[-1])
+        return replace(out, mask=gate_fine_mask(out.mask, enc.coarse))
 
     def align(self, enc: Encoded, fine: SamOutput, straight_through: bool = False) -> torch.Tensor:
         """SASA tokens X_llava (B, N, llm_dim) from F_sam masked by M_fine (Eq. 7-8).
@@ -199,17 +239,17 @@ class SamLlava(nn.Module):
 
     def align_mask(self, enc: Encoded, mask: torch.Tensor) -> torch.Tensor:
         """SASA tokens (B, N, llm_dim) for any mask (B, S, S) in the role of M_fine, e.g. the ground truth."""
-        return self.sasa(enc.embeddings, mask.float(), enc.text_tokens.to(enc.embeddings.dtype)).tokens
+        feats = self.cascade.image_embedding(enc.embeddings)  # F_sam (through the stand-in's adapter, if any)
+        return self.sasa(feats, mask.float(), enc.text_tokens.to(feats.dtype)).tokens
 
     def grounded_questions(self, questions: list[str], mask: torch.Tensor) -> list[str]:
         """The questions as the language model reads them: with ``sasa.region_text``, each is preceded by
-        the position of its mask (B, S, S) on the 3x3 grid in words (:data:`REGION_TEXT`); else unchanged."""
+        its mask (B, S, S) in words (:func:`region_sentence`); else unchanged."""
         if not self.profile.sasa.region_text:
             return list(questions)
         if mask.shape[0] != len(questions):
             raise ValueError(f"{len(questions)} questions for {mask.shape[0]} masks")
-        positions = [position_on_grid(m) for m in (mask.detach() > 0.5).cpu().numpy()]
-        return [region_sentence(p) + " " + q for p, q in zip(positions, questions)]
+        return [region_sentence(m) + " " + q for m, q in zip((mask.detach() > 0.5).cpu().numpy(), questions)]
 
     def forward(self, enc: Encoded, gt_masks: torch.Tensor, questions: list[str], answers: list[str]) -> Losses:
         """Eq. 9 on a cached batch: gt_masks (B, S, S) {0,1}; the question/answer texts of each image."""
@@ -219,7 +259,7 @@ class SamLlava(nn.Module):
             fine.kept_branches(), self._gt_frame(gt_masks), ms.branch_weights, ms.focal_weight
         )
         tokens = self.align(enc, fine, straight_through=True)
-        gen = self.describer.loss(enc.llava_pixels, tokens, self.grounded_questions(questions, fine.mask), answers)
+        gen = self.describer.loss(enc.visual, tokens, self.grounded_questions(questions, fine.mask), answers)
         t = self.profile.train
         return Losses(total=total_loss(seg, gen, t.seg_weight, t.gen_weight), seg=seg, gen=gen, branches=branches)
 
@@ -235,24 +275,33 @@ class SamLlava(nn.Module):
 
         ``category`` None uses a generic object name; ``support`` None runs the zero-shot path.
         """
+        self.set_support(support)
+        return self.diagnose_with_support(images, category, max_new_tokens)
+
+    @torch.no_grad()
+    def diagnose_with_support(self, images: torch.Tensor, category: str | None = None,
+                              max_new_tokens: int | None = None) -> list[Diagnosis]:
+        """:meth:`diagnose` with the support set already given (:meth:`set_support`): many batches, one fit."""
         if images.ndim == 3:
             images = images[None]
-        self.set_support(support)
         enc = self.encode(images, category)
         fine = self.fine(enc)
         tokens = self.align(enc, fine)
         questions = self.grounded_questions(
             [QUESTION.format(category=self.phrase(category))] * images.shape[0], fine.mask
         )
-        texts = self.describer.generate(enc.llava_pixels, tokens, questions, max_new_tokens=max_new_tokens)
+        texts = self.describer.generate(enc.visual, tokens, questions, max_new_tokens=max_new_tokens)
+        c = enc.coarse
+        thresholds = None if c.verdict is None else c.verdict.to_dict()
         out = []
         for i, text in enumerate(texts):
             said = parse_yes_no(text)
+            verdict = "not calibrated" if c.defective is None else ("defective" if c.defective[i] else "normal")
             out.append(Diagnosis(
-                category=category or GENERIC_OBJECT, score=float(enc.coarse.score[i]),
-                heatmap=enc.coarse.calibrated[i].float().cpu().numpy(), coarse_mask=enc.coarse.mask[i].cpu().numpy(),
+                category=category or GENERIC_OBJECT, score=float(c.score[i]),
+                heatmap=c.calibrated[i].float().cpu().numpy(), coarse_mask=c.mask[i].cpu().numpy(),
                 fine_mask=fine.mask[i].cpu().numpy(), answer={True: "yes", False: "no", None: "unclear"}[said],
-                description=text, terms=enc.coarse.terms))
+                description=text, terms=c.terms, verdict=verdict, thresholds=thresholds))
         return out
 
 
@@ -281,11 +330,16 @@ def build_model(profile: Profile, lora: bool = True, seed: int = 0, device: str 
 
 def _assemble(profile: Profile, lora: bool, seed: int, llm_dtype: torch.dtype) -> SamLlava:
     coarse, _ = build_coarse(profile, seed=seed)
-    cascade = build_cascade(profile, seed=seed)
-    describer = build_describer(profile, seed=seed, dtype=llm_dtype)
+    cascade = build_cascade(profile, seed=seed, extractor=coarse.calibrator.extractor)
+    extractor = coarse.calibrator.extractor
+    width = pooled_tokens(extractor(torch.zeros(1, 3, 8, 8, device=extractor.preprocess.mean.device)), 1).shape[-1] \
+        if profile.llm.vision == "fewshot_backbone" else None
+    describer = build_describer(profile, seed=seed, vision_channels=width, dtype=llm_dtype)
     if lora:
         with seeded(seed, "lora"):
             describer = apply_lora(describer, profile.lora)
+    if describer.vision_grid is not None:  # a new projector for the backbone's features learns (LLaVA's stage 1)
+        describer.llava.model.multi_modal_projector.requires_grad_(True)
     text_dim = coarse.zero_shot.model.visual.output_dim  # CLIP's joint embedding width D
     with seeded(seed, "sasa"):
         sasa = Sasa(

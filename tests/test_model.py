@@ -99,7 +99,8 @@ def test_region_text_states_m_fines_position(model):
     mask = torch.zeros(2, s, s, dtype=torch.bool)
     mask[0, : s // 4, : s // 4] = True  # centre of mass in the top-left ninth
     q = model.grounded_questions(["Is there any anomaly?"] * 2, mask)
-    assert q == ["The segmentation marks a region at the top left of the image. Is there any anomaly?",
+    # a quarter of the side squared: 6.25 % of the image, "large"; a square is "round"
+    assert q == ["The segmentation marks a large round region at the top left of the image. Is there any anomaly?",
                  "The segmentation marks no region. Is there any anomaly?"]
     with pytest.raises(ValueError, match="2 questions for 1 masks"):
         model.grounded_questions(["a", "b"], mask[:1])
@@ -120,9 +121,28 @@ def test_training_loss_reads_the_region_of_the_predicted_mask(model):
         losses = model(enc, gt, questions, answers)
         fine = model.fine(enc)
         grounded = model.grounded_questions(questions, fine.mask)
-        expected = model.describer.loss(enc.llava_pixels, model.align(enc, fine), grounded, answers)
+        expected = model.describer.loss(enc.visual, model.align(enc, fine), grounded, answers)
         from_gt = model.describer.loss(
-            enc.llava_pixels, model.align(enc, fine), model.grounded_questions(questions, gt), answers
+            enc.visual, model.align(enc, fine), model.grounded_questions(questions, gt), answers
         )
     torch.testing.assert_close(losses.gen, expected)
     assert grounded != model.grounded_questions(questions, gt) and not torch.allclose(losses.gen, from_gt)
+
+
+def test_fine_mask_follows_the_verdict():
+    from samllava.coarse import CoarseOutput
+    from samllava.model import gate_fine_mask
+
+    fine = torch.zeros(3, 4, 4, dtype=torch.bool)
+    fine[0, 0, 0] = fine[2, 3, 3] = True  # SAM found something on images 0 and 2, nothing on image 1
+    coarse_mask = torch.zeros(3, 4, 4, dtype=torch.bool)
+    coarse_mask[1, 1:3, 1:3] = True
+    z = torch.zeros(3, 4, 4)
+    coarse = CoarseOutput(heatmap=None, lam=z, calibrated=z, mask=coarse_mask, log_map=z, score=torch.zeros(3),
+                          defective=torch.tensor([True, True, False]), terms={})
+    gated = gate_fine_mask(fine, coarse)
+    assert torch.equal(gated[0], fine[0])  # flagged, SAM's mask kept
+    assert torch.equal(gated[1], coarse_mask[1])  # flagged, SAM empty: M'_coarse
+    assert not gated[2].any()  # judged normal: no region, whatever SAM drew
+    coarse.defective = None  # zero-shot: no verdict, SAM's mask as it is
+    assert torch.equal(gate_fine_mask(fine, coarse), fine)

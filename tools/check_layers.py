@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("samllava.model", "samllava.examples")),
     ("checkpoint", ("samllava.checkpoint",)),
     ("train/evaluate", ("samllava.train", "samllava.evaluate", "samllava.answers", "samllava.diagnose",
+                        "samllava.default_model",
                         "samllava.judge")),
     ("notebook helpers/bench", ("samllava.pipeline", "samllava.bench", "samllava.widgets", "samllava.reproduce")),
     ("cli", ("samllava.cli", "samllava.__main__", "samllava.train.__main__")),

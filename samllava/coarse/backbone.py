@@ -204,6 +204,13 @@ def build_feature_extractor(
     raise ValueError(f"fewshot.backbone {cfg.backbone!r}: expected 'clip' or 'timm'")
 
 
+def pooled_tokens(maps: list[torch.Tensor], grid: int) -> torch.Tensor:
+    """Per-level maps [(B, C_l, h_l, w_l)] average-pooled to ``grid x grid`` and stacked along channels:
+    (B, grid * grid, sum C_l) tokens, row-major."""
+    pooled = torch.cat([F.adaptive_avg_pool2d(m.float(), grid) for m in maps], dim=1)  # (B, C, g, g)
+    return pooled.flatten(2).transpose(1, 2).to(maps[0].dtype)
+
+
 class CachedExtractor(FeatureExtractor):
     """Memoises another extractor's features by image content (:class:`samllava.memo.ContentMemo`).
 

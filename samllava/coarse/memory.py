@@ -93,6 +93,22 @@ def upsample(grid: torch.Tensor, side: int) -> torch.Tensor:
     return F.interpolate(grid.unsqueeze(1), size=(side, side), mode="bilinear", align_corners=False).squeeze(1)
 
 
+# Support images embedded per forward pass of the backbone: the support's cost and peak memory grow
+# linearly with K instead of holding every activation of a folder of hundreds at once.
+SUPPORT_CHUNK = 16
+# Held-out (calibration) images: all support images up to this many, else this many spread over the
+# support. Their work is (n_cal * h*w) x (K * h*w) similarities per level: linear in K, not quadratic.
+MAX_CALIBRATION_IMAGES = 32
+
+
+def calibration_indices(k: int, n_max: int = MAX_CALIBRATION_IMAGES) -> torch.Tensor:
+    """Indices of the support images that are scored held out: all of them for K <= n_max, else n_max
+    evenly spread over the support (deterministic: the same support gives the same thresholds)."""
+    if k <= n_max:
+        return torch.arange(k, device="cpu")
+    return torch.linspace(0, k - 1, n_max, device="cpu").round().long()
+
+
 def normal_scale(memory: torch.Tensor, grid: tuple[int, int], exclusion_radius: int = 1) -> torch.Tensor:
     """m_s: median nearest-neighbour distance of support patches to the other support patches.
 
@@ -107,18 +123,27 @@ def normal_scale(memory: torch.Tensor, grid: tuple[int, int], exclusion_radius: 
     return held_out_distances(memory, grid, exclusion_radius).median()
 
 
-def held_out_distances(memory: torch.Tensor, grid: tuple[int, int], exclusion_radius: int = 1) -> torch.Tensor:
-    """(K, h, w): each support patch's distance ``1 - max cos`` to the support patches it may not
-    match (other images for K > 1; outside its grid neighbourhood for K = 1): how far a *normal*
-    patch lies from the memory, the reference for m_s and for the coarse mask's floor."""
+def held_out_distances(memory: torch.Tensor, grid: tuple[int, int], exclusion_radius: int = 1,
+                       queries: torch.Tensor | None = None) -> torch.Tensor:
+    """(Q, h, w): each patch of the support images ``queries`` (default all K), at distance ``1 - max cos``
+    from the support patches it may not match (other images for K > 1; outside its grid neighbourhood
+    for K = 1): how far a *normal* patch lies from the memory, the reference for m_s and for the verdict.
+
+    Args:
+        memory: (K, h*w, C) L2-normalised support features of one level.
+        grid: (h, w) of the level.
+        queries: (Q,) indices of the held-out images.
+    """
     k, n, _ = memory.shape
     h, w = grid
+    queries = torch.arange(k, device=memory.device) if queries is None else queries
+    rows_of = (queries.to(memory.device)[:, None] * n + torch.arange(n, device=memory.device)).flatten()
     idx = torch.arange(k * n, device=memory.device)
     feats = memory.reshape(k * n, -1)
-    rows = max(1, SIMILARITY_BLOCK // (k * n))  # bounded blocks of the (K*n, K*n) similarities
+    rows = max(1, SIMILARITY_BLOCK // (k * n))  # bounded blocks of the (Q*n, K*n) similarities
     best = []
-    for start in range(0, k * n, rows):
-        i = idx[start:start + rows]
+    for start in range(0, rows_of.numel(), rows):
+        i = rows_of[start:start + rows]
         if k > 1:  # leave one image out
             excluded = (i // n)[:, None] == (idx // n)[None, :]
         else:  # leave the patch's (2r+1)x(2r+1) grid neighbourhood out
@@ -127,8 +152,8 @@ def held_out_distances(memory: torch.Tensor, grid: tuple[int, int], exclusion_ra
             if bool(excluded.all(1).any()):
                 raise ValueError(f"K=1 normal scale: a {h}x{w} grid leaves no patch outside radius {exclusion_radius}; "
                                  "use a smaller exclusion_radius or a finer level")
-        best.append((feats[start:start + rows] @ feats.t()).masked_fill_(excluded, float("-inf")).amax(-1))
-    return (1 - torch.cat(best)).clamp_min(0).view(k, h, w)
+        best.append((feats[i] @ feats.t()).masked_fill_(excluded, float("-inf")).amax(-1))
+    return (1 - torch.cat(best)).clamp_min(0).view(-1, h, w)
 
 
 class FewShotCalibrator(nn.Module):
@@ -155,7 +180,9 @@ class FewShotCalibrator(nn.Module):
         self._k = 0
         self.support_side: int | None = None
         self.register_buffer("scales", None, persistent=False)  # (L,) m_s
-        self.register_buffer("support_s_max", None, persistent=False)  # () max held-out s_ctx of the support
+        # (n_cal, S, S) s_ctx of the calibration images scored held out, and those images (n_cal, 3, S, S)
+        self.register_buffer("held_out_s_ctx", None, persistent=False)
+        self.register_buffer("calibration_images", None, persistent=False)
 
     @property
     def fitted(self) -> bool:
@@ -173,41 +200,70 @@ class FewShotCalibrator(nn.Module):
 
     @torch.no_grad()
     def fit(self, support_images: torch.Tensor) -> "FewShotCalibrator":
-        """Build the memory from K normal images (K, 3, S, S) in [0, 1]."""
+        """Build the memory from K normal images (K, 3, S, S) in [0, 1], and score the calibration
+        images (:func:`calibration_indices`) held out: their s_ctx maps (n_cal, S, S) are
+        ``held_out_s_ctx``, from which :mod:`samllava.coarse.verdict` derives the thresholds."""
         if isinstance(support_images, torch.Tensor) and support_images.ndim == 4 and support_images.shape[0] == 0:
             raise ValueError("few-shot support: no support images (K = 0); need K >= 1 normal images")
         check_images(support_images, "support_images")
         self.clear()
-        maps = self.extractor(support_images)  # per level (K, C, h, w)
-        feats = patch_features(maps)  # per level (K, h*w, C)
+        chunks = [self.extractor(support_images[i:i + SUPPORT_CHUNK])
+                  for i in range(0, support_images.shape[0], SUPPORT_CHUNK)]  # per chunk, per level (k, C, h, w)
+        grids = [tuple(m.shape[-2:]) for m in chunks[0]]
+        feats = [torch.cat(level) for level in zip(*(patch_features(c) for c in chunks))]  # per level (K, h*w, C)
+        del chunks
         for i, f in enumerate(feats):
             self.register_buffer(f"memory_{i}", f.reshape(-1, f.shape[-1]), persistent=False)
         self._levels = len(feats)
-        held = [held_out_distances(f, tuple(m.shape[-2:]), self.exclusion_radius) for f, m in zip(feats, maps)]
+        cal = calibration_indices(support_images.shape[0], MAX_CALIBRATION_IMAGES)
+        held = [held_out_distances(f, g, self.exclusion_radius, cal) for f, g in zip(feats, grids)]
         self.scales = torch.stack([d.median() for d in held]).clamp_min(self.eps)
-        # s_ctx of the support images themselves (held out): its maximum is the largest context
-        # score a normal patch reached, the floor of the coarse mask (stage.CoarseLocalizer)
         side = support_images.shape[-1]
-        self.support_s_max = torch.stack([upsample(d, side) / sc for d, sc in zip(held, self.scales)]).mean(0).max()
+        self.held_out_s_ctx = torch.stack([upsample(d, side) / sc for d, sc in zip(held, self.scales)]).mean(0)
+        self.calibration_images = support_images[cal.to(support_images.device)]
         self._k = support_images.shape[0]
-        self.support_side = support_images.shape[-1]
+        self.support_side = side
+        return self
+
+    def support_state(self) -> dict:
+        """The fitted support (memory, scales, held-out maps, calibration images) as tensors and ints, for a
+        cache on disk (:func:`samllava.diagnose.fit_support`): fitting a folder of hundreds costs seconds."""
+        if not self.fitted:
+            raise RuntimeError("FewShotCalibrator: nothing fitted to save")
+        return {"memory": [m.cpu() for m in self.memory], "scales": self.scales.cpu(), "k": self._k,
+                "side": self.support_side, "held_out_s_ctx": self.held_out_s_ctx.cpu(),
+                "calibration_images": self.calibration_images.cpu()}
+
+    def load_support_state(self, state: dict) -> "FewShotCalibrator":
+        """Restore :meth:`support_state` (onto this module's device)."""
+        self.clear()
+        device = self.extractor.preprocess.mean.device
+        for i, m in enumerate(state["memory"]):
+            self.register_buffer(f"memory_{i}", m.to(device), persistent=False)
+        self._levels, self._k, self.support_side = len(state["memory"]), int(state["k"]), int(state["side"])
+        self.scales = state["scales"].to(device)
+        self.held_out_s_ctx = state["held_out_s_ctx"].to(device)
+        self.calibration_images = state["calibration_images"].to(device)
         return self
 
     def clear(self) -> None:
         """Forget the support set."""
         for i in range(self._levels):
             delattr(self, f"memory_{i}")
-        self._levels, self._k, self.scales, self.support_side, self.support_s_max = 0, 0, None, None, None
+        self._levels, self._k, self.scales, self.support_side = 0, 0, None, None
+        self.held_out_s_ctx = self.calibration_images = None
 
-    def forward(self, images: torch.Tensor) -> CalibrationOutput:
-        """s_ctx, Lambda and per-level distances for queries (B, 3, S, S) in [0, 1]."""
+    def forward(self, images: torch.Tensor, maps: list[torch.Tensor] | None = None) -> CalibrationOutput:
+        """s_ctx, Lambda and per-level distances for queries (B, 3, S, S) in [0, 1]; ``maps`` are the
+        extractor's features of ``images`` when the caller computed them already (shared with another stage)."""
         if not self.fitted:
             raise RuntimeError("FewShotCalibrator: call fit(support_images) before forward")
         check_images(images)
         if images.shape[-1] != self.support_side:
             raise ValueError(f"query images are {images.shape[-1]} px but the support set was {self.support_side} px; "
                              "resize both to the same side")
-        distances = level_distances(self.extractor(images), self.memory, images.shape[-1])
+        maps = self.extractor(images) if maps is None else maps
+        distances = level_distances(maps, self.memory, images.shape[-1])
         s_ctx = torch.stack([d / s for d, s in zip(distances, self.scales)]).mean(0)  # (B, S, S)
         lam, log_lam = modulation(s_ctx, self.sharpness)
         return CalibrationOutput(s_ctx, lam, log_lam, distances)

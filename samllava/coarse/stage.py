@@ -1,20 +1,21 @@
-"""Stage 1, coarse localisation (Sec. 3.1, Eq. 1-2): zero-shot CLIP map, few-shot calibration, Otsu.
+"""Stage 1, coarse localisation (Sec. 3.1, Eq. 1-2): zero-shot CLIP map, few-shot calibration, the verdict.
 
 Which map is used:
 
-* no support set: H (zero-shot CLIP); score = the zero-shot image score.
-* support set and ``use_zero_shot``: H' = H * Lambda (Eq. 2); score = max of H'.
+* no support set: H (zero-shot CLIP); score = the zero-shot image score; M_coarse = Otsu of H (Eq. 1).
+* support set and ``use_zero_shot``: H' = H * Lambda (Eq. 2); the *decision map* is its odds form
+  s_ctx + log(H) / beta (:meth:`CoarseLocalizer.decision_map`).
 * support set and not ``use_zero_shot`` (profiles whose CLIP has random weights): the zero-shot
-  term is inactive, H := 1, so H' = Lambda; score = max of Lambda.
+  term is inactive, H := 1, so H' = Lambda; the decision map is s_ctx itself (Lambda is a monotone
+  function of it that saturates at 1 in float32, which would tie clear defects).
 
-With a support set the score is the maximum of the map actually used (the map is already the
-product of both cues, and PatchCore/WinCLIP+ score few-shot images by their map maximum),
-taken in log space (``log_map``) so that saturated values of Lambda do not tie. The coarse mask is
-Otsu's binarisation of that map (Eq. 1); with a support set it keeps only pixels whose context score
-s_ctx exceeds the largest held-out s_ctx of the support images themselves: the paper says H' "is
-thresholded", and per-image Otsu alone splits every map in two, normal images included (half of each
-image here), while this floor comes from the K normal shots, with nothing tuned. ``CoarseOutput.terms`` says in words
-which terms ran and why, so every table can state it.
+With a support set the image score is the maximum of the decision map (PatchCore and WinCLIP+ score
+few-shot images by their map maximum), and the paper's "H' is thresholded" is made a *verdict*
+calibrated on the support's normal images alone (:mod:`samllava.coarse.verdict`): an image is judged
+defective when its score exceeds the image threshold, and M'_coarse is the hysteresis mask between
+the pixel and image thresholds, so it is non-empty exactly on the images judged defective, around
+their highest-scoring region. Per-image Otsu alone splits every map in two, normal images included.
+``CoarseOutput.terms`` says in words which terms ran and which thresholds, so every table can state it.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from .backbone import build_feature_extractor
 from .clip_model import build_clip
 from .memory import FewShotCalibrator, knn_anomaly_map
 from .otsu import otsu_masks
+from .verdict import Verdict, calibrate, verdict_masks
 from .zero_shot import ZeroShotLocalizer
 
 __all__ = ["CoarseOutput", "CoarseLocalizer", "build_coarse", "knn_anomaly_map"]
@@ -41,10 +43,12 @@ class CoarseOutput:
     heatmap: torch.Tensor | None  # (B, S, S) zero-shot H in [0, 1]; None when the term is inactive
     lam: torch.Tensor | None  # (B, S, S) Lambda in (0, 1); None without a support set
     calibrated: torch.Tensor  # (B, S, S) the map used: H' (Eq. 2), Lambda, or H
-    mask: torch.Tensor  # (B, S, S) bool, Otsu of ``calibrated`` (Eq. 1)
+    mask: torch.Tensor  # (B, S, S) bool: M'_coarse (the verdict's hysteresis mask), or Otsu of H (Eq. 1) zero-shot
     log_map: torch.Tensor  # (B, S, S) log of ``calibrated``, computed without float32 saturation
-    score: torch.Tensor  # (B,) image anomaly score
-    terms: dict[str, str]  # {"zero_shot": "active: ...", "few_shot": "inactive: ..."}
+    score: torch.Tensor  # (B,) image anomaly score: the maximum of the decision map
+    defective: torch.Tensor | None  # (B,) bool verdict (score > verdict.image); None without a support set
+    terms: dict[str, str]  # {"zero_shot": "active: ...", "few_shot": "inactive: ...", "verdict": ...}
+    verdict: Verdict | None = None  # the thresholds behind ``defective`` and ``mask`` (shared by the batch)
 
     def select(self, idx: torch.Tensor | slice) -> "CoarseOutput":
         """The outputs of the images ``idx`` (``terms`` are shared by the batch)."""
@@ -60,8 +64,8 @@ class CoarseOutput:
 
 
 def _pick(value, name: str, fn: Callable):
-    """``fn(value)`` for a per-image tensor field; ``terms`` and absent (None) terms pass unchanged."""
-    return value if name == "terms" or value is None else fn(value)
+    """``fn(value)`` for a per-image tensor field; ``terms``, ``verdict`` and absent (None) terms pass unchanged."""
+    return value if name in ("terms", "verdict") or value is None else fn(value)
 
 
 class CoarseLocalizer(nn.Module):
@@ -75,12 +79,14 @@ class CoarseLocalizer(nn.Module):
     """
 
     def __init__(self, *, zero_shot: ZeroShotLocalizer, calibrator: FewShotCalibrator | None = None,
-                 use_zero_shot: bool = True, clip_label: str = "") -> None:
+                 use_zero_shot: bool = True, clip_label: str = "", target_fpr: float = 0.1) -> None:
         super().__init__()
         self.zero_shot = zero_shot
         self.calibrator = calibrator
         self.use_zero_shot = use_zero_shot
         self.clip_label = clip_label or "CLIP"
+        self.target_fpr = target_fpr
+        self._verdict: tuple[torch.Tensor | None, Verdict] | None = None  # (text features it was made with, verdict)
 
     @property
     def has_support(self) -> bool:
@@ -91,11 +97,42 @@ class CoarseLocalizer(nn.Module):
         if self.calibrator is None:
             raise ValueError("this CoarseLocalizer has no few-shot calibrator; build it with one to set a support set")
         self.calibrator.fit(images)
+        self._verdict = None
+
+    def set_support_state(self, state: dict) -> None:
+        """A support fitted earlier (:meth:`FewShotCalibrator.support_state`, e.g. read from a cache)."""
+        self.calibrator.load_support_state(state)
+        self._verdict = None
 
     def clear_support(self) -> None:
         """Back to zero-shot."""
         if self.calibrator is not None:
             self.calibrator.clear()
+        self._verdict = None
+
+    def decision_map(self, heatmap: torch.Tensor | None, s_ctx: torch.Tensor) -> torch.Tensor:
+        """The map the verdict judges and the score maximises (B, S, S): ``D = s_ctx + log(H) / beta``.
+
+        ``beta (D - 1) = log H + logit Lambda`` is Eq. 2's H' = H * Lambda in odds form: it ranks pixels
+        like H' wherever Lambda is not saturated, and keeps ranking where Lambda rounds to 1 (log H'
+        is bounded by log H there, which no threshold extrapolated from normal images respects).
+        With the zero-shot term inactive (H := 1) it is s_ctx itself.
+        """
+        if heatmap is None:
+            return s_ctx
+        return s_ctx + torch.log(heatmap.clamp_min(1e-30)) / self.calibrator.sharpness
+
+    def verdict(self, text_feats: torch.Tensor | None = None) -> Verdict:
+        """The support's thresholds (cached; with the zero-shot term active they depend on the category's
+        text features, which score the calibration images' H)."""
+        if not self.has_support:
+            raise ValueError("the verdict needs a support set of normal images (set_support)")
+        key = text_feats if self.zero_shot_active() else None
+        if self._verdict is None or self._verdict[0] is not key:
+            cal = self.calibrator
+            heatmap = self.zero_shot(cal.calibration_images, text_feats)[0] if key is not None else None
+            self._verdict = (key, calibrate(self.decision_map(heatmap, cal.held_out_s_ctx), self.target_fpr))
+        return self._verdict[1]
 
     def zero_shot_active(self) -> bool:
         return not self.has_support or self.use_zero_shot
@@ -112,32 +149,41 @@ class CoarseLocalizer(nn.Module):
                   else f"inactive: use_zero_shot=false, H := 1 ({self.clip_label})")
         return {"zero_shot": zs, "few_shot": fs}
 
+    def forward_features(self, images: torch.Tensor, text_feats: torch.Tensor | None = None,
+                         maps: list[torch.Tensor] | None = None) -> CoarseOutput:
+        """:meth:`forward` with the few-shot backbone's features ``maps`` of ``images`` already computed."""
+        return self._forward(images, text_feats, maps)
+
     def forward(self, images: torch.Tensor, text_feats: torch.Tensor | None = None) -> CoarseOutput:
-        """Coarse map, mask and score of images (B, 3, S, S) in [0, 1].
+        """Coarse map, mask, score and verdict of images (B, 3, S, S) in [0, 1].
 
         ``text_feats`` (2, D) is needed whenever the zero-shot term is active.
         """
-        heatmap = lam = None
-        zs_score = None
-        floor = None
+        return self._forward(images, text_feats, None)
+
+    def _forward(self, images: torch.Tensor, text_feats: torch.Tensor | None, maps: list[torch.Tensor] | None
+                 ) -> CoarseOutput:
+        heatmap = lam = zs_score = defective = verdict = None
         if self.zero_shot_active():
             if text_feats is None:
                 raise ValueError("text_feats (2, D) are required: the zero-shot term is active (see TextCache)")
             heatmap, zs_score = self.zero_shot(images, text_feats)
+        terms = self.terms()
         if self.has_support:
-            cal = self.calibrator(images)
+            cal = self.calibrator(images, maps)
             lam = cal.lam
             calibrated, log_map = calibrated_map(heatmap, cal.log_lam)  # Eq. 2 (H := 1 when inactive)
-            score = log_map.flatten(1).amax(1)  # max of H', ranked in log space
-            floor = cal.s_ctx > self.calibrator.support_s_max
+            decision = self.decision_map(heatmap, cal.s_ctx)
+            score = decision.flatten(1).amax(1)
+            verdict = self.verdict(text_feats)
+            defective, mask = verdict_masks(decision, verdict)
+            terms["verdict"] = verdict.describe()
         else:
             calibrated, score = heatmap, zs_score
             log_map = torch.log(heatmap.clamp_min(1e-30))
-        mask = otsu_masks(calibrated)
-        if floor is not None:
-            mask = mask & floor
-        return CoarseOutput(heatmap=heatmap, lam=lam, calibrated=calibrated, mask=mask,
-                            score=score, terms=self.terms(), log_map=log_map)
+            mask = otsu_masks(calibrated)  # Eq. 1: no normal images, no calibrated threshold
+        return CoarseOutput(heatmap=heatmap, lam=lam, calibrated=calibrated, mask=mask, score=score,
+                            defective=defective, terms=terms, log_map=log_map, verdict=verdict)
 
 
 def calibrated_map(heatmap: torch.Tensor | None, log_lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,5 +219,6 @@ def build_coarse(profile: Profile, seed: int = 0) -> tuple[CoarseLocalizer, Call
         calibrator=FewShotCalibrator(extractor, sharpness=fs.sharpness),
         use_zero_shot=fs.use_zero_shot,
         clip_label=clip_label,
+        target_fpr=fs.target_fpr,
     )
     return localizer, tokenizer

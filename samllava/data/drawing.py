@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from .dataset import GOOD
-from .instructions import NO_POSITION, position_on_grid
+from .instructions import NO_POSITION, position_on_grid, size_label
 
 REF_SIDE = 256.0  # geometry below is given in pixels of a 256-px image and scaled with the side
 
@@ -30,7 +30,6 @@ DEFECT_SIZE_CLASSES: dict[str, tuple[str, ...]] = {
     "contamination": ("tiny", "small", "medium"),
 }
 # Relative size label from the mask's area fraction (upper bounds).
-SIZE_BINS: tuple[tuple[float, str], ...] = ((0.002, "tiny"), (0.01, "small"), (0.04, "medium"), (float("inf"), "large"))
 COLOURS: dict[str, tuple[float, float, float]] = {
     "black": (0.06, 0.06, 0.06), "dark brown": (0.28, 0.16, 0.07), "rust orange": (0.78, 0.38, 0.10),
     "yellow": (0.92, 0.82, 0.25), "white": (0.97, 0.97, 0.95), "red": (0.82, 0.12, 0.12),
@@ -308,12 +307,6 @@ def _contamination(rng, c, h, w, s, size):
 DEFECTS: dict[str, Callable[..., tuple[np.ndarray, str]]] = {
     "crack": _crack, "hole": _hole, "stain": _stain, "scratch": _scratch, "contamination": _contamination,
 }
-
-
-def size_label(mask: np.ndarray) -> str:
-    """Relative size of a defect from its area fraction (``SIZE_BINS``)."""
-    frac = float(mask.mean())
-    return next(name for bound, name in SIZE_BINS if frac < bound)
 
 
 def _paint(rng: np.random.Generator, surface: np.ndarray, mask: np.ndarray, defect: str,

@@ -56,6 +56,34 @@ def position_on_grid(mask: Any) -> str:
     return GRID[r][c]
 
 
+# Relative size of a defect from its area fraction (upper bounds), as the data's descriptions name it.
+SIZE_BINS: tuple[tuple[float, str], ...] = ((0.002, "tiny"), (0.01, "small"), (0.04, "medium"), (float("inf"), "large"))
+
+
+def size_label(mask: Any) -> str:
+    """Relative size of a defect from its area fraction (``SIZE_BINS``): tiny, small, medium or large."""
+    frac = float(np.asarray(mask).astype(bool).mean())
+    return next(name for bound, name in SIZE_BINS if frac < bound)
+
+
+def shape_word(mask: Any) -> str:
+    """A word for a mask's shape: ``scattered`` (three or more parts), ``elongated`` (the largest part's
+    inertia axes differ threefold), ``round`` (within 1.5-fold) or ``irregular``."""
+    m = np.asarray(mask).astype(bool)
+    labels, n = ndimage.label(m)
+    if n >= 3:
+        return "scattered"
+    if n == 0:
+        return "none"
+    largest = labels == (np.bincount(labels.ravel())[1:].argmax() + 1)
+    ys, xs = np.nonzero(largest)
+    if len(ys) < 3:
+        return "round"
+    eig = np.linalg.eigvalsh(np.cov(np.stack([ys, xs]).astype(np.float64)) + 1e-3 * np.eye(2))
+    ratio = float(np.sqrt(eig[1] / eig[0]))
+    return "elongated" if ratio >= 3 else "round" if ratio < 1.5 else "irregular"
+
+
 def describe(subject: str, defect_type: str | None = None, position: str | None = None, size: str | None = None,
              shape: str | None = None, colour: str | None = None) -> str:
     """A detailed description; ``defect_type=None`` (or ``"good"``) describes a normal image.

@@ -31,8 +31,8 @@ import skimage.data
 from PIL import Image
 from scipy import ndimage
 
-from .drawing import DEFECT_TYPES, DEFECTS, Rendered, size_label
-from .instructions import NO_POSITION, position_on_grid
+from .drawing import DEFECT_TYPES, DEFECTS, Rendered
+from .instructions import NO_POSITION, position_on_grid, size_label
 from .writer import Item, prepare_folder, single_threaded, test_items, write_mvtec_layout
 
 REALTEX_VERSION = 1

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -27,6 +29,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from .. import weights
 from ..config import LlmConfig, Profile
@@ -191,21 +194,43 @@ BUILDERS: dict[str, Callable[[Profile, int], tuple[LlavaForConditionalGeneration
 
 
 def build_describer(profile: Profile, system: str | None = None, seed: int = 0,
-                    dtype: torch.dtype | None = None) -> Describer:
+                    vision_channels: int | None = None, dtype: torch.dtype | None = None) -> Describer:
     """The describer of ``profile`` (``profile.llm.kind`` picks the builder).
 
     Args:
         system: system message of the template; None takes ``profile.llm.system`` (None there:
             LLaVA-1.5's; "" shortens every prompt, e.g. for CPU budgets).
         seed: seed of the randomly initialised parts (vision tower, projector, a random LM).
+        vision_channels: width C of the backbone features LLaVA reads with ``llm.vision =
+            "fewshot_backbone"``: its projector is then built anew for C inputs (and trained).
         dtype: the weights' dtype; None: ``profile.llm.dtype`` (:func:`samllava.model.build_model` passes
             float32 on the CPU, :func:`samllava.device.tower_dtype`).
     """
-    if profile.llm.kind not in BUILDERS:
-        raise ValueError(f"profile {profile.name!r}: unknown llm.kind={profile.llm.kind!r}; known: {sorted(BUILDERS)}")
-    model, tokenizer, base_id = BUILDERS[profile.llm.kind](profile, seed)
+    cfg = profile.llm
+    if cfg.kind not in BUILDERS:
+        raise ValueError(f"profile {profile.name!r}: unknown llm.kind={cfg.kind!r}; known: {sorted(BUILDERS)}")
+    model, tokenizer, base_id = BUILDERS[cfg.kind](profile, seed)
     _fit_vocab(model, tokenizer)
-    model.to(dtype or _dtype(profile.llm))
+    grid = None
+    if cfg.vision == "fewshot_backbone":
+        if vision_channels is None:
+            raise ValueError(f"profile {profile.name!r}: llm.vision='fewshot_backbone' needs the backbone's width")
+        grid = cfg.vision_grid
+        model.model.multi_modal_projector = _projector(model.config, vision_channels, seed)
+        base_id += f"+backbone-tokens:{vision_channels}x{grid * grid}"
+    elif cfg.vision != "tower":
+        raise ValueError(f"profile {profile.name!r}: llm.vision={cfg.vision!r}: expected 'tower' or 'fewshot_backbone'")
+    model.to(dtype or _dtype(cfg))
     if system is None:
-        system = SYSTEM if profile.llm.system is None else profile.llm.system
-    return Describer(model, tokenizer, base_id=base_id, system=system, max_new_tokens=profile.llm.max_new_tokens)
+        system = SYSTEM if cfg.system is None else cfg.system
+    return Describer(model, tokenizer, base_id=base_id, system=system, max_new_tokens=cfg.max_new_tokens,
+                     vision_grid=grid)
+
+
+def _projector(config: LlavaConfig, in_features: int, seed: int) -> nn.Module:
+    """LLaVA's own projector class (linear, GELU, linear) for ``in_features`` inputs, drawn from ``seed``."""
+    wide = copy.deepcopy(config)
+    wide.vision_config.hidden_size = in_features
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        return LlavaMultiModalProjector(wide)

@@ -145,15 +145,15 @@ class StaticGreedyDecoder:
 
 @torch.no_grad()
 def prompt_embeds(
-    describer, llava_pixels: torch.Tensor, sasa_tokens: torch.Tensor | None, questions: list[str]
+    describer, visual: torch.Tensor, sasa_tokens: torch.Tensor | None, questions: list[str]
 ) -> torch.Tensor:
     """(B, L, D) input embeddings of the describer's prompt (image features and SASA tokens placed);
     all prompts must have the same token length (no padding)."""
-    n_sasa = describer._check_batch(llava_pixels, sasa_tokens, questions, None)
+    n_sasa = describer._check_batch(visual, sasa_tokens, questions, None)
     rows = [describer._encode(describer._prompt(q, n_sasa), None)[0] for q in questions]
     if len({len(r) for r in rows}) != 1:
         raise ValueError(
             "StaticGreedyDecoder needs prompts of one token length; use Describer.generate for mixed lengths"
         )
-    ids = torch.tensor(rows, device=llava_pixels.device)
-    return describer._inputs_embeds(ids, llava_pixels, sasa_tokens)
+    ids = torch.tensor(rows, device=visual.device)
+    return describer._inputs_embeds(ids, visual, sasa_tokens)

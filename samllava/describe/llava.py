@@ -36,11 +36,15 @@ class Describer(nn.Module):
             record it so that an adapter is never loaded onto another base model.
         system: system message of the template.
         max_new_tokens: default generation length.
+        vision_grid: None: LLaVA's CLIP tower reads pixels. An int g: the visual input is already
+            features (B, g*g, C) (pooled from the frozen few-shot backbone, ``llm.vision =
+            "fewshot_backbone"``) that LLaVA's projector alone maps to the language model.
     """
 
     def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, *, base_id: str,
-                 system: str = SYSTEM, max_new_tokens: int = 128) -> None:
+                 system: str = SYSTEM, max_new_tokens: int = 128, vision_grid: int | None = None) -> None:
         super().__init__()
+        self.vision_grid = vision_grid
         self.model = model
         self.tokenizer = tokenizer
         self.base_id = base_id
@@ -66,7 +70,10 @@ class Describer(nn.Module):
 
     @property
     def n_image_tokens(self) -> int:
-        """Image-feature positions per image: (side / patch)^2, plus the class token for strategy "full"."""
+        """Image-feature positions per image: (side / patch)^2, plus the class token for strategy "full"
+        (g^2 with backbone features)."""
+        if self.vision_grid is not None:
+            return self.vision_grid**2
         cfg = self.llava.config
         n = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
         return n + (cfg.vision_feature_select_strategy == "full")
@@ -80,14 +87,21 @@ class Describer(nn.Module):
         return self.llava.config.text_config.max_position_embeddings
 
     # ----------------------------------------------------------------- inputs
-    def image_features(self, llava_pixels: Tensor) -> Tensor:
-        """(B, 3, s, s) pixels in [0, 1] -> (B, n_image_tokens, llm_dim) projected CLIP features."""
+    def image_features(self, visual: Tensor) -> Tensor:
+        """(B, 3, s, s) pixels in [0, 1] -> (B, n_image_tokens, llm_dim) projected CLIP features; or, with
+        ``vision_grid``, backbone features (B, g*g, C) -> projected by LLaVA's projector alone."""
+        if self.vision_grid is not None:
+            if visual.ndim != 3 or visual.shape[1] != self.n_image_tokens:
+                raise ValueError(f"visual must be backbone features (B, {self.n_image_tokens}, C), "
+                                 f"got {tuple(visual.shape)}")
+            projector = self.llava.model.multi_modal_projector
+            return projector(visual.to(projector.linear_1.weight.dtype))
         s = self.image_size
-        if llava_pixels.ndim != 4 or tuple(llava_pixels.shape[1:]) != (3, s, s):
-            raise ValueError(f"llava_pixels must be (B, 3, {s}, {s}) in [0, 1], got {tuple(llava_pixels.shape)}")
-        if llava_pixels.numel() and (llava_pixels.min() < 0 or llava_pixels.max() > 1):
-            raise ValueError("llava_pixels must lie in [0, 1] (CLIP normalisation is applied inside the describer)")
-        x = (llava_pixels - self.pixel_mean) / self.pixel_std
+        if visual.ndim != 4 or tuple(visual.shape[1:]) != (3, s, s):
+            raise ValueError(f"visual must be (B, 3, {s}, {s}) in [0, 1], got {tuple(visual.shape)}")
+        if visual.numel() and (visual.min() < 0 or visual.max() > 1):
+            raise ValueError("visual must lie in [0, 1] (CLIP normalisation is applied inside the describer)")
+        x = (visual - self.pixel_mean) / self.pixel_std
         x = x.to(self.llava.dtype)
         feats = self.llava.model.get_image_features(pixel_values=x).pooler_output  # list of (n_img, D)
         return torch.stack(list(feats))
@@ -118,9 +132,9 @@ class Describer(nn.Module):
         return prompt_ids, answer_ids
 
     def _check_batch(
-        self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str], answers: list[str] | None
+        self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str], answers: list[str] | None
     ) -> int:
-        b = llava_pixels.shape[0]
+        b = visual.shape[0]
         if len(questions) != b or (answers is not None and len(answers) != b):
             raise ValueError(
                 f"batch of {b} images but {len(questions)} questions"
@@ -132,10 +146,10 @@ class Describer(nn.Module):
             raise ValueError(f"sasa_tokens must be (B={b}, N, llm_dim={self.llm_dim}), got {tuple(sasa_tokens.shape)}")
         return 0 if sasa_tokens is None else sasa_tokens.shape[1]
 
-    def _inputs_embeds(self, ids: Tensor, llava_pixels: Tensor, sasa_tokens: Tensor | None) -> Tensor:
+    def _inputs_embeds(self, ids: Tensor, visual: Tensor, sasa_tokens: Tensor | None) -> Tensor:
         """(B, L) ids -> (B, L, D) embeddings with image features and SASA tokens at their placeholders."""
         embeds = self.llava.get_input_embeddings()(ids)  # (B, L, D)
-        img = self.image_features(llava_pixels).to(embeds.dtype)  # (B, n_img, D)
+        img = self.image_features(visual).to(embeds.dtype)  # (B, n_img, D)
         # masked_scatter fills the placeholders row by row, in order: each row holds exactly its own tokens
         embeds = embeds.masked_scatter((ids == self.image_token_id)[..., None].expand_as(embeds), img)
         if sasa_tokens is not None and sasa_tokens.shape[1]:
@@ -148,11 +162,11 @@ class Describer(nn.Module):
         return build_prompt(question, self.n_image_tokens, n_sasa, system=self.system)
 
     # ----------------------------------------------------------------- training
-    def _teacher_forced(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str],
+    def _teacher_forced(self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str],
                         answers: list[str]) -> tuple[Tensor, Tensor, Tensor]:
         """Right-padded input embeddings (B, L, D), attention mask (B, L) and labels (B, L): the answer
         tokens (and eos) where Eq. 10 sums, -100 elsewhere."""
-        n_sasa = self._check_batch(llava_pixels, sasa_tokens, questions, answers)
+        n_sasa = self._check_batch(visual, sasa_tokens, questions, answers)
         rows = []
         for q, a in zip(questions, answers):
             prompt, completion = build_example(
@@ -160,7 +174,7 @@ class Describer(nn.Module):
             )
             rows.append(self._encode(prompt, completion))
         length = max(len(p) + len(a) for p, a in rows)
-        device = llava_pixels.device
+        device = visual.device
         ids = torch.full((len(rows), length), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
         labels = torch.full_like(ids, IGNORE_INDEX)
         mask = torch.zeros_like(ids)
@@ -169,7 +183,7 @@ class Describer(nn.Module):
             ids[i, :n] = torch.tensor(p + a, device=device)
             labels[i, len(p):n] = torch.tensor(a, device=device)
             mask[i, :n] = 1
-        return self._inputs_embeds(ids, llava_pixels, sasa_tokens), mask, labels
+        return self._inputs_embeds(ids, visual, sasa_tokens), mask, labels
 
     def answer_lengths(self, questions: list[str], answers: list[str], n_sasa: int) -> list[int]:
         """How many tokens Eq. 10 averages over for each example (the completion and its eos), as
@@ -177,17 +191,17 @@ class Describer(nn.Module):
         return [len(self._encode(*build_example(q, a, self.n_image_tokens, n_sasa, eos_token=self.tokenizer.eos_token,
                                                 system=self.system))[1]) for q, a in zip(questions, answers)]
 
-    def forward(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str],
+    def forward(self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str],
                 answers: list[str]) -> LlavaCausalLMOutputWithPast:
         """Teacher-forced pass; returns the model output with ``loss`` (Eq. 10) and ``logits`` (B, L, V).
 
         Sequences are right-padded; labels are the answer tokens (and eos), -100 elsewhere.
         """
-        embeds, mask, labels = self._teacher_forced(llava_pixels, sasa_tokens, questions, answers)
+        embeds, mask, labels = self._teacher_forced(visual, sasa_tokens, questions, answers)
         return self.model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
 
     def loss(
-        self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str], answers: list[str]
+        self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str], answers: list[str]
     ) -> Tensor:
         """L_gen (Eq. 10): cross-entropy of the answer tokens, averaged over them (scalar).
 
@@ -196,7 +210,7 @@ class Describer(nn.Module):
         half of each sequence, and (B, L, V) logits over a 49k vocabulary are a large share of a CPU
         training step.
         """
-        embeds, mask, labels = self._teacher_forced(llava_pixels, sasa_tokens, questions, answers)
+        embeds, mask, labels = self._teacher_forced(visual, sasa_tokens, questions, answers)
         hidden = self.llava.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state  # (B, L, D)
         target = labels[:, 1:]  # position t predicts token t + 1
         keep = target != IGNORE_INDEX
@@ -204,10 +218,10 @@ class Describer(nn.Module):
         return torch.nn.functional.cross_entropy(logits.float(), target[keep])
 
     # ----------------------------------------------------------------- inference
-    def generate(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str],
+    def generate(self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str],
                  max_new_tokens: int | None = None) -> list[str]:
         """Greedy answers, one string per image; each stops at eos or after ``max_new_tokens``."""
-        out = self.generate_ids(llava_pixels, sasa_tokens, questions, max_new_tokens)
+        out = self.generate_ids(visual, sasa_tokens, questions, max_new_tokens)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     def _left_padded(self, questions: list[str], n_sasa: int, extra: int, device) -> tuple[Tensor, Tensor]:
@@ -228,16 +242,16 @@ class Describer(nn.Module):
         return self._encode(prompt, f" {word},")[1][0]
 
     @torch.no_grad()
-    def yes_no_log_odds(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str]) -> Tensor:
+    def yes_no_log_odds(self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str]) -> Tensor:
         """(B,) log p(Yes) - log p(No) of the answer's first token: a continuous score behind Table 5's
         yes/no rule (greedy decoding answers "yes" when it is positive, if those are the top two tokens)."""
-        n_sasa = self._check_batch(llava_pixels, sasa_tokens, questions, None)
-        ids, mask = self._left_padded(questions, n_sasa, 1, llava_pixels.device)
+        n_sasa = self._check_batch(visual, sasa_tokens, questions, None)
+        ids, mask = self._left_padded(questions, n_sasa, 1, visual.device)
         was_training = self.training
         self.eval()
         try:
             logits = self.model(
-                inputs_embeds=self._inputs_embeds(ids, llava_pixels, sasa_tokens), attention_mask=mask
+                inputs_embeds=self._inputs_embeds(ids, visual, sasa_tokens), attention_mask=mask
             ).logits[:, -1]
         finally:
             self.train(was_training)
@@ -245,18 +259,18 @@ class Describer(nn.Module):
         return logp[:, self.answer_token_id("Yes")] - logp[:, self.answer_token_id("No")]
 
     @torch.no_grad()
-    def generate_ids(self, llava_pixels: Tensor, sasa_tokens: Tensor | None, questions: list[str],
+    def generate_ids(self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str],
                      max_new_tokens: int | None = None) -> Tensor:
         """Greedy new token ids (B, <= max_new_tokens); rows that stopped early are padded after eos."""
-        n_sasa = self._check_batch(llava_pixels, sasa_tokens, questions, None)
+        n_sasa = self._check_batch(visual, sasa_tokens, questions, None)
         max_new = max_new_tokens or self.max_new_tokens
-        ids, mask = self._left_padded(questions, n_sasa, max_new, llava_pixels.device)
+        ids, mask = self._left_padded(questions, n_sasa, max_new, visual.device)
         was_training = self.training
         self.eval()  # no (LoRA) dropout while decoding
         try:
             # (B, <= max_new): with inputs_embeds only, generate returns the new tokens alone
             out = self.llava.generate(
-                inputs_embeds=self._inputs_embeds(ids, llava_pixels, sasa_tokens), attention_mask=mask,
+                inputs_embeds=self._inputs_embeds(ids, visual, sasa_tokens), attention_mask=mask,
                 max_new_tokens=max_new, do_sample=False,
                 eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
                 suppress_tokens=[self.image_token_id, self.sasa_token_id],  # placeholders are never text

@@ -12,6 +12,7 @@ One module per part of the paper, as the notebooks use them:
 * :mod:`.detection` - segmentation and few-shot tables (Tables 1-4, Figs. 2, 5);
 * :mod:`.description` - Tables 5-6, Figs. 3-4, the training before/after tables (answers and their
   scores come from :mod:`samllava.answers`);
+* :mod:`.verdict` - the verdict calibrated on normal images, beside the best threshold on the labels;
 * :mod:`.ablations` - Tables 7-10;
 * :mod:`.complexity` - Table 11 and the parameter table.
 """
@@ -26,6 +27,7 @@ from .data import (
                    TRAIN_SEED,
                    cross_domain_sets,
                    dataset_summary,
+                   realtex,
                    synthetic,
                    synthetic_gallery,
                    tadd_standin,
@@ -52,6 +54,7 @@ from .detection import (
                    segmentation_table,
                    zero_shot_table,
 )
+from .verdict import oracle_accuracy, verdict_table
 from .trained import (
                    SAM_SIDE_SECTIONS,
                    SAM_SIDE_STEPS,
@@ -76,6 +79,7 @@ __all__ = [
     "balanced_subset",
     "cross_domain_sets",
     "dataset_summary",
+    "realtex",
     "synthetic",
     "synthetic_gallery",
     "tadd_standin",
@@ -108,4 +112,6 @@ __all__ = [
     "sam_side_state",
     "train_cascade",
     "trained_model",
+    "oracle_accuracy",
+    "verdict_table",
 ]

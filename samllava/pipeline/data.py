@@ -9,10 +9,14 @@ import pandas as pd
 
 from .. import viz
 from ..config import Profile
-from ..data import TADD_STANDIN_SUBSETS, CategoryData, Sample, generate_synthetic, load_dataset, load_mvtec, load_visa
+from ..data import (TADD_STANDIN_SUBSETS, CategoryData, Sample, generate_realtex, generate_synthetic, load_dataset,
+                    load_mvtec, load_visa)
 from ..paths import data_dir, ensure_synthetic
 
 EVAL_SEED, TRAIN_SEED, TADD_SEED = 0, 1, 2  # synthetic data: held-out evaluation set, training set, TADD stand-in
+# The real-texture set (samllava.data.realtex): rules and constants are chosen on "dev", reported on "heldout".
+REALTEX_SEEDS = {"dev": 100, "heldout": 200}
+REALTEX_SIZES = {"n_train": 16, "n_test": 40}
 
 
 def synthetic(profile: Profile, split: str = "eval") -> dict[str, CategoryData]:
@@ -21,6 +25,17 @@ def synthetic(profile: Profile, split: str = "eval") -> dict[str, CategoryData]:
     if split not in seeds:
         raise ValueError(f"split must be one of {sorted(seeds)}, got {split!r}")
     return load_dataset(ensure_synthetic(profile, seed=seeds[split]))
+
+
+def realtex(profile: Profile, split: str = "heldout") -> dict[str, CategoryData]:
+    """The real-texture set (real photographs, subtle painted defects): ``"dev"`` (seed 100), where the
+    verdict's rule was chosen, or ``"heldout"`` (seed 200: other crops, other defects), where it is reported."""
+    if split not in REALTEX_SEEDS:
+        raise ValueError(f"split must be one of {sorted(REALTEX_SEEDS)}, got {split!r}")
+    seed = REALTEX_SEEDS[split]
+    root = data_dir() / f"realtex_s{profile.data.image_size}_seed{seed}"
+    generate_realtex(root, size=profile.data.image_size, seed=seed, **REALTEX_SIZES)
+    return load_dataset(root)
 
 
 def tadd_standin(profile: Profile) -> dict[str, CategoryData]:

@@ -84,8 +84,13 @@ SAM_SIDE_SECTIONS = ("clip", "fewshot", "sam", "multiscale", "data")
 
 
 def sam_side_state(cascade) -> dict[str, torch.Tensor]:
-    """The trainable SAM side (prompt encoder, mask decoder, multi-scale parts): all but the frozen image encoder."""
-    return {k: v for k, v in cascade.state_dict().items() if ".image_encoder." not in f".{k}"}
+    """The trainable SAM side (prompt encoder, mask decoder, multi-scale parts, a stand-in's adapter): all but
+    the frozen image encoder (SAM's ViT, or the stand-in's backbone)."""
+    return {k: v for k, v in cascade.state_dict().items() if not _frozen_encoder_key(k)}
+
+
+def _frozen_encoder_key(key: str) -> bool:
+    return ".image_encoder." in f".{key}" or key.startswith("encoder.")
 
 
 def train_cascade(
@@ -126,7 +131,7 @@ def train_cascade(
     if cache and path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
         missing, unexpected = cascade.load_state_dict(state["sam_side"], strict=False)
-        if unexpected or any(".image_encoder." not in f".{k}" for k in missing):
+        if unexpected or any(not _frozen_encoder_key(k) for k in missing):
             raise ValueError(
                 f"{path}: does not fit this cascade (unexpected {unexpected[:3]}, missing {missing[:3]}); delete it"
             )

@@ -34,6 +34,8 @@ from samllava import weights
 from samllava.config import MultiScaleConfig, Profile, SamConfig
 from samllava.device import resolve_device, tower_dtype
 from samllava.seeding import seeded
+from samllava.coarse.backbone import FeatureExtractor, build_feature_extractor
+from samllava.sam.backbone_encoder import Adapter, BackboneEncoder, FrameOnly
 from samllava.sam.build import build_sam
 from samllava.sam.multiscale import MultiScaleMaskDecoder, MultiScalePromptLearner
 from samllava.sam.prompts import boxes_from_mask, mask_to_logits, points_from_mask, resize_pad_mask
@@ -70,11 +72,21 @@ class SamCascade(nn.Module):
         ms: which multi-scale parts are on, and the pooling kernels.
         max_points: positive points per image for the ``"point"`` prompt.
         box_components: how many of the largest components the ``"box"`` prompt encloses.
+        extractor: a frozen backbone standing in for SAM's image encoder (``sam.encoder =
+            "fewshot_backbone"``, :mod:`samllava.sam.backbone_encoder`); a trained :class:`Adapter`
+            then maps its features to SAM's embedding. None: SAM's own ViT.
     """
 
     def __init__(self, sam: Sam, cfg: SamConfig, ms: MultiScaleConfig, max_points: int = 4,
-                 box_components: int = 1) -> None:
+                 box_components: int = 1, extractor: FeatureExtractor | None = None) -> None:
         super().__init__()
+        self.encoder = self.adapter = None
+        if extractor is not None:
+            self.encoder = BackboneEncoder(extractor.requires_grad_(False), sam.prompt_encoder.image_embedding_size[0])
+            sam.image_encoder = FrameOnly(sam.image_encoder.img_size)
+            side = extractor.preprocess.size
+            probe = torch.zeros(1, 3, side, side, device=extractor.preprocess.mean.device)  # the levels' widths
+            self.adapter = Adapter(self.encoder(probe).shape[1], sam.prompt_encoder.embed_dim)
         if cfg.prompt not in PROMPTS:
             raise ValueError(f"unknown SAM prompt {cfg.prompt!r}; known: {list(PROMPTS)}")
         self.sam = sam
@@ -92,9 +104,15 @@ class SamCascade(nn.Module):
         self.resize = ResizeLongestSide(sam.image_encoder.img_size)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Prompt encoder, mask decoder and the multi-scale parts (Sec. 3.5); never the image encoder."""
-        encoder = {id(p) for p in self.sam.image_encoder.parameters()}
-        return [p for p in self.parameters() if id(p) not in encoder]
+        """Prompt encoder, mask decoder, the multi-scale parts (Sec. 3.5) and the stand-in's adapter; never
+        the image encoder (SAM's ViT or the frozen backbone)."""
+        frozen = {id(p) for m in (self.sam.image_encoder, self.encoder) if m is not None for p in m.parameters()}
+        return [p for p in self.parameters() if id(p) not in frozen]
+
+    @property
+    def encoder_label(self) -> str:
+        """What computes F_sam, for tables and the weights label."""
+        return self.encoder.label if self.encoder is not None else "SAM ViT image encoder"
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """SAM's input: (B, 3, H, W) float in [0, 1] -> (B, 3, side, side) normalised and padded.
@@ -121,14 +139,21 @@ class SamCascade(nn.Module):
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """F_sam of Eq. 3: (B, 3, H, W) in [0, 1] -> (B, C, h, w). Costly: compute once per image.
+        """The frozen, costly part of F_sam (Eq. 3): (B, 3, H, W) in [0, 1] -> (B, C', h, w); compute once
+        per image. SAM's own embedding (C' = C), or the stand-in backbone's stacked features (then
+        :meth:`image_embedding` applies the trained adapter).
 
-        The encoder runs in its own dtype (bfloat16 weights on a GPU, :mod:`samllava.device`); the
-        embeddings come out in the dtype of the prompt encoder and decoder that read them.
-        """
+        SAM's encoder runs in its own dtype (bfloat16 weights on a GPU, :mod:`samllava.device`); its
+        embeddings come out in the dtype of the prompt encoder and decoder that read them."""
+        if self.encoder is not None:
+            return self.encoder(images)
         encoder = self.sam.image_encoder
         x = self.preprocess(images).to(encoder.patch_embed.proj.weight.dtype)
         return encoder(x).to(self.sam.prompt_encoder.point_embeddings[0].weight.dtype)
+
+    def image_embedding(self, embedded: torch.Tensor) -> torch.Tensor:
+        """F_sam (B, C, h, w) from :meth:`embed`'s output: the adapter's output for the stand-in, else unchanged."""
+        return embedded if self.adapter is None else self.adapter(embedded)
 
     def prompt_embeddings(self, coarse: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """E_prompt of Eq. 3: sparse (B, T, C) and dense (B, C, h, w) prompt embeddings for the B coarse masks."""
@@ -163,13 +188,14 @@ class SamCascade(nn.Module):
         """Eq. 3-4: fine masks of B images from their cached embeddings and coarse masks.
 
         Args:
-            embeddings: (B, C, h, w) from :meth:`embed`.
+            embeddings: (B, C', h, w) from :meth:`embed`.
             coarse_masks: (B, H', W') bool/float M_coarse, same aspect ratio as the images.
             image_size: output size, S or (H, W): the images' size before SAM's resizing.
 
         Returns:
             :class:`SamOutput`; the kept candidate has the highest predicted IoU (Sec. 3.1).
         """
+        embeddings = self.image_embedding(embeddings)
         if coarse_masks.ndim != 3 or coarse_masks.shape[0] != embeddings.shape[0]:
             raise ValueError(f"coarse masks must be (B, H, W) with B = {embeddings.shape[0]} embeddings, "
                              f"got shape {tuple(coarse_masks.shape)}")
@@ -190,22 +216,37 @@ class SamCascade(nn.Module):
         return SamOutput(branch_logits=logits, iou=iou, best=best, logits=full, mask=full > 0.0)
 
 
-def build_cascade(profile: Profile, seed: int = 0) -> SamCascade:
+def build_cascade(profile: Profile, seed: int = 0, extractor: FeatureExtractor | None = None) -> SamCascade:
     """The profile's SAM (its weights, or random where the profile allows) as a cascade, in eval mode.
 
     Random weights and the multi-scale parts' initialisation are drawn from ``seed``
     (:mod:`samllava.seeding`): every caller gets the same cascade for the same profile and seed.
+    With ``sam.encoder = "fewshot_backbone"`` F_sam comes from the few-shot backbone: ``extractor``
+    (the coarse stage's, so both share one module and, in :class:`~samllava.model.SamLlava`, one
+    forward pass) or a new one (timm backbones only).
     """
+    if profile.sam.encoder == "vit":
+        extractor = None
+    elif profile.sam.encoder == "fewshot_backbone":
+        if extractor is None:
+            if profile.fewshot.backbone != "timm":
+                raise ValueError("sam.encoder 'fewshot_backbone' without an extractor needs fewshot.backbone 'timm'")
+            extractor = build_feature_extractor(profile.fewshot, None,
+                                                weights.require(profile, "fewshot", profile.fewshot.weights))
+    else:
+        raise ValueError(f"sam.encoder {profile.sam.encoder!r}: expected 'vit' or 'fewshot_backbone'")
     checkpoint = weights.require(profile, "sam", profile.sam.weights)
     with seeded(seed, "sam"):
-        return SamCascade(build_sam(profile.sam, checkpoint), profile.sam, profile.multiscale).eval()
+        sam = build_sam(profile.sam, checkpoint)
+        return SamCascade(sam, profile.sam, profile.multiscale, extractor=extractor).eval()
 
 
 def place_cascade(cascade: SamCascade, profile: Profile, device: str | torch.device | None = None,
                   dtype: str | torch.dtype | None = None) -> SamCascade:
     """``cascade`` moved to ``device`` (:func:`samllava.device.resolve_device`) with SAM's frozen image
     encoder in its dtype there: ``gpu.sam_dtype`` on a GPU, float32 on the CPU, or ``dtype``
-    (:func:`samllava.device.tower_dtype`); the trainable parts stay float32."""
+    (:func:`samllava.device.tower_dtype`); the trainable parts (and a few-shot backbone standing in for
+    the encoder, shared with the coarse stage) stay float32."""
     dev = resolve_device(device)
     cascade.sam.image_encoder.to(tower_dtype(profile.gpu.sam_dtype, dev, dtype))
     return cascade.to(dev)

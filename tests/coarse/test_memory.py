@@ -7,6 +7,7 @@ from samllava.coarse.backbone import FeatureExtractor
 from samllava.coarse import memory as memory_module
 from samllava.coarse.memory import (
     FewShotCalibrator,
+    calibration_indices,
     held_out_distances,
     knn_anomaly_map,
     min_cosine_distance,
@@ -67,6 +68,27 @@ def test_blocked_similarities_equal_one_product(monkeypatch, k):
         )
     ref = (1 - (flat @ flat.t()).masked_fill(excluded, float("-inf")).amax(-1)).clamp_min(0).view(k, 3, 4)
     assert torch.allclose(held, ref, atol=1e-6)
+    # a subset of held-out images: their rows of the full result
+    some = torch.tensor([k - 1, 0])
+    assert torch.allclose(held_out_distances(memory, (3, 4), queries=some), ref[some], atol=1e-6)
+
+
+def test_calibration_indices_bound_the_held_out_work():
+    assert calibration_indices(4).tolist() == [0, 1, 2, 3]
+    big = calibration_indices(200, n_max=32)
+    assert len(big) == 32 and big[0] == 0 and big[-1] == 199 and len(set(big.tolist())) == 32
+
+
+def test_fit_in_chunks_equals_one_pass(monkeypatch):
+    torch.manual_seed(1)
+    support = torch.rand(5, 3, 4, 4)
+    one = FewShotCalibrator(PixelFeatures()).fit(support)
+    monkeypatch.setattr(memory_module, "SUPPORT_CHUNK", 2)
+    monkeypatch.setattr(memory_module, "MAX_CALIBRATION_IMAGES", 3)
+    chunked = FewShotCalibrator(PixelFeatures()).fit(support)
+    assert all(torch.equal(a, b) for a, b in zip(one.memory, chunked.memory))
+    assert one.held_out_s_ctx.shape == (5, 4, 4) and chunked.held_out_s_ctx.shape == (3, 4, 4)
+    assert torch.equal(chunked.calibration_images, support[calibration_indices(5, 3)])
 
 
 def test_normal_scale_leave_one_image_out():

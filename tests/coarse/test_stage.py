@@ -41,7 +41,9 @@ def test_few_shot_modulates_heatmap(tiny_coarse, tiny_text):
         out = tiny_coarse(x, tiny_text)
         lam = tiny_coarse.calibrator(x).lam
         assert torch.allclose(out.lam, lam) and torch.allclose(out.calibrated, out.heatmap * lam)  # Eq. 2
-        assert torch.allclose(out.score.exp(), out.calibrated.flatten(1).amax(1))  # max of H', in log space
+        s_ctx = tiny_coarse.calibrator(x).s_ctx
+        decision = s_ctx + out.heatmap.log() / 4.0  # beta (D - 1) = log H + logit Lambda: H' in odds form
+        assert torch.allclose(out.score, decision.flatten(1).amax(1))
         assert torch.allclose(out.log_map.exp(), out.calibrated)
         assert out.calibrated.shape == out.mask.shape == (3, 64, 64)
         assert out.terms["few_shot"] == "active: CLIP blocks (1, 3, 4), K=2"
@@ -58,9 +60,12 @@ def test_inactive_zero_shot_uses_lambda(tiny_coarse):
                                 use_zero_shot=False, clip_label="random CLIP")
     localizer.set_support(torch.rand(1, 3, 64, 64))
     try:
-        out = localizer(torch.rand(2, 3, 64, 64))  # no text needed: H := 1
+        x = torch.rand(2, 3, 64, 64)
+        out = localizer(x)  # no text needed: H := 1
         assert out.heatmap is None and torch.allclose(out.calibrated, out.lam)
-        assert torch.allclose(out.score.exp(), out.lam.flatten(1).amax(1))
+        s_ctx = localizer.calibrator(x).s_ctx
+        assert torch.equal(out.score, s_ctx.flatten(1).amax(1))  # the decision map is s_ctx itself
+        assert torch.allclose(torch.sigmoid(4.0 * (out.score - 1)), out.lam.flatten(1).amax(1))
         assert out.terms["zero_shot"] == "inactive: use_zero_shot=false, H := 1 (random CLIP)"
     finally:
         localizer.clear_support()
@@ -108,17 +113,20 @@ def test_scores_do_not_tie_when_lambda_saturates(tiny_coarse):
         localizer.clear_support()
 
 
-def test_support_floor_keeps_normal_images_empty(tiny_coarse, tiny_text):
-    support = 0.5 + 0.02 * torch.randn(2, 3, 64, 64)  # smooth grey surfaces
+def test_verdict_judges_normal_images_normal_and_masks_only_flagged_ones(tiny_coarse, tiny_text):
+    support = 0.5 + 0.02 * torch.randn(4, 3, 64, 64)  # smooth grey surfaces
     tiny_coarse.set_support(support)
     try:
-        out = tiny_coarse(support, tiny_text)  # the support images themselves: as normal as it gets
-        assert not out.mask.any()
-        odd = support[:1].clone()
+        normal = 0.5 + 0.02 * torch.randn(3, 3, 64, 64)  # fresh draws of the same surface
+        out = tiny_coarse(normal, tiny_text)
+        assert not out.defective.any() and not out.mask.any()
+        assert out.verdict.n_normals == 4 and "image threshold" in out.terms["verdict"]
+        odd = normal[:1].clone()
         checker = ((torch.arange(32)[:, None] // 2 + torch.arange(32)[None, :] // 2) % 2).float()
         odd[:, :, 16:48, 16:48] = checker  # a large high-contrast foreign patch
         out = tiny_coarse(odd, tiny_text)
-        assert out.mask[0, 16:48, 16:48].float().mean() > out.mask[0].float().mean()
-        assert otsu_masks(tiny_coarse(support, tiny_text).calibrated).any()  # Otsu alone splits even a normal image
+        assert out.defective.tolist() == [True] and out.score[0] > out.verdict.image
+        assert out.mask[0, 16:48, 16:48].float().mean() > out.mask[0].float().mean() > 0
+        assert otsu_masks(tiny_coarse(normal, tiny_text).calibrated).any()  # Otsu alone splits even a normal image
     finally:
         tiny_coarse.clear_support()

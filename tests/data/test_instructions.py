@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from samllava.data import Sample, instruction_records, load_folder, position_on_grid
-from samllava.data.instructions import POSITIONS, describe, parse_position
+from samllava.data.instructions import POSITIONS, describe, parse_position, shape_word, size_label
 from samllava.metrics import parse_yes_no
 
 
@@ -103,3 +103,28 @@ def test_parse_position_reads_the_first_position_whole(text, want):
     assert parse_position(text) == want
     assert want is None or want in POSITIONS
 
+
+
+def test_size_label_bins():
+    m = np.zeros((100, 100), bool)
+    assert size_label(m) == "tiny"
+    m[:10, :5] = True  # 0.5 %
+    assert size_label(m) == "small"
+    m[:20, :20] = True  # 4 %: the "medium" bin ends below 4 %
+    assert size_label(m) == "large"
+
+
+def test_shape_word_hand_made_masks():
+    m = np.zeros((40, 40), bool)
+    assert shape_word(m) == "none"
+    m[10:14, 5:35] = True  # 4 x 30 bar
+    assert shape_word(m) == "elongated"
+    m[:] = False
+    m[10:20, 10:20] = True
+    assert shape_word(m) == "round"
+    m[:] = False
+    m[10:20, 10:30] = True  # 2:1 rectangle
+    assert shape_word(m) == "irregular"
+    m[:] = False
+    m[2, 2] = m[20, 20] = m[35, 5] = True
+    assert shape_word(m) == "scattered"

@@ -17,7 +17,8 @@ from samllava.data import (
     load_mvtec,
     position_on_grid,
 )
-from samllava.data.drawing import DEFECT_SIZE_CLASSES, DEFECT_TYPES, render, size_label
+from samllava.data.drawing import DEFECT_SIZE_CLASSES, DEFECT_TYPES, render
+from samllava.data.instructions import size_label
 from samllava.data.writer import GENERATOR_FILE
 
 
