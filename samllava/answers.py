@@ -15,29 +15,41 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from . import metrics
+from .batching import BatchSizer
 from .data import CategoryData, balanced_subset
 from .data.instructions import NO_POSITION, POSITIONS, parse_position, position_on_grid
+from .device import CPU, to_device
 from .examples import Examples, prepare
 from .model import SamLlava
 
 
 @torch.no_grad()
-def _aligned_batches(model: SamLlava, ex: Examples, batch_size: int, oracle_masks: bool = False):
-    """Consecutive batches of one category's examples: (cached frozen part, SASA tokens, questions).
+def _aligned(model: SamLlava, ex: Examples, i: int, j: int, oracle_masks: bool = False):
+    """Examples ``i:j`` of one category on the model's device: (cached frozen part, SASA tokens, questions).
     ``oracle_masks``: the ground-truth mask stands in for M_fine (what a perfect SAM would give)."""
-    for i in range(0, len(ex), batch_size):
-        sel = torch.arange(i, min(i + batch_size, len(ex)))
-        enc = ex.enc.select(sel)
-        mask = ex.gt[sel] > 0.5 if oracle_masks else model.fine(enc).mask
-        yield enc, model.align_mask(enc, mask), model.grounded_questions([ex.questions[j] for j in sel.tolist()], mask)
+    sel = torch.arange(i, j, device=CPU)
+    enc = to_device(ex.enc.select(sel), model.device)
+    mask = ex.gt[sel].to(model.device) > 0.5 if oracle_masks else model.fine(enc).mask
+    return enc, model.align_mask(enc, mask), model.grounded_questions([ex.questions[k] for k in sel.tolist()], mask)
+
+
+def _sizer(model: SamLlava, batch_size: int) -> BatchSizer:
+    """Language-model batches: ``batch_size`` on the CPU, as many as fit on a GPU (or ``gpu.describe_batch``)."""
+    gpu = model.profile.gpu
+    return BatchSizer(model.device, batch_size, gpu.describe_batch, gpu.memory_fraction)
 
 
 def answer(model: SamLlava, examples: list[Examples], batch_size: int = 8, max_new_tokens: int | None = None,
            progress: bool = True, oracle_masks: bool = False) -> list[list[str]]:
     """Generated answers for every example (per category), from the cached frozen part."""
     model.eval()
-    return [[text for enc, tokens, questions in _aligned_batches(model, ex, batch_size, oracle_masks)
-             for text in model.describer.generate(enc.visual, tokens, questions, max_new_tokens=max_new_tokens)]
+    sizer = _sizer(model, batch_size)
+
+    def texts(ex: Examples, i: int, j: int) -> list[str]:
+        enc, tokens, questions = _aligned(model, ex, i, j, oracle_masks)
+        return model.describer.generate(enc.visual, tokens, questions, max_new_tokens=max_new_tokens)
+
+    return [[t for batch in sizer.run(len(ex), lambda i, j, ex=ex: texts(ex, i, j)) for t in batch]
             for ex in tqdm(examples, desc="describe", disable=not progress)]
 
 
@@ -47,9 +59,14 @@ def answer_log_odds(
 ) -> np.ndarray:
     """First-token yes/no log-odds of every example, concatenated in order (:meth:`Describer.yes_no_log_odds`)."""
     model.eval()
-    out = [model.describer.yes_no_log_odds(enc.visual, tokens, questions)
-           for ex in examples for enc, tokens, questions in _aligned_batches(model, ex, batch_size, oracle_masks)]
-    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+    sizer = _sizer(model, batch_size)
+
+    def odds(ex: Examples, i: int, j: int) -> torch.Tensor:
+        enc, tokens, questions = _aligned(model, ex, i, j, oracle_masks)
+        return model.describer.yes_no_log_odds(enc.visual, tokens, questions).cpu()
+
+    out = [o for ex in examples for o in sizer.run(len(ex), lambda i, j, ex=ex: odds(ex, i, j))]
+    return torch.cat(out).numpy() if out else np.zeros(0)
 
 
 def description_eval(model, data: dict[str, CategoryData], shots: int = 1, seed: int = 0, image_size: int | None = None,
@@ -92,9 +109,14 @@ def position_baselines(examples, model=None, oracle_masks: bool = False) -> dict
     if model is not None or oracle_masks:
         with torch.no_grad():
             said = [position_on_grid(m) for ex, idx in zip(examples, keep)
-                    for m in (ex.gt > 0.5 if oracle_masks else model.fine(ex.enc).mask).cpu().numpy()[idx]]
+                    for m in (ex.gt > 0.5 if oracle_masks else _fine_masks(model, ex)).cpu().numpy()[idx]]
         out["from_m_fine"] = 100 * float(np.mean([s == t for s, t in zip(said, truth)]))
     return out
+
+
+def _fine_masks(model: SamLlava, ex: Examples) -> torch.Tensor:
+    """M_fine (N, S, S) of every cached example, on the CPU."""
+    return model.fine(to_device(ex.enc, model.device)).mask.cpu()
 
 
 def log_odds_eval(

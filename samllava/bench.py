@@ -224,9 +224,11 @@ def bench(profile: Profile, settings: BenchSettings | None = None, *, log=print,
     kind = "random weights" if st.random else "its weights"
     log(f"[bench] building {profile.name} ({kind}) on {st.device} in {st.dtype}")
     t0 = time.perf_counter()
-    with torch.device(dev):
-        model = build_model(random_weights(profile) if st.random else profile)
-    model = model.to(dev).eval()
+    with torch.device(dev):  # random weights are drawn on the device itself (fast); every tower float32 until
+        # Precision.apply casts it (SAM's encoder is also timed in float32 first)
+        model = build_model(random_weights(profile) if st.random else profile, device=dev, dtype=torch.float32,
+                            init_device=None)
+    model = model.eval()
     options = {"precision": prec.describe(), "cast_weights": prec.cast, "sam_chunk": st.sam_chunk,
                "sam_sdpa_attention_modules": sum(isinstance(m, SdpaAttention) for m in model.cascade.modules()),
                "lora_merged_for_generation": False, "compile_decode": st.compile_decode,

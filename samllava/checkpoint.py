@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .config import Profile
+from .device import CPU, to_device
 from .model import SamLlava, build_model
 from .results import atomic_path
 
@@ -22,8 +23,14 @@ CHECKPOINT = "last.pt"  # the file name inside a training run's folder
 def save_checkpoint(
     model: SamLlava, optimizer: torch.optim.Optimizer, epoch: int, history: list[dict], path: Path
 ) -> Path:
-    """Write the trainable weights, optimiser and RNG state of ``epoch`` atomically to ``path``."""
-    state = {"model": model.trainable_state(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+    """Write the trainable weights, optimiser and RNG state of ``epoch`` atomically to ``path``.
+
+    Every tensor is written from the CPU, so the file is the same whichever device trained it and loads
+    anywhere (:func:`load_checkpoint` moves the weights to the model's device, and the optimiser state
+    to its parameters').
+    """
+    state = {"model": to_device(model.trainable_state(), CPU), "optimizer": to_device(optimizer.state_dict(), CPU),
+             "epoch": epoch,
              "history": history, "rng": torch.get_rng_state(), "profile": model.profile.name,
              "base": model.describer.base_id}
     with atomic_path(path) as tmp:
@@ -54,9 +61,11 @@ def load_checkpoint(model: SamLlava, path: str | Path, optimizer: torch.optim.Op
     return state
 
 
-def load_model(profile: Profile, checkpoint: str | Path | None) -> SamLlava:
-    """A model with trained weights from ``checkpoint``, or untrained (None), in eval mode."""
-    model = build_model(profile)
+def load_model(profile: Profile, checkpoint: str | Path | None, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None) -> SamLlava:
+    """A model with trained weights from ``checkpoint``, or untrained (None), in eval mode, on ``device``
+    (:func:`samllava.device.resolve_device`) with the frozen towers in ``dtype`` (:func:`build_model`)."""
+    model = build_model(profile, device=device, dtype=dtype)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model.eval()

@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import weights
+import torch
+
+from . import distributed, weights
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .config import Profile
 from .data import load_dataset
@@ -62,26 +64,31 @@ def default_model_dir(profile: Profile) -> Path:
     return weights.cache_dir() / "models" / f"{profile.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def train_default(profile: Profile, out: Path | None = None, progress: bool = True, log=print) -> Path:
-    """Train the profile's default model into ``out`` (default :func:`default_model_dir`); returns its folder.
+def train_default(profile: Profile, out: Path | None = None, progress: bool = True, log=print,
+                  device: str | torch.device | None = None, micro_batch: int | None = None) -> Path:
+    """Train the profile's default model into ``out`` (default :func:`default_model_dir`) on ``device``
+    (:func:`samllava.device.resolve_device`); returns its folder.
 
-    Interrupted runs resume from the last epoch's checkpoint (:func:`samllava.train.train`).
+    Interrupted runs resume from the last epoch's checkpoint (:func:`samllava.train.train`); the
+    checkpoint holds CPU tensors, so the model serves every device.
     """
     out = Path(out) if out is not None else default_model_dir(profile)
     start = time.perf_counter()
-    model = build_model(profile)
+    model = build_model(profile, device=device)
     data = load_dataset(ensure_synthetic(profile, seed=1))
     log(f"training the {profile.name} profile's default model on its synthetic training set "
         f"({sum(len(c.test) for c in data.values())} images, K={DEFAULT_SHOTS}) into {out}")
     examples = prepare(model, data, profile.data.image_size, shots=DEFAULT_SHOTS, progress=progress)
-    history = train(model, examples, out_dir=out, progress=progress)
+    history = train(model, examples, out_dir=out, progress=progress, micro_batch=micro_batch)
+    if distributed.world()[0] != 0:
+        return out
     write_json(out / DONE, {"profile": profile.name, "steps": len(history), "seconds": time.perf_counter() - start,
                             "shots": DEFAULT_SHOTS, "code": code_digest()})
     return out
 
 
 def default_checkpoint(profile: Profile, train_if_missing: bool = True, progress: bool = True,
-                       log=lambda m: print(m, file=sys.stderr)) -> Path:
+                       log=lambda m: print(m, file=sys.stderr), device: str | torch.device | None = None) -> Path:
     """The default model's checkpoint file, trained now when missing (``train_if_missing``) or
     :class:`MissingModelError` with the one command that builds it."""
     out = default_model_dir(profile)
@@ -91,25 +98,28 @@ def default_checkpoint(profile: Profile, train_if_missing: bool = True, progress
         raise MissingModelError(f"no trained model for profile {profile.name!r} (looked in {out}); "
                                 f"build it with: samllava train --profile {profile.name}")
     log(f"no trained model for profile {profile.name!r} yet: training it once now (a few minutes on a CPU)")
-    return train_default(profile, out, progress=progress, log=log) / CHECKPOINT
+    return train_default(profile, out, progress=progress, log=log, device=device) / CHECKPOINT
 
 
 def train_on_data(profile: Profile, data_root: str | Path | None, out: str | Path, shots: int = DEFAULT_SHOTS,
-                  epochs: int | None = None, progress: bool = True, log=print) -> tuple[SamLlava, list[dict]]:
+                  epochs: int | None = None, progress: bool = True, log=print, device: str | torch.device | None = None,
+                  dtype: str | torch.dtype | None = None,
+                  micro_batch: int | None = None) -> tuple[SamLlava, list[dict]]:
     """Train on a user's MVTec-layout data (``train/good`` for the support, labelled test images to learn
     from; default: the profile's synthetic training set) into ``out``.
 
     With masks everywhere the whole method trains (Eq. 9, after the SAM warm-up). With image labels
     alone there is nothing for Eq. 6: L_seg and the warm-up are off, the SAM side starts from the
     default model's (trained on the synthetic masks) and SASA, the projector and LoRA learn the answers.
+    ``device``, ``dtype``: :func:`samllava.model.build_model`; ``micro_batch``: :func:`samllava.train.train`.
     """
-    model = build_model(profile)
+    model = build_model(profile, device=device, dtype=dtype)
     data = load_dataset(data_root if data_root is not None else ensure_synthetic(profile, seed=1))
     if not all(c.has_masks for c in data.values()):
         unmasked = sorted(n for n, c in data.items() if not c.has_masks)
         log(f"no ground-truth masks for {unmasked}: the SAM side is not trained on them (L_seg off); it starts from "
             f"the default model's, and SASA, the projector and LoRA learn the answers")
-        load_checkpoint(model, default_checkpoint(profile, progress=progress, log=log))
+        load_checkpoint(model, default_checkpoint(profile, progress=progress, log=log, device=device))
         model.profile = profile.replace(**{"train.seg_weight": 0.0, "train.sam_warmup_steps": 0})
     examples = prepare(model, data, profile.data.image_size, shots=shots, progress=progress)
-    return model, train(model, examples, epochs=epochs, out_dir=out, progress=progress)
+    return model, train(model, examples, epochs=epochs, out_dir=out, progress=progress, micro_batch=micro_batch)

@@ -26,6 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import weights
+from .batching import BatchSizer
 from .data import load_image
 from .data.images import IMAGE_SUFFIXES
 from .data.mvtec import list_images
@@ -136,16 +137,19 @@ def diagnose_files(model: SamLlava, files: list[Path], out_dir: str | Path, *, c
     names = output_names(files)
     rows = []
     bar = tqdm(total=len(files), desc="diagnose", unit="image", disable=not progress)
-    for i in range(0, len(files), batch_size):
-        chunk = files[i:i + batch_size]
-        images = torch.stack([load_image(f, size) for f in chunk])
-        for f, name, image, d in zip(chunk, names[i:i + batch_size], images,
+    gpu = model.profile.gpu  # on a GPU: at most batch_size images, as many as fit in free memory
+
+    def run(i: int, j: int) -> None:
+        images = torch.stack([load_image(f, size) for f in files[i:j]])
+        for f, name, image, d in zip(files[i:j], names[i:j], images,
                                      model.diagnose_with_support(images, category, max_new_tokens)):
             write_outputs(d, image, out_dir / name, {"image": str(f), **(extra or {})})
             rows.append({"image": str(f), "score": d.score, "verdict": d.verdict, "answer": d.answer,
                          "position": d.fine_mask_position, "fine_mask_pixels": int(d.fine_mask.sum()),
                          "description": d.description})
             bar.update(1)
+
+    BatchSizer(model.device, batch_size, gpu.describe_batch, gpu.memory_fraction).run(len(files), run)
     bar.close()
     summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     with atomic_path(out_dir / SUMMARY) as tmp:

@@ -17,11 +17,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics
+from .batching import MEMORY_FRACTION, BatchSizer
 from .checkpoint import load_model
 from .coarse import TextCache, build_coarse, category_phrase
 from .coarse.memory import knn_map, knn_memory
 from .config import Profile
 from .data import CategoryData, sample_support
+from .device import CPU, module_device, resolve_device
+from .distributed import broadcast, gather, shard, unshard, world
 from .memo import ContentMemo
 from .model import SamLlava
 
@@ -63,35 +66,67 @@ def score_category(maps: torch.Tensor | np.ndarray, scores, labels, masks, has_m
 
 
 def evaluate(method: Method, data: dict[str, CategoryData], *, shots: int = 0, seeds: tuple[int, ...] = (0,),
-             image_size: int = 256, batch_size: int = 16, progress: bool = True) -> dict[str, CategoryResult]:
-    """Run ``method`` on every category (and every support seed when ``shots > 0``)."""
+             image_size: int = 256, batch_size: int = 16, progress: bool = True,
+             gpu_batch: int | None = None) -> dict[str, CategoryResult]:
+    """Run ``method`` on every category (and every support seed when ``shots > 0``).
+
+    Images go to the method's device (:func:`method_device`) ``batch_size`` at a time; on a GPU as many
+    as fit in free memory, or ``gpu_batch`` (:class:`samllava.batching.BatchSizer`). Under ``torchrun``
+    (an initialised process group) rank r scores the images i with ``i % world == r``
+    (:func:`samllava.distributed.shard`); rank 0 gathers their maps and scores and computes the metrics
+    exactly as one process does, and every rank returns them.
+    """
+    rank, world_size = world()
+    device, setting, fraction = method_device(method)
+    sizer = BatchSizer(device, batch_size, gpu_batch if gpu_batch is not None else setting, fraction)
     results: dict[str, CategoryResult] = {}
     seeds = seeds if shots > 0 else (seeds[0],)  # zero-shot has no support to vary
-    bar = tqdm(total=len(data) * len(seeds), desc="evaluate", disable=not progress)
+    bar = tqdm(total=len(data) * len(seeds), desc="evaluate", disable=not progress or rank != 0)
     for name, cat in data.items():
         if not cat.test:
             raise ValueError(f"category {name!r} at {cat.root}: no test images")
-        images = cat.load_images(cat.test, image_size)
+        images = cat.load_images([cat.test[i] for i in shard(len(cat.test), rank, world_size)], image_size)
         labels = np.array([s.label for s in cat.test])
-        masks = cat.load_masks(cat.test, image_size)[:, 0] if cat.has_masks else None
+        masks = cat.load_masks(cat.test, image_size)[:, 0] if cat.has_masks and rank == 0 else None
         res = CategoryResult(name)
         for seed in seeds:
-            support = cat.load_images(sample_support(cat, shots, seed), image_size) if shots > 0 else None
-            maps, scores = run_batched(method, images, name, support, batch_size)
-            res.per_seed.append(score_category(maps, scores, labels, masks, cat.has_masks))
+            support = cat.load_images(sample_support(cat, shots, seed), image_size).to(device) if shots > 0 else None
+            outputs = gather(run_batched(method, images, name, support, sizer))
+            if rank == 0:
+                maps, scores = outputs[0] if world_size == 1 else _unshard_outputs(outputs, len(cat.test))
+                res.per_seed.append(score_category(maps, scores, labels, masks, cat.has_masks))
             bar.update(1)
         results[name] = res
     bar.close()
-    return results
+    return broadcast(results)
 
 
-def run_batched(method: Method, images: torch.Tensor, category: str, support, batch_size: int):
-    maps, scores = [], []
-    for i in range(0, len(images), batch_size):
-        m, s = method(images[i:i + batch_size], category, support)
-        maps.append(m.float().cpu())
-        scores.append(s.float().cpu())
-    return torch.cat(maps), torch.cat(scores)
+def method_device(method: Method) -> tuple[torch.device, int | None, float]:
+    """Where a method runs, its GPU batch setting and memory fraction: the package's methods say (their
+    ``device`` and ``profile.gpu``); a plain callable gets its images on the CPU."""
+    gpu = getattr(getattr(method, "profile", None), "gpu", None)
+    return (getattr(method, "device", CPU), gpu.encode_batch if gpu else None,
+            gpu.memory_fraction if gpu else MEMORY_FRACTION)
+
+
+def _unshard_outputs(parts: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's (maps, scores) of its shard back in image order."""
+    return tuple(torch.stack(unshard([list(p[k]) for p in parts], n)) for k in range(2))
+
+
+def run_batched(method: Method, images: torch.Tensor, category: str, support, sizer: BatchSizer):
+    """(maps (N, S, S), scores (N,)) of ``method`` on ``images``, on the CPU, in batches of ``sizer``."""
+    device = sizer.device
+
+    def batch(i: int, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        m, s = method(images[i:j].to(device), category, support)
+        return m.float().cpu(), s.float().cpu()
+
+    out = sizer.run(len(images), batch)
+    if not out:  # a rank without images (fewer images than processes)
+        side = images.shape[-1]
+        return torch.zeros(0, side, side, device=CPU), torch.zeros(0, device=CPU)
+    return torch.cat([m for m, _ in out]), torch.cat([s for _, s in out])
 
 
 def results_table(results: dict[str, CategoryResult], columns: tuple[str, ...] = METRICS, percent: bool = True):
@@ -124,13 +159,25 @@ class CoarseMethod:
     Text features are computed once per category and the support memory once per support set.
     """
 
-    def __init__(self, profile: Profile, coarse=None):
+    def __init__(self, profile: Profile, coarse=None, device: str | torch.device | None = None):
+        """``coarse`` None builds the profile's; ``device`` None keeps a given stage where it is and puts a
+        built one on the default device (:func:`samllava.device.resolve_device`)."""
         self.profile = profile
-        self.coarse = coarse if coarse is not None else build_coarse(profile)[0]
+        if coarse is None:
+            with torch.device(CPU):  # built on the CPU (seeded random weights), then moved
+                coarse = build_coarse(profile)[0]
+            coarse = coarse.to(resolve_device(device))
+        elif device is not None:
+            coarse = coarse.to(resolve_device(device))
+        self.coarse = coarse
         self.coarse.eval()
         self.text = TextCache(self.coarse.zero_shot)
         self._support_id = None
         self.last_terms: dict[str, str] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.coarse)
 
     @torch.no_grad()
     def __call__(self, images, category, support):
@@ -150,11 +197,20 @@ class CoarseMethod:
 class KnnMethod:
     """PatchCore-style k-NN baseline on the same few-shot backbone (1 - max cosine, mean over levels)."""
 
-    def __init__(self, profile: Profile, extractor=None):
+    def __init__(self, profile: Profile, extractor=None, device: str | torch.device | None = None):
+        self.profile = profile
         if extractor is None:  # the few-shot backbone of the profile's coarse stage
-            extractor = build_coarse(profile)[0].calibrator.extractor
+            with torch.device(CPU):  # built on the CPU (seeded random weights), then moved
+                extractor = build_coarse(profile)[0].calibrator.extractor
+            extractor = extractor.to(resolve_device(device))
+        elif device is not None:
+            extractor = extractor.to(resolve_device(device))
         self.extractor = extractor.eval()
         self._key, self._memory = None, None
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.extractor)
 
     @torch.no_grad()
     def __call__(self, images, category, support):
@@ -188,10 +244,14 @@ class CascadeMethod:
         whose cascades share one frozen encoder (the ablation variants); by default one of its own."""
         if score not in ("coarse", "map_max"):
             raise ValueError(f"score must be 'coarse' or 'map_max', got {score!r}")
-        self.coarse, self.cascade, self.score = coarse, cascade.eval(), score
+        self.coarse, self.cascade, self.score, self.profile = coarse, cascade.eval(), score, coarse.profile
         # F_sam once per image batch, for every seed and K
         self.embed = embed if embed is not None else ContentMemo(self.cascade.embed, max_batches=32)
         self.last = None
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.cascade)
 
     @torch.no_grad()
     def __call__(self, images, category, support):
@@ -207,9 +267,15 @@ class FullMethod:
     """The whole model as an evaluation method: map = mean of H' and P(M_fine) (:func:`combined_map`);
     score from the coarse stage. ``model`` None loads the profile's model with ``checkpoint``."""
 
-    def __init__(self, profile: Profile, checkpoint=None, model: SamLlava | None = None):
-        self.model = model if model is not None else load_model(profile, checkpoint)
+    def __init__(self, profile: Profile, checkpoint=None, model: SamLlava | None = None,
+                 device: str | torch.device | None = None):
+        self.profile = profile
+        self.model = model if model is not None else load_model(profile, checkpoint, device=device)
         self.last_terms: dict[str, str] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
 
     @torch.no_grad()
     def __call__(self, images, category, support):

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .batching import BatchSizer
 from .data import CategoryData, instruction_records, sample_support
+from .device import CPU, to_device
 from .model import Encoded, SamLlava
 
 
@@ -36,8 +38,15 @@ class Examples:
 @torch.no_grad()
 def prepare(model: SamLlava, data: dict[str, CategoryData], image_size: int, shots: int = 0, seed: int = 0,
             split: str = "test", batch_size: int = 16, progress: bool = True) -> list[Examples]:
-    """Encode every image of ``split`` once (frozen stages), with K support images per category."""
+    """Encode every image of ``split`` once (frozen stages), with K support images per category.
+
+    The images are encoded on the model's device, ``batch_size`` at a time (on a GPU: as many as fit,
+    :class:`samllava.batching.BatchSizer`, or ``gpu.encode_batch``); the cache is kept on the CPU, so a
+    whole data set never has to fit beside the model, and users move the batches they take
+    (:func:`samllava.device.to_device`).
+    """
     out = []
+    sizer = BatchSizer(model.device, batch_size, model.profile.gpu.encode_batch, model.profile.gpu.memory_fraction)
     for name, cat in tqdm(data.items(), desc=f"encode {split}", disable=not progress):
         samples = cat.test if split == "test" else cat.train
         if not samples:
@@ -45,11 +54,12 @@ def prepare(model: SamLlava, data: dict[str, CategoryData], image_size: int, sho
         support = cat.load_images(sample_support(cat, shots, seed), image_size) if shots > 0 else None
         model.set_support(support)
         images = cat.load_images(samples, image_size)
-        enc = Encoded.cat([model.encode(images[i:i + batch_size], name) for i in range(0, len(images), batch_size)])
+        batches = sizer.run(len(images), lambda i, j, x=images, c=name: to_device(model.encode(x[i:j], c), CPU))
+        enc = Encoded.cat(batches)
         gt = (
             cat.load_masks(samples, image_size)[:, 0]
             if cat.has_masks
-            else torch.zeros(images.shape[0], image_size, image_size)
+            else torch.zeros(images.shape[0], image_size, image_size, device=CPU)
         )
         recs = instruction_records(samples)
         out.append(Examples(name, enc, gt, [r["question"] for r in recs], [r["target"] for r in recs],

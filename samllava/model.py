@@ -17,6 +17,7 @@ the evidence, never the ground truth.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -32,9 +33,10 @@ from .data.instructions import GENERIC_OBJECT, NO_POSITION, QUESTION, position_o
 from .describe.build import build_describer
 from .describe.llava import Describer
 from .describe.lora import apply_lora
+from .device import module_device, resolve_device, tower_dtype
 from .losses import segmentation_loss, total_loss
 from .metrics import parse_yes_no
-from .sam import SamCascade, SamOutput, build_cascade
+from .sam import SamCascade, SamOutput, build_cascade, place_cascade
 from .sam.prompts import resize_pad_mask
 from .sasa import Sasa
 from .seeding import seeded
@@ -151,6 +153,11 @@ class SamLlava(nn.Module):
         if self.cascade.encoder is not None:
             self.cascade.encoder.requires_grad_(False)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs (inputs are moved here where they enter: :meth:`encode`, :meth:`set_support`)."""
+        return module_device(self)
+
     # ------------------------------------------------------------------ parameters
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Sec. 3.5: SAM prompt encoder + mask decoder (+ multi-scale), SASA, LoRA."""
@@ -187,6 +194,7 @@ class SamLlava(nn.Module):
 
         Where SAM's encoder is the few-shot backbone's stand-in, the backbone runs once and both
         stages read its features."""
+        images = images.to(self.device)
         feats, tokens = self.text(category)
         encoder, grid = self.cascade.encoder, self.describer.vision_grid
         maps = self.coarse.calibrator.extractor(images) if encoder is not None or grid is not None else None
@@ -208,7 +216,7 @@ class SamLlava(nn.Module):
         if support is None:
             self.coarse.clear_support()
         else:
-            self.coarse.set_support(support)
+            self.coarse.set_support(support.to(self.device))
 
     # ------------------------------------------------------------------ trainable part
     def fine(self, enc: Encoded) -> SamOutput:
@@ -297,7 +305,8 @@ class SamLlava(nn.Module):
         return out
 
 
-def build_model(profile: Profile, lora: bool = True, seed: int = 0) -> SamLlava:
+def build_model(profile: Profile, lora: bool = True, seed: int = 0, device: str | torch.device | None = None,
+                dtype: str | torch.dtype | None = None, init_device: str | torch.device | None = "cpu") -> SamLlava:
     """The profile's SAM-LLaVA: weights resolved per component (random only where the profile allows).
 
     Random initialisation is seeded per component by ``seed`` (without touching the global RNG,
@@ -305,13 +314,27 @@ def build_model(profile: Profile, lora: bool = True, seed: int = 0) -> SamLlava:
     (CLIP, SAM's encoder and its positional buffers, LLaVA's vision tower) are the same in every
     process and in every builder (``build_cascade(profile, seed)`` gives this model's cascade): a
     checkpoint of the trainable parts then fully determines the model.
+
+    ``device`` (:func:`samllava.device.resolve_device`; None: CUDA when available) is where the model
+    runs. It is built on ``init_device`` (the CPU: the seeded random parts are then the same whatever the
+    device; None: the current default device) and moved there once. ``dtype`` None gives the frozen
+    towers the profile's GPU dtypes on a GPU and float32 on the CPU (:func:`samllava.device.tower_dtype`);
+    a dtype forces it on SAM's image encoder and LLaVA on any device.
     """
+    dev = resolve_device(device)
+    with torch.device(init_device) if init_device is not None else nullcontext():
+        model = _assemble(profile, lora, seed, tower_dtype(profile.llm.dtype, dev, dtype))
+    place_cascade(model.cascade, profile, dev, dtype)
+    return model.to(dev)
+
+
+def _assemble(profile: Profile, lora: bool, seed: int, llm_dtype: torch.dtype) -> SamLlava:
     coarse, _ = build_coarse(profile, seed=seed)
     cascade = build_cascade(profile, seed=seed, extractor=coarse.calibrator.extractor)
     extractor = coarse.calibrator.extractor
     width = pooled_tokens(extractor(torch.zeros(1, 3, 8, 8, device=extractor.preprocess.mean.device)), 1).shape[-1] \
         if profile.llm.vision == "fewshot_backbone" else None
-    describer = build_describer(profile, seed=seed, vision_channels=width)
+    describer = build_describer(profile, seed=seed, vision_channels=width, dtype=llm_dtype)
     if lora:
         with seeded(seed, "lora"):
             describer = apply_lora(describer, profile.lora)

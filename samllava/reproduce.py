@@ -1,7 +1,9 @@
 """Run the numbered notebooks headless with papermill, in order.
 
 Each notebook has a cell tagged ``parameters``; :func:`reproduce` injects ``profile`` and
-``data_roots`` (a ``{"name": "dir"}`` mapping, e.g. ``{"mvtec": "/data/mvtec"}``) into every one.
+``data_roots`` (a ``{"name": "dir"}`` mapping, e.g. ``{"mvtec": "/data/mvtec"}``) into every one, and
+``device`` when one is chosen (each notebook's own default, None, means CUDA when available:
+:func:`samllava.device.resolve_device`).
 Executed copies go to ``notebooks/executed/``; tables and figures go where the notebooks write them
 (``results/`` and ``figures/`` through :mod:`samllava.results`). The first error stops the run with
 a :class:`ReproduceError` that names the notebook and the cell.
@@ -61,7 +63,7 @@ def numbered_notebooks(directory: Path | None = None, only: list[str] | None = N
 def reproduce(profile: str = "offline", only: list[str] | None = None, data_roots: dict[str, str] | None = None,
               directory: Path | None = None, output_dir: Path | None = None, extra_parameters: dict | None = None,
               kernel_name: str = "python3", smoke: bool = False, cell_timeout: int = 3600,
-              log=print) -> list[NotebookRun]:
+              log=print, device: str | None = None) -> list[NotebookRun]:
     """Execute the notebooks; returns one :class:`NotebookRun` per notebook.
 
     ``smoke`` adds :data:`SMOKE_PARAMETERS` (small budgets) to each notebook's parameters.
@@ -73,9 +75,11 @@ def reproduce(profile: str = "offline", only: list[str] | None = None, data_root
     directory, output_dir = directory or NOTEBOOK_DIR, output_dir or EXECUTED_DIR
     output_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "data_roots": dict(data_roots or {}), **(extra_parameters or {})}
+    if device is not None:
+        params["device"] = device
     runs = []
     for nb in numbered_notebooks(directory, only):
-        log(f"[reproduce] {nb.name} (profile={profile})")
+        log(f"[reproduce] {nb.name} (profile={profile}" + (f", device={device})" if device is not None else ")"))
         start = time.perf_counter()
         nb_params = {**params, **(SMOKE_PARAMETERS.get(nb.name[:2], {}) if smoke else {})}
         try:

@@ -56,7 +56,7 @@ def coarse_view(coarse, cat: CategoryData, index: int, shots: int, level: int | 
         if shots == 0:
             raise ValueError("memory levels exist only with a support set (K > 0)")
         heat = coarse.calibrator(image).distances[level]
-    heat = heat[0]
+    heat = heat[0].cpu()  # read on the host (numpy), wherever the stage runs
     if threshold is None:
         mask = otsu_masks(heat[None])[0]
         thr = float(threshold_otsu(heat.numpy())) if float(heat.max() - heat.min()) > 0 else float(heat.max())

@@ -92,3 +92,32 @@ def test_score_category_pixel_metrics_from_one_pass():
     out = score_category(maps, maps.reshape(3, -1).max(1), np.array([1, 0, 1]), masks, has_masks=True)
     assert out["pixel_auroc"] == metrics.pixel_auroc(maps, masks)
     assert out["aupro"] == metrics.aupro(maps, masks)
+
+
+def test_two_cpu_processes_evaluate_what_one_process_evaluates(root, tmp_path):
+    """``torchrun --nproc_per_node 2 -m samllava evaluate``: each rank scores every other image (gloo), rank 0
+    gathers the maps and scores and writes the report; its metrics are those of one process."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["evaluate", "--profile", "tiny", "--data", str(root), "--shots", "1", "--seeds", "0,1", "--stage", "coarse",
+            "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "one.json")]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "samllava",
+           *args, "--out", str(tmp_path / "two.json")]
+    run = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["categories"] == one["categories"] and two["mean"] == one["mean"]
+
+
+def test_sharding_covers_every_image_once_in_order():
+    from samllava.distributed import shard, unshard
+
+    parts = [shard(7, r, 3) for r in range(3)]
+    assert parts == [[0, 3, 6], [1, 4], [2, 5]] and shard(1, 1, 2) == []
+    assert unshard([[f"x{i}" for i in p] for p in parts], 7) == [f"x{i}" for i in range(7)]
+    with pytest.raises(ValueError, match="rank 1 returned"):
+        unshard([[0, 3, 6], [1], [2, 5]], 7)

@@ -137,7 +137,8 @@ def test_position_baseline_from_the_predicted_mask():
     masks = torch.zeros(3, 9, 9, dtype=torch.bool)
     masks[0, :3, :3] = True  # top left: right
     masks[1, 6:, 6:] = True  # bottom right, but the truth is "top": wrong
-    model = SimpleNamespace(fine=lambda enc: SimpleNamespace(mask=masks[enc]))  # enc: the example's indices
+    # enc: the example's indices
+    model = SimpleNamespace(fine=lambda enc: SimpleNamespace(mask=masks[enc]), device=torch.device("cpu"))
     ex = Examples("c", torch.arange(3), None, [""] * 3, [""] * 3, np.array([1, 1, 0]), ["top left", "top", "none"])
     b = position_baselines([ex], model)
     assert b["from_m_fine"] == pytest.approx(50.0) and b["n_defective"] == 2

@@ -22,6 +22,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
 shots = [1, 2, 4]
 seeds = [0, 1, 2]
 n_examples = 4
@@ -36,7 +37,7 @@ from samllava.pipeline import coarse_figure, fewshot_benchmark, synthetic, texti
 from samllava.widgets import coarse_view, heatmap_explorer, view_figure
 
 P = load_profile(profile)
-method = CoarseMethod(P)
+method = CoarseMethod(P, device=device)
 data = synthetic(P, "eval")
 
 # %% [markdown]
@@ -64,7 +65,7 @@ display(panel)
 # image labels only, so their pixel AUROC is not available.
 
 # %%
-bench = fewshot_benchmark(P, {"synthetic": data, "textiles": textiles()}, shots=shots, seeds=seeds)
+bench = fewshot_benchmark(P, {"synthetic": data, "textiles": textiles()}, shots=shots, seeds=seeds, device=device)
 results.write_table(bench, "coarse_fewshot_vs_knn", profile=P.name, dataset="synthetic (eval, seed 0); conformal-clip-data textiles",
                     note=f"terms: {terms}; seeds {seeds}")
 bench

@@ -23,6 +23,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
 steps = None  # None: the profile's SAM warm-up budget, one cached SAM side shared by notebooks 03, 05, 07-09
 lr = None
 shots = 1
@@ -36,7 +37,7 @@ from samllava.pipeline import cascade_figure, prompt_types_figure, segmentation_
 from samllava.viz import loss_figure
 
 P = load_profile(profile)
-coarse, cascade, losses = train_cascade(P, steps=steps, lr=lr, shots=shots)
+coarse, cascade, losses = train_cascade(P, steps=steps, lr=lr, shots=shots, device=device)
 results.save_figure(loss_figure({"segmentation loss (Eq. 6)": losses}), "sam_training_loss")
 
 # %% [markdown]

@@ -22,6 +22,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
 shots = 1
 max_new_tokens = 40
 count_profiles = ["tiny", "offline"]
@@ -36,7 +37,7 @@ from samllava.data.instructions import QUESTION
 from samllava.pipeline import parameter_table, sasa_attention_figure, synthetic
 
 P = load_profile(profile)
-model = build_model(P).eval()
+model = build_model(P, device=device).eval()
 data = synthetic(P, "eval")
 
 # %% [markdown]

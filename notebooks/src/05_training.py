@@ -24,6 +24,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
 epochs = None  # None: the profile's train.epochs
 shots = 1
 max_new_tokens = 20  # the answer sentence, which names the position, is at most 18 tokens
@@ -45,7 +46,7 @@ eval_data = synthetic(P, "eval")
 # ## Before training (LoRA B = 0: the base language model; SAM side and SASA untrained)
 
 # %%
-untrained = build_model(P).eval()
+untrained = build_model(P, device=device).eval()
 before, before_answers, examples = description_eval(untrained, eval_data, shots=shots, max_new_tokens=max_new_tokens,
                                                     per_label=per_label)
 odds_before = log_odds_eval(untrained, eval_data, shots=shots, per_label=odds_per_label)
@@ -56,7 +57,7 @@ before
 # ## Training
 
 # %%
-model, history = trained_model(P, epochs=epochs, shots=shots)
+model, history = trained_model(P, epochs=epochs, shots=shots, device=device)
 curves = {k: [h[k] for h in history] for k in ("total", "seg", "gen")}
 results.save_figure(loss_figure(curves), "training_loss")
 print(f"{len(history)} steps; first total loss {history[0]['total']:.3f}, last {history[-1]['total']:.3f}")

@@ -23,6 +23,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
 steps = 150
 lr = 1e-3
 
@@ -32,7 +33,7 @@ from samllava.config import load_profile
 from samllava.pipeline import zero_shot_table
 
 P = load_profile(profile)
-table = zero_shot_table(P, data_roots, steps=steps, lr=lr)
+table = zero_shot_table(P, data_roots, steps=steps, lr=lr, device=device)
 real = "mvtec" in data_roots and "visa" in data_roots
 results.write_table(table, "table1_zero_shot", profile=P.name,
                     dataset="MVTec-AD and VisA" if real else "synthetic stand-ins (textures, objects), not MVTec-AD/VisA",

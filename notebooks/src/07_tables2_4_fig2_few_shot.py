@@ -19,6 +19,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
 shots = [1, 2, 4]
 seeds = [0, 1, 2, 3, 4]
 steps = None  # None: the profile's SAM warm-up budget, one cached SAM side shared by notebooks 03, 05, 07-09
@@ -31,7 +32,7 @@ from samllava.data import TADD_STANDIN_NOTE
 from samllava.pipeline import fewshot_pixel_tables, figure2, tadd_standin, train_cascade
 
 P = load_profile(profile)
-coarse, cascade, _ = train_cascade(P, steps=steps, lr=lr, shots=1, progress=False)
+coarse, cascade, _ = train_cascade(P, steps=steps, lr=lr, shots=1, progress=False, device=device)
 tables = fewshot_pixel_tables(P, coarse, cascade, tadd_standin(P), shots=shots, seeds=seeds)
 names = {1: "table2_fewshot_1shot", 2: "table3_fewshot_2shot", 4: "table4_fewshot_4shot"}
 for k, table in tables.items():

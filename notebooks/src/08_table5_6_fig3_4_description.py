@@ -20,6 +20,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
 shots = [1, 2, 4]
 seeds = [0, 1]
 per_label = 6  # Table 5 on 6 normal + 6 anomalous held-out images per category (None: all)
@@ -34,7 +35,7 @@ from samllava.judge import make_judge
 from samllava.pipeline import accuracy_table, judge_table, qualitative_figure, synthetic, trained_model
 
 P = load_profile(profile)
-model, _ = trained_model(P, progress=False)
+model, _ = trained_model(P, progress=False, device=device)
 data = synthetic(P, "eval")
 
 # %%

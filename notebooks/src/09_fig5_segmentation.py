@@ -18,6 +18,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
 steps = None  # None: the profile's SAM warm-up budget, one cached SAM side shared by notebooks 03, 05, 07-09
 lr = None
 n_examples = 4
@@ -28,6 +29,6 @@ from samllava.config import load_profile
 from samllava.pipeline import segmentation_comparison_figure, synthetic, train_cascade
 
 P = load_profile(profile)
-coarse, cascade, _ = train_cascade(P, steps=steps, lr=lr, shots=1, progress=False)
+coarse, cascade, _ = train_cascade(P, steps=steps, lr=lr, shots=1, progress=False, device=device)
 fig = segmentation_comparison_figure(P, coarse, cascade, synthetic(P, "eval"), n=n_examples)
 results.save_figure(fig, "fig5_segmentation")

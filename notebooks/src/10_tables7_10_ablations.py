@@ -22,6 +22,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
 steps = 150
 lr = 1e-3
 seeds = [0, 1, 2]
@@ -35,7 +36,7 @@ from samllava.pipeline import ABLATIONS, ablation_table, synthetic
 
 P = load_profile(profile)
 table = ablation_table(P, synthetic(P, "eval"), steps=steps, lr=lr, seeds=seeds,
-                       accuracy_variants=accuracy_variants, per_label=per_label)
+                       accuracy_variants=accuracy_variants, per_label=per_label, device=device)
 results.write_table(table, "tables7_10_ablations", profile=P.name, dataset="synthetic (held-out); paper: MVTec-AD and VisA",
                     note=f"1-shot, seeds {seeds}; SAM side {steps} steps at lr {lr}; accuracy: {P.train.epochs} epoch(s) "
                          f"end to end for {accuracy_variants} ({per_label} normal + {per_label} anomalous images per category), n/a elsewhere")

@@ -20,7 +20,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-device = "cpu"
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
 runs = 5
 warmup = 1
 new_tokens = 32
@@ -29,9 +29,11 @@ gpu_json = "../results/gpu_bench.json"  # the paper-size GPU benchmark (benchmar
 # %%
 from samllava import results
 from samllava.config import load_profile
+from samllava.device import resolve_device
 from samllava.pipeline import complexity_table
 
 P = load_profile(profile)
+device = str(resolve_device(device))
 table = complexity_table(P, device=device, runs=runs, warmup=warmup, new_tokens=new_tokens, gpu_json=gpu_json)
 results.write_table(table, "table11_complexity", profile=P.name, dataset="none (random inputs)",
                     note=f"{device}; latency over {runs} runs after {warmup} warm-up(s), {new_tokens} new tokens; "

@@ -31,6 +31,15 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionErro
                weights.MissingWeightsError, download.DownloadError, MissingModelError, ReproduceError)
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype`` (:mod:`samllava.device`)."""
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or auto (default: $SAMLLAVA_DEVICE, else cuda when available, else cpu)")
+    p.add_argument("--dtype", default=None,
+                   help="weights of the frozen SAM encoder and LLaVA, e.g. float32 (default: the profile's on a GPU, "
+                        "float32 on the CPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="samllava", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +65,9 @@ def _evaluate_parser(sub) -> None:
     e.add_argument("--checkpoint", default=None, help="trained SamLlava checkpoint (stage full; default: the "
                                                       "profile's default model, trained on first use)")
     e.add_argument("--out", required=True, help="JSON file to write")
+    e.add_argument("--batch-size", type=int, default=None,
+                   help="images per batch on a GPU (default: gpu.encode_batch, else as many as fit in free memory)")
+    _add_device(e)
 
 
 def _diagnose_parser(sub) -> None:
@@ -67,11 +79,12 @@ def _diagnose_parser(sub) -> None:
     d.add_argument("--profile", default=None)
     d.add_argument("--checkpoint", default=None,
                    help="trained SamLlava checkpoint (default: the profile's default model, trained on first use)")
-    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--batch-size", type=int, default=8, help="images per batch (on a GPU: at most, as many as fit)")
     d.add_argument("--max-new-tokens", type=int, default=None, help="default: the profile's")
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("--out", required=True, help="output folder: <image>/mask.png, overlay.png, report.json, "
                                                 "summary.csv")
+    _add_device(d)
 
 
 def _reproduce_parser(sub) -> None:
@@ -82,6 +95,8 @@ def _reproduce_parser(sub) -> None:
     r.add_argument(
         "--smoke", action="store_true", help="small budgets (seeds, steps): a quick check of every code path"
     )
+    r.add_argument("--device", default=None,
+                   help="every notebook's device parameter: cpu, cuda, cuda:N or auto (default: cuda when available)")
 
 
 def _fetch_weights_parser(sub) -> None:
@@ -120,7 +135,7 @@ def _make_data_parser(sub) -> None:
 def _bench_parser(sub) -> None:
     b = sub.add_parser("bench", help="complexity benchmark: parameters, latency, throughput, peak memory")
     b.add_argument("--profile", default=None)
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     b.add_argument("--runs", type=int, default=20)
     b.add_argument("--warmup", type=int, default=5)
     b.add_argument("--out", default=None)
@@ -137,6 +152,10 @@ def _train_parser(sub) -> None:
     t.add_argument("--shots", type=int, default=None, help="support images per category (default 4)")
     t.add_argument("--out", default=None, help="output folder (default: the profile's default model)")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--micro-batch", type=int, default=None,
+                   help="images per forward/backward on a GPU; gradients accumulate to train.batch_size "
+                        "(default: gpu.train_micro_batch, else as many as fit in free memory)")
+    _add_device(t)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,19 +1,19 @@
 """The ``samllava`` commands that run the method: evaluate, diagnose, train, reproduce, make-data, bench."""
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from .. import distributed
 from ..answers import description_eval
 from ..bench import BenchSettings, bench
 from ..checkpoint import load_model
 from ..config import Profile, load_profile
 from ..data import generate_realtex, generate_synthetic, load_dataset
 from ..default_model import DEFAULT_SHOTS, default_checkpoint, train_default, train_on_data
+from ..device import resolve_device
 from ..diagnose import check_readable, diagnose_files, fit_support, gather_images, report_line, run_header
 from ..evaluate import CoarseMethod, FullMethod, evaluate, results_json, results_table
 from ..reproduce import reproduce
@@ -49,13 +49,26 @@ def require_signal(profile: Profile, normals: bool, what: str) -> None:
                          "with its weights")
 
 
-def _checkpoint(profile: Profile, given: str | None, progress: bool) -> str:
+def _checkpoint(profile: Profile, given: str | None, progress: bool, device=None) -> str:
     """The checkpoint a command uses: ``--checkpoint``, else the profile's default model (trained on first use)."""
-    return given if given is not None else str(default_checkpoint(profile, progress=progress))
+    return given if given is not None else str(default_checkpoint(profile, progress=progress, device=device))
 
 
 def evaluate_cli(args) -> int:
-    """``samllava evaluate``: the metrics of the coarse stage or of the whole trained model, as JSON."""
+    """``samllava evaluate``: the metrics of the coarse stage or of the whole trained model, as JSON.
+
+    Under ``torchrun`` every rank scores its share of the images (:func:`samllava.evaluate.evaluate`);
+    rank 0 adds the description accuracy and writes the report."""
+    device = resolve_device(args.device)
+    started = distributed.init(device)
+    try:
+        return _evaluate(args, device)
+    finally:
+        if started:
+            distributed.shutdown()
+
+
+def _evaluate(args, device) -> int:
     profile = load_profile(args.profile)
     require_signal(profile, args.shots > 0, "evaluate")
     data = load_dataset(args.data)
@@ -67,12 +80,20 @@ def evaluate_cli(args) -> int:
         data = {k: data[k] for k in wanted}
     size = args.image_size or profile.data.image_size
     seeds = tuple(_seeds(args.seeds))
-    checkpoint = None if args.stage == "coarse" else _checkpoint(profile, args.checkpoint, progress=True)
-    method = CoarseMethod(profile) if args.stage == "coarse" else FullMethod(profile, checkpoint=checkpoint)
-    results = evaluate(method, data, shots=args.shots, seeds=seeds, image_size=size)
+    if args.stage == "coarse":
+        checkpoint, method = None, CoarseMethod(profile, device=device)
+    else:
+        if args.checkpoint is None and distributed.world()[1] > 1:
+            raise ValueError("--stage full under torchrun needs --checkpoint (or the default model built first: "
+                             f"samllava train --profile {profile.name})")
+        checkpoint = _checkpoint(profile, args.checkpoint, progress=True, device=device)
+        method = FullMethod(profile, model=load_model(profile, checkpoint, device=device, dtype=args.dtype))
+    results = evaluate(method, data, shots=args.shots, seeds=seeds, image_size=size, gpu_batch=args.batch_size)
+    if distributed.world()[0] != 0:
+        return 0
     header = {"profile": profile.name, "weights": profile.weights_label(), "data": str(args.data), "stage": args.stage,
               "shots": args.shots, "seeds": list(seeds), "image_size": size, "checkpoint": checkpoint,
-              "terms": getattr(method, "last_terms", {})}
+              "terms": getattr(method, "last_terms", {}), "device": str(device), "processes": distributed.world()[1]}
     report = results_json(results, **header)
     if args.stage == "full":
         _add_description_accuracy(report, method.model, data, args.shots, seeds, size)
@@ -102,12 +123,13 @@ def diagnose_cli(args) -> int:
     files = gather_images(args.images)
     check_readable(files)
     size = profile.data.image_size
-    checkpoint = _checkpoint(profile, args.checkpoint, progress=not args.no_progress)
-    model = load_model(profile, checkpoint)
+    device = resolve_device(args.device)
+    checkpoint = _checkpoint(profile, args.checkpoint, progress=not args.no_progress, device=device)
+    model = load_model(profile, checkpoint, device=device, dtype=args.dtype)
     k = fit_support(model, args.support, size) if args.support else 0
+    header = {**run_header(model, checkpoint, args.support, k), "device": str(device)}
     summary = diagnose_files(model, files, args.out, category=args.category, size=size, batch_size=args.batch_size,
-                             max_new_tokens=args.max_new_tokens, extra=run_header(model, checkpoint, args.support, k),
-                             progress=not args.no_progress)
+                             max_new_tokens=args.max_new_tokens, extra=header, progress=not args.no_progress)
     for row in summary.to_dict("records"):
         print(report_line(row))
     print(f"written: {args.out}/<image>/{{mask.png,overlay.png,report.json}} and {args.out}/summary.csv")
@@ -116,33 +138,44 @@ def diagnose_cli(args) -> int:
 
 def train_cli(args) -> int:
     """``samllava train``: the profile's default model, or a model trained on ``--data`` into ``--out``
-    (``torchrun`` for several processes)."""
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+    (``torchrun`` for several processes: DistributedDataParallel, NCCL on GPUs and gloo on the CPU,
+    :mod:`samllava.distributed`)."""
+    device = resolve_device(args.device)
+    started = distributed.init(device)
+    try:
+        return _train(args, device)
+    finally:
+        if started:
+            distributed.shutdown()
+
+
+def _train(args, device) -> int:
     profile = load_profile(args.profile)
     progress = not args.no_progress
     shots = DEFAULT_SHOTS if args.shots is None else args.shots
     if args.data is None and args.out is None and args.epochs is None and shots == DEFAULT_SHOTS:
-        out = train_default(profile, progress=progress)
+        out = train_default(profile, progress=progress, device=device, micro_batch=args.micro_batch)
         print(f"default model of profile {profile.name!r}: {out}")
         return 0
     if args.out is None:
         raise ValueError("--out is needed with --data, --epochs or --shots (the default model is trained by "
                          "`samllava train --profile P` alone)")
     model, history = train_on_data(profile, args.data, args.out, shots=shots, epochs=args.epochs, progress=progress,
-                                   log=lambda m: print(m, file=sys.stderr))
+                                   log=lambda m: print(m, file=sys.stderr), device=device, dtype=args.dtype,
+                                   micro_batch=args.micro_batch)
     rank, size = world()
     if size > 1:
         # report a digest of the weights so callers can check that all ranks agree
         digest = torch.stack([p.detach().double().sum() for p in model.trainable_parameters()]).sum()
-        print(f"rank {rank} world {size} steps {len(history)} digest {digest.item():.10e}", flush=True)
-        dist.destroy_process_group()
+        sys.stdout.write(f"rank {rank} world {size} steps {len(history)} digest {digest.item():.10e}\n")  # one write:
+        sys.stdout.flush()  # the ranks share the pipe, and print() writes the newline apart
     return 0
 
 
 def reproduce_cli(args) -> int:
     """``samllava reproduce``: every notebook headless (papermill)."""
-    reproduce(profile=args.profile, only=args.only, data_roots=_key_value(args.data_root), smoke=args.smoke)
+    reproduce(profile=args.profile, only=args.only, data_roots=_key_value(args.data_root), smoke=args.smoke,
+              device=args.device)
     return 0
 
 
@@ -155,7 +188,8 @@ def make_data_cli(args) -> int:
 
 def bench_cli(args) -> int:
     """``samllava bench``: the complexity benchmark of a profile, printed and optionally written as JSON."""
-    report = bench(load_profile(args.profile), BenchSettings(device=args.device, runs=args.runs, warmup=args.warmup))
+    settings = BenchSettings(device=str(resolve_device(args.device)), runs=args.runs, warmup=args.warmup)
+    report = bench(load_profile(args.profile), settings)
     if args.out:
         write_json(args.out, report)
     print(report)

@@ -62,6 +62,7 @@ class ImagePreprocess(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images)
+        images = images.to(self.mean.device)  # images enter the tower where the tower is
         if images.shape[-1] != self.size:
             images = F.interpolate(images.float(), size=(self.size, self.size), mode="bilinear", align_corners=False,
                                    antialias=True).to(images.dtype)  # antialias has no bf16 CPU kernel

@@ -105,8 +105,8 @@ def calibration_indices(k: int, n_max: int = MAX_CALIBRATION_IMAGES) -> torch.Te
     """Indices of the support images that are scored held out: all of them for K <= n_max, else n_max
     evenly spread over the support (deterministic: the same support gives the same thresholds)."""
     if k <= n_max:
-        return torch.arange(k)
-    return torch.linspace(0, k - 1, n_max).round().long()
+        return torch.arange(k, device="cpu")
+    return torch.linspace(0, k - 1, n_max, device="cpu").round().long()
 
 
 def normal_scale(memory: torch.Tensor, grid: tuple[int, int], exclusion_radius: int = 1) -> torch.Tensor:
@@ -136,7 +136,7 @@ def held_out_distances(memory: torch.Tensor, grid: tuple[int, int], exclusion_ra
     """
     k, n, _ = memory.shape
     h, w = grid
-    queries = torch.arange(k) if queries is None else queries
+    queries = torch.arange(k, device=memory.device) if queries is None else queries
     rows_of = (queries.to(memory.device)[:, None] * n + torch.arange(n, device=memory.device)).flatten()
     idx = torch.arange(k * n, device=memory.device)
     feats = memory.reshape(k * n, -1)

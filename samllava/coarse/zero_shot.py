@@ -71,7 +71,9 @@ class ZeroShotLocalizer(nn.Module):
         if not sentences:
             raise ValueError("no prompt sentences to encode")
         device = next(self.model.parameters()).device
-        tokens = self.tokenizer(list(sentences)).to(device)
+        with torch.device("cpu"):  # open_clip's tokenizer makes its tensor with the default device
+            tokens = self.tokenizer(list(sentences))
+        tokens = tokens.to(device)
         return F.normalize(self.model.encode_text(tokens), dim=-1)
 
     def encode_prompts(self, normal: Sequence[str], anomalous: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,10 +153,18 @@ class TextCache:
         return self._store[phrase]
 
     def get(self, phrase: str) -> torch.Tensor:
-        return self._entry(phrase)[0]
+        return self._on_device(phrase)[0]
 
     def tokens(self, phrase: str) -> torch.Tensor:
-        return self._entry(phrase)[1]
+        return self._on_device(phrase)[1]
+
+    def _on_device(self, phrase: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The entry, moved (once) to where CLIP is now: a model moved after caching keeps working."""
+        entry = self._entry(phrase)
+        device = next(self.localizer.model.parameters()).device
+        if entry[0].device != device:
+            entry = self._store[phrase] = (entry[0].to(device), entry[1].to(device))
+        return entry
 
     def __contains__(self, phrase: str) -> bool:
         return phrase in self._store

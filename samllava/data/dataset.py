@@ -76,9 +76,9 @@ class CategoryData:
     has_masks: bool = True
 
     def load_images(self, samples: Sequence[Sample], size: int) -> torch.Tensor:
-        """Images as a ``(N, 3, size, size)`` float32 tensor in [0, 1]."""
+        """Images as a ``(N, 3, size, size)`` float32 tensor in [0, 1], on the CPU (users move them)."""
         if not samples:
-            return torch.zeros(0, 3, size, size)
+            return torch.zeros(0, 3, size, size, device="cpu")
         return torch.stack([load_image(s.image_path, size) for s in samples])
 
     def load_masks(self, samples: Sequence[Sample], size: int) -> torch.Tensor:
@@ -88,7 +88,7 @@ class CategoryData:
         silently change pixel metrics. For image-level-only categories (``has_masks`` False) the
         message says that pixel metrics are not available.
         """
-        out = torch.zeros(len(samples), 1, size, size)
+        out = torch.zeros(len(samples), 1, size, size, device="cpu")
         for i, s in enumerate(samples):
             if s.label == 0:
                 continue

@@ -194,7 +194,7 @@ BUILDERS: dict[str, Callable[[Profile, int], tuple[LlavaForConditionalGeneration
 
 
 def build_describer(profile: Profile, system: str | None = None, seed: int = 0,
-                    vision_channels: int | None = None) -> Describer:
+                    vision_channels: int | None = None, dtype: torch.dtype | None = None) -> Describer:
     """The describer of ``profile`` (``profile.llm.kind`` picks the builder).
 
     Args:
@@ -203,6 +203,8 @@ def build_describer(profile: Profile, system: str | None = None, seed: int = 0,
         seed: seed of the randomly initialised parts (vision tower, projector, a random LM).
         vision_channels: width C of the backbone features LLaVA reads with ``llm.vision =
             "fewshot_backbone"``: its projector is then built anew for C inputs (and trained).
+        dtype: the weights' dtype; None: ``profile.llm.dtype`` (:func:`samllava.model.build_model` passes
+            float32 on the CPU, :func:`samllava.device.tower_dtype`).
     """
     cfg = profile.llm
     if cfg.kind not in BUILDERS:
@@ -218,7 +220,7 @@ def build_describer(profile: Profile, system: str | None = None, seed: int = 0,
         base_id += f"+backbone-tokens:{vision_channels}x{grid * grid}"
     elif cfg.vision != "tower":
         raise ValueError(f"profile {profile.name!r}: llm.vision={cfg.vision!r}: expected 'tower' or 'fewshot_backbone'")
-    model.to(_dtype(cfg))
+    model.to(dtype or _dtype(cfg))
     if system is None:
         system = SYSTEM if cfg.system is None else cfg.system
     return Describer(model, tokenizer, base_id=base_id, system=system, max_new_tokens=cfg.max_new_tokens,

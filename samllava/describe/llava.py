@@ -185,6 +185,12 @@ class Describer(nn.Module):
             mask[i, :n] = 1
         return self._inputs_embeds(ids, visual, sasa_tokens), mask, labels
 
+    def answer_lengths(self, questions: list[str], answers: list[str], n_sasa: int) -> list[int]:
+        """How many tokens Eq. 10 averages over for each example (the completion and its eos), as
+        :meth:`loss` labels them: what weighs the parts of a batch split across processes or micro-batches."""
+        return [len(self._encode(*build_example(q, a, self.n_image_tokens, n_sasa, eos_token=self.tokenizer.eos_token,
+                                                system=self.system))[1]) for q, a in zip(questions, answers)]
+
     def forward(self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str],
                 answers: list[str]) -> LlavaCausalLMOutputWithPast:
         """Teacher-forced pass; returns the model output with ``loss`` (Eq. 10) and ``logits`` (B, L, V).

@@ -5,6 +5,7 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..answers import description_eval
 from ..coarse.backbone import CachedExtractor
@@ -13,10 +14,9 @@ from ..data import CategoryData
 from ..evaluate import CascadeMethod, CoarseMethod, evaluate
 from ..memo import ContentMemo
 from ..paper_values import ABLATIONS as PAPER
-from ..sam import build_cascade
 from .data import synthetic
 from .detection import seed_stats
-from .trained import cascade_inputs, train_cascade, trained_model
+from .trained import cascade_inputs, placed_cascade, train_cascade, trained_model
 
 # Tables 7-10: each variant is a set of configuration changes.
 ABLATIONS: dict[str, dict] = {
@@ -32,7 +32,8 @@ ABLATIONS: dict[str, dict] = {
 
 
 def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int = 150, lr: float | None = None,
-                   seeds=(0,), accuracy_variants=(), per_label: int | None = None) -> pd.DataFrame:
+                   seeds=(0,), accuracy_variants=(), per_label: int | None = None,
+                   device: str | torch.device | None = None) -> pd.DataFrame:
     """Tables 7-10 in one table: image/pixel AUROC per variant (SAM side trained ``steps`` per variant,
     1-shot; image score = max of the combined map) and, for ``accuracy_variants``, the yes/no accuracy
     of the variant trained end to end with the profile's budget (the full variant is the main model
@@ -40,9 +41,9 @@ def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int =
     # The variants differ only in SAM's prompting and decoder, so the frozen work is shared: the few-shot
     # backbone's features and SAM's image embeddings are computed once for all variants and seeds, and
     # the SAM-side training inputs (coarse masks, embeddings of the training set) once for all variants.
-    coarse = CoarseMethod(profile)
+    coarse = CoarseMethod(profile, device=device)
     coarse.coarse.calibrator.extractor = CachedExtractor(coarse.coarse.calibrator.extractor)
-    encoder = build_cascade(profile)  # every variant's image encoder is this one (same config and seed)
+    encoder = placed_cascade(profile, coarse.device)  # every variant's image encoder is this one (same config, seed)
     embed = ContentMemo(encoder.embed, max_batches=64)
     train_data = synthetic(profile, "train")
     train_inputs = lru_cache(maxsize=1)(lambda: cascade_inputs(coarse, encoder, train_data, shots=1))
@@ -59,7 +60,7 @@ def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int =
         method = CascadeMethod(coarse, trained_sam[sam_key], score="map_max", embed=embed)
         size = profile.data.image_size
         st = seed_stats(evaluate(method, data, shots=1, seeds=tuple(seeds), image_size=size, progress=False))
-        acc = _accuracy(variant, data, per_label) if name in accuracy_variants else np.nan
+        acc = _accuracy(variant, data, per_label, coarse.device) if name in accuracy_variants else np.nan
         p = PAPER[name]
         rows.append({"variant": name, "image_auroc": st["image_auroc"], "pixel_auroc": st["pixel_auroc"],
                      "accuracy": acc, "paper MVTec image": p[0], "paper MVTec pixel": p[1], "paper MVTec acc": p[2],
@@ -67,8 +68,8 @@ def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int =
     return pd.DataFrame(rows)
 
 
-def _accuracy(variant: Profile, data: dict[str, CategoryData], per_label: int | None) -> float:
+def _accuracy(variant: Profile, data: dict[str, CategoryData], per_label: int | None, device: torch.device) -> float:
     """Yes/no accuracy of ``variant`` trained end to end (cached, keyed by the variant's profile: the full
     variant is the main model)."""
-    model, _ = trained_model(variant, progress=False)
+    model, _ = trained_model(variant, progress=False, device=device)
     return float(description_eval(model, data, shots=1, max_new_tokens=3, per_label=per_label)[0]["accuracy"].mean())

@@ -12,6 +12,7 @@ from ..bench import BenchSettings, bench, parameter_counts
 from ..coarse.clip_model import build_clip
 from ..config import Profile, load_profile
 from ..describe.lora import paper_parameter_counts
+from ..device import resolve_device
 from ..model import build_model
 from ..paper_values import TABLE11
 from ..sam import SamCascade
@@ -25,7 +26,7 @@ def parameter_table(profiles=("tiny", "offline")) -> pd.DataFrame:
     profile's LLaVA part is counted on the meta device (no 7B weights loaded)."""
     rows = []
     for name in profiles:
-        m = build_model(load_profile(name))
+        m = build_model(load_profile(name), device="cpu")  # counting only
         rows.append({"profile": name, "scope": "whole model", **parameter_counts(m)})
     paper = paper_parameter_counts()
     rows.append({"profile": "paper", "scope": "LLaVA-1.5-7B + LoRA only (meta device)", "total_M": paper["total"] / 1e6,
@@ -58,13 +59,13 @@ def gpu_rows(path: str | Path | None) -> list[dict]:
     ]
 
 
-def complexity_table(profile: Profile, device: str = "cpu", runs: int = 5, warmup: int = 1, new_tokens: int = 32,
-                     gpu_json: str | Path | None = None) -> pd.DataFrame:
+def complexity_table(profile: Profile, device: str | torch.device | None = "cpu", runs: int = 5, warmup: int = 1,
+                     new_tokens: int = 32, gpu_json: str | Path | None = None) -> pd.DataFrame:
     """Table 11: parameters (this profile measured; the paper profile counted on the meta device),
-    latency, throughput and peak memory measured on ``device``, beside the paper's row; with
-    ``gpu_json``, the paper-size GPU benchmark's row (:func:`gpu_rows`), never a CPU number."""
-    r = bench(profile, BenchSettings(device=device, runs=runs, warmup=warmup, new_tokens=new_tokens, batch_sizes=(1,),
-                                     random=False), log=lambda m: None)
+    latency, throughput and peak memory measured on ``device`` (None: the default device), beside the
+    paper's row; with ``gpu_json``, the paper-size GPU benchmark's row (:func:`gpu_rows`), never a CPU number."""
+    r = bench(profile, BenchSettings(device=str(resolve_device(device)), runs=runs, warmup=warmup,
+                                     new_tokens=new_tokens, batch_sizes=(1,), random=False), log=lambda m: None)
     e2e = r["end_to_end"]["batch_1"]
     hist_time = _training_time(profile)
     rows = [{"model": f"SAM-LLaVA, {profile.name} profile (this run, {r['device']})", "total_M": r["params"]["total_M"],

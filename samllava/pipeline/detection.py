@@ -14,6 +14,7 @@ from ..coarse import TextCache, category_phrase, otsu_masks
 from ..coarse.backbone import CachedExtractor
 from ..config import Profile
 from ..data import FEWSHOT_SEEDS, CategoryData, sample_support
+from ..device import module_device
 from ..evaluate import CascadeMethod, CoarseMethod, KnnMethod, evaluate
 from ..paper_values import FIGURE2_MEAN, TABLE1, TABLES2_4
 from ..sam import SamCascade
@@ -22,14 +23,15 @@ from .trained import cascade_inputs, train_cascade
 
 
 def fewshot_benchmark(profile: Profile, datasets: dict[str, dict[str, CategoryData]], shots=(1, 2, 4),
-                      seeds=FEWSHOT_SEEDS, image_size: int | None = None, progress: bool = False) -> pd.DataFrame:
-    """Calibrated coarse map (Eq. 2) beside a PatchCore-style k-NN on the same backbone.
+                      seeds=FEWSHOT_SEEDS, image_size: int | None = None, progress: bool = False,
+                      device: str | torch.device | None = None) -> pd.DataFrame:
+    """Calibrated coarse map (Eq. 2) beside a PatchCore-style k-NN on the same backbone, on ``device``.
 
     One row per (data set, method, K): mean over categories of the per-seed-mean image AUROC (and
     pixel AUROC where masks exist), with the std over seeds of the category-mean.
     """
     size = image_size or profile.data.image_size
-    coarse = CoarseMethod(profile)
+    coarse = CoarseMethod(profile, device=device)
     # one backbone pass per query batch for all seeds, shot counts and both methods
     cached = CachedExtractor(coarse.coarse.calibrator.extractor)
     coarse.coarse.calibrator.extractor = cached
@@ -114,8 +116,10 @@ def segmentation_table(coarse, cascade, data: dict[str, CategoryData], shots: in
         row["aupro"] = 100 * float(np.mean([c.summary()["aupro"] for c in res.values()]))
         rows.append(row)
     emb, cmask, gt = cascade_inputs(coarse, cascade, data, shots=shots, seed=seeds[0], size=size)
+    dev = module_device(cascade)
     with torch.no_grad():
-        fine = torch.cat([cascade(emb[i:i + 16], cmask[i:i + 16], size).mask for i in range(0, len(emb), 16)])
+        fine = torch.cat([cascade(emb[i:i + 16].to(dev), cmask[i:i + 16].to(dev), size).mask.cpu()
+                          for i in range(0, len(emb), 16)])
     rows[0]["mask_iou"], rows[1]["mask_iou"] = 100 * mask_iou(cmask, gt), 100 * mask_iou(fine, gt)
     return pd.DataFrame(rows)
 
@@ -177,7 +181,8 @@ def prompt_types_figure(
 
 
 def zero_shot_table(
-    profile: Profile, data_roots: dict | None = None, steps: int = 200, lr: float | None = None
+    profile: Profile, data_roots: dict | None = None, steps: int = 200, lr: float | None = None,
+    device: str | torch.device | None = None,
 ) -> pd.DataFrame:
     """Table 1: train on one data set, test zero-shot on the other, both directions.
 
@@ -187,7 +192,7 @@ def zero_shot_table(
     """
     sets = cross_domain_sets(profile, data_roots)
     (name_a, (train_a, test_a)), (name_b, (train_b, test_b)) = sets.items()
-    coarse = CoarseMethod(profile)
+    coarse = CoarseMethod(profile, device=device)
     size = profile.data.image_size
     ours = {"WinCLIP-style zero-shot map (this harness)": [], "SAM-LLaVA coarse + SAM (this run)": []}
     columns = []

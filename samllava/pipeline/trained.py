@@ -13,15 +13,17 @@ from pathlib import Path
 
 import torch
 
+from ..batching import BatchSizer
 from ..checkpoint import CHECKPOINT, load_checkpoint
 from ..config import Profile
 from ..data import CategoryData, sample_support
+from ..device import CPU, module_device, to_device
 from ..evaluate import CoarseMethod
 from ..examples import prepare
 from ..model import build_model
 from ..paths import checkpoint_dir
 from ..results import atomic_path
-from ..sam import build_cascade
+from ..sam import SamCascade, build_cascade, place_cascade
 from ..sam import train as sam_train
 from ..train import train
 from .data import synthetic
@@ -34,19 +36,33 @@ SAM_SIDE_STEPS = 200
 @torch.no_grad()
 def cascade_inputs(coarse, cascade, data: dict[str, CategoryData], shots: int = 1, seed: int = 0,
                    size: int | None = None, batch_size: int = 16):
-    """Coarse masks, SAM embeddings and ground truth of every test image (frozen work, done once)."""
+    """Coarse masks, SAM embeddings and ground truth of every test image (frozen work, done once), on the
+    CPU; computed on the cascade's device, in batches that fit there (:class:`samllava.batching.BatchSizer`)."""
     size = size or coarse.profile.data.image_size
+    gpu = coarse.profile.gpu
+    device = module_device(cascade)
+    sizer = BatchSizer(device, batch_size, gpu.encode_batch, gpu.memory_fraction)
     masks, embs, gts = [], [], []
+
+    def encode(x: torch.Tensor, name: str, support) -> None:
+        coarse(x, name, support)
+        masks.append(coarse.last_output.mask.cpu())
+        embs.append(cascade.embed(x).cpu())
+
     for name, cat in data.items():
-        support = cat.load_images(sample_support(cat, shots, seed), size) if shots > 0 else None
+        support = cat.load_images(sample_support(cat, shots, seed), size).to(device) if shots > 0 else None
         images = cat.load_images(cat.test, size)
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size]
-            coarse(x, name, support)
-            masks.append(coarse.last_output.mask)
-            embs.append(cascade.embed(x))
+        sizer.run(len(images), lambda i, j, x=images, c=name, s=support: encode(x[i:j].to(device), c, s))
         gts.append(cat.load_masks(cat.test, size)[:, 0])
     return torch.cat(embs), torch.cat(masks), torch.cat(gts)
+
+
+def placed_cascade(profile: Profile, device: str | torch.device | None = None) -> SamCascade:
+    """The profile's cascade (:func:`samllava.sam.build_cascade`, built on the CPU: the same frozen encoder
+    as :func:`samllava.model.build_model`'s) on ``device``, SAM's encoder in its dtype there."""
+    with torch.device(CPU):
+        cascade = build_cascade(profile)
+    return place_cascade(cascade, profile, device)
 
 
 def cache_key(profile: Profile, sections: tuple[str, ...] | None = None, **extra) -> str:
@@ -87,6 +103,7 @@ def train_cascade(
     coarse: CoarseMethod | None = None,
     cache: bool = True,
     inputs=None,
+    device: str | torch.device | None = None,
 ):
     """SAM side alone (Sec. 3.2, Eq. 6); image encoder frozen. Detection metrics depend only on the
     coarse stage and SAM, so this is what the detection tables train.
@@ -98,13 +115,15 @@ def train_cascade(
     The result is cached under :func:`samllava.paths.checkpoint_dir`, keyed by profile, budget and data
     (``cache=False`` retrains). ``inputs``: a callable returning :func:`cascade_inputs` of ``data``,
     for callers that train several variants on the same frozen inputs (called only on a cache miss).
-    Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``.
+    Returns ``(coarse_method, cascade, losses)``; seeded by ``profile.train.seed``. ``device``: where a
+    new coarse stage and the cascade run (None: :func:`samllava.device.resolve_device`'s default; a
+    given ``coarse`` keeps its device unless ``device`` is given).
     """
     t = profile.train
     steps = (t.sam_warmup_steps or SAM_SIDE_STEPS) if steps is None else steps
     lr = t.sam_warmup_lr if lr is None else lr
-    coarse = coarse or CoarseMethod(profile)
-    cascade = build_cascade(profile)  # the same frozen encoder as build_model's (samllava.seeding)
+    coarse = coarse or CoarseMethod(profile, device=device)
+    cascade = placed_cascade(profile, device if device is not None else coarse.device)  # build_model's encoder
     data = data if data is not None else synthetic(profile, "train")
     key = cache_key(profile, SAM_SIDE_SECTIONS, steps=steps, lr=lr, batch_size=t.batch_size, seed=t.seed, shots=shots,
                     data=sorted(str(c.root) for c in data.values()))
@@ -123,8 +142,9 @@ def train_cascade(
     )
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save({"sam_side": sam_side_state(cascade), "losses": list(losses), "steps": steps, "lr": lr}, tmp)
+        with atomic_path(path) as tmp:  # CPU tensors: the cache serves every device
+            torch.save({"sam_side": to_device(sam_side_state(cascade), CPU), "losses": list(losses), "steps": steps,
+                        "lr": lr}, tmp)
     return coarse, cascade.eval(), losses
 
 
@@ -136,19 +156,21 @@ def model_dir(profile: Profile, tag: str = "main", epochs: int | None = None, sh
 
 
 def trained_model(profile: Profile, *, tag: str = "main", epochs: int | None = None, shots: int = 1,
-                  overrides: dict | None = None, progress: bool = True, retrain: bool = False):
+                  overrides: dict | None = None, progress: bool = True, retrain: bool = False,
+                  device: str | torch.device | None = None):
     """The profile's end-to-end model trained on the synthetic training set (seed 1), cached.
 
-    Returns ``(model, history)``. The checkpoint lives in ``model_dir(profile, tag, ...)``, keyed
-    by the whole profile and budget; a finished run is reused, an interrupted one resumes. The SAM
-    warm-up is :func:`train_cascade` with the profile's warm-up budget (cached, shared with the
+    Returns ``(model, history)``, the model on ``device`` (:func:`samllava.device.resolve_device`). The
+    checkpoint lives in ``model_dir(profile, tag, ...)``, keyed by the whole profile and budget; a
+    finished run is reused (on any device: checkpoints hold CPU tensors), an interrupted one resumes.
+    The SAM warm-up is :func:`train_cascade` with the profile's warm-up budget (cached, shared with the
     segmentation notebooks).
     """
     if overrides:
         profile = profile.replace(**overrides)
     epochs = profile.train.epochs if epochs is None else epochs
     out = model_dir(profile, tag, epochs=epochs, shots=shots)
-    model = build_model(profile)
+    model = build_model(profile, device=device)
     done = out / "done.json"
     if done.exists() and not retrain:
         state = load_checkpoint(model, out / CHECKPOINT)
@@ -156,7 +178,7 @@ def trained_model(profile: Profile, *, tag: str = "main", epochs: int | None = N
     start = time.perf_counter()
     resuming = (out / CHECKPOINT).is_file() and not retrain
     if profile.train.sam_warmup_steps > 0 and not resuming:
-        _, warm, _ = train_cascade(profile, shots=shots, progress=progress)
+        _, warm, _ = train_cascade(profile, shots=shots, progress=progress, device=model.device)
         model.cascade.load_state_dict(sam_side_state(warm), strict=False)
     examples = prepare(model, synthetic(profile, "train"), profile.data.image_size, shots=shots, progress=progress)
     history = train(model, examples, epochs=epochs, out_dir=out, resume=not retrain, progress=progress, warm_up=False)

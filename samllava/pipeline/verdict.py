@@ -32,9 +32,10 @@ def oracle_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
 
 @torch.no_grad()
 def verdict_rows(profile: Profile, data: dict[str, CategoryData], shots: int, seeds: tuple[int, ...],
-                 coarse: CoarseMethod | None = None, image_size: int | None = None) -> list[dict]:
+                 coarse: CoarseMethod | None = None, image_size: int | None = None,
+                 device: str | torch.device | None = None) -> list[dict]:
     """One row per (category, seed): AUROC, verdict accuracy, oracle accuracy, FPR, TPR, thresholds."""
-    coarse = coarse or CoarseMethod(profile)
+    coarse = coarse or CoarseMethod(profile, device=device)
     size = image_size or profile.data.image_size
     rows = []
     for name, cat in data.items():
@@ -47,7 +48,7 @@ def verdict_rows(profile: Profile, data: dict[str, CategoryData], shots: int, se
                 coarse(images[i:i + 16], name, support)
                 scores.append(coarse.last_output.score)
                 flags.append(coarse.last_output.defective)
-            score, flag = torch.cat(scores).double().numpy(), torch.cat(flags).numpy()
+            score, flag = torch.cat(scores).double().cpu().numpy(), torch.cat(flags).cpu().numpy()
             verdict = coarse.last_output.verdict
             rows.append({"category": name, "K": shots, "seed": seed, "n": len(labels),
                          "image_auroc": 100 * roc_auc_score(labels, score),
@@ -59,10 +60,11 @@ def verdict_rows(profile: Profile, data: dict[str, CategoryData], shots: int, se
 
 
 def verdict_table(profile: Profile, datasets: dict[str, dict[str, CategoryData]], shots=(1, 2, 4),
-                  seeds: tuple[int, ...] = (0, 1, 2, 3, 4)) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+                  device: str | torch.device | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per data set and K, mean over categories and seeds (std over seeds of the category mean); and the
-    per-category rows behind it."""
-    coarse = CoarseMethod(profile)
+    per-category rows behind it. ``device``: where the coarse stage runs (:func:`samllava.device.resolve_device`)."""
+    coarse = CoarseMethod(profile, device=device)
     rows = [{"data": ds, **r} for ds, data in datasets.items() for k in shots
             for r in verdict_rows(profile, data, k, tuple(seeds), coarse)]
     per = pd.DataFrame(rows)

@@ -7,11 +7,12 @@
 * :mod:`.train`: training of the prompt encoder, decoder and multi-scale parts.
 """
 from samllava.sam.build import SAM_REGISTRY, build_sam
-from samllava.sam.cascade import PROMPTS, SamCascade, SamOutput, build_cascade
+from samllava.sam.cascade import PROMPTS, SamCascade, SamOutput, build_cascade, place_cascade
 from samllava.sam.multiscale import MultiScaleMaskDecoder, MultiScalePromptLearner
 from samllava.sam.prompts import boxes_from_mask, mask_to_logits, points_from_mask, resize_pad_mask
 
 __all__ = [
     "PROMPTS", "SAM_REGISTRY", "MultiScaleMaskDecoder", "MultiScalePromptLearner", "SamCascade", "SamOutput",
-    "boxes_from_mask", "build_cascade", "build_sam", "mask_to_logits", "points_from_mask", "resize_pad_mask",
+    "boxes_from_mask", "build_cascade", "build_sam", "mask_to_logits", "place_cascade", "points_from_mask",
+    "resize_pad_mask",
 ]

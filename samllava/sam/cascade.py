@@ -32,6 +32,7 @@ from torch import nn
 
 from samllava import weights
 from samllava.config import MultiScaleConfig, Profile, SamConfig
+from samllava.device import resolve_device, tower_dtype
 from samllava.seeding import seeded
 from samllava.coarse.backbone import FeatureExtractor, build_feature_extractor
 from samllava.sam.backbone_encoder import Adapter, BackboneEncoder, FrameOnly
@@ -125,6 +126,7 @@ class SamCascade(nn.Module):
         lo, hi = images.min().item(), images.max().item()
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(f"images must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+        images = images.to(self.sam.pixel_mean.device)  # images enter SAM where SAM is
         h, w = images.shape[-2:]
         size = ResizeLongestSide.get_preprocess_shape(h, w, self.resize.target_length)
         x = images * 255.0
@@ -139,10 +141,15 @@ class SamCascade(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen, costly part of F_sam (Eq. 3): (B, 3, H, W) in [0, 1] -> (B, C', h, w); compute once
         per image. SAM's own embedding (C' = C), or the stand-in backbone's stacked features (then
-        :meth:`image_embedding` applies the trained adapter)."""
+        :meth:`image_embedding` applies the trained adapter).
+
+        SAM's encoder runs in its own dtype (bfloat16 weights on a GPU, :mod:`samllava.device`); its
+        embeddings come out in the dtype of the prompt encoder and decoder that read them."""
         if self.encoder is not None:
             return self.encoder(images)
-        return self.sam.image_encoder(self.preprocess(images))
+        encoder = self.sam.image_encoder
+        x = self.preprocess(images).to(encoder.patch_embed.proj.weight.dtype)
+        return encoder(x).to(self.sam.prompt_encoder.point_embeddings[0].weight.dtype)
 
     def image_embedding(self, embedded: torch.Tensor) -> torch.Tensor:
         """F_sam (B, C, h, w) from :meth:`embed`'s output: the adapter's output for the stand-in, else unchanged."""
@@ -232,3 +239,14 @@ def build_cascade(profile: Profile, seed: int = 0, extractor: FeatureExtractor |
     with seeded(seed, "sam"):
         sam = build_sam(profile.sam, checkpoint)
         return SamCascade(sam, profile.sam, profile.multiscale, extractor=extractor).eval()
+
+
+def place_cascade(cascade: SamCascade, profile: Profile, device: str | torch.device | None = None,
+                  dtype: str | torch.dtype | None = None) -> SamCascade:
+    """``cascade`` moved to ``device`` (:func:`samllava.device.resolve_device`) with SAM's frozen image
+    encoder in its dtype there: ``gpu.sam_dtype`` on a GPU, float32 on the CPU, or ``dtype``
+    (:func:`samllava.device.tower_dtype`); the trainable parts (and a few-shot backbone standing in for
+    the encoder, shared with the coarse stage) stay float32."""
+    dev = resolve_device(device)
+    cascade.sam.image_encoder.to(tower_dtype(profile.gpu.sam_dtype, dev, dtype))
+    return cascade.to(dev)

@@ -36,8 +36,12 @@ def rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tens
     b, heads, n, c = q.shape
     h, w = hw
     r_q = q.reshape(b * heads, h, w, c)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(h, h, rel_pos_h))  # (B * heads, h, w, h)
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(w, w, rel_pos_w))  # (B * heads, h, w, w)
+    # get_rel_pos indexes the tables with an arange made on the default device: make it where the tables are
+    # (a CPU index into a GPU table costs a copy per call; a meta one into a CPU table reads garbage, silently)
+    with torch.device(rel_pos_h.device):
+        table_h, table_w = get_rel_pos(h, h, rel_pos_h), get_rel_pos(w, w, rel_pos_w)
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, table_h)  # (B * heads, h, w, h)
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, table_w)  # (B * heads, h, w, w)
     bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]  # (B * heads, h, w, h, w), by broadcasting
     return bias.reshape(b, heads, n, n).to(q.dtype)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from samllava.device import CPU, module_device
 from samllava.losses import segmentation_loss
 from samllava.sam.cascade import SamCascade
 from samllava.sam.prompts import resize_pad_mask
@@ -43,27 +44,25 @@ def train_segmentation(
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
     image_size = tuple(gt_masks.shape[-2:])
-    generator = torch.Generator().manual_seed(seed)
-    # one kernel per op for all tensors (CPU default: a Python loop)
-    optimiser = torch.optim.Adam(
-        cascade.trainable_parameters(), lr=lr, foreach=True
-    )
+    generator = torch.Generator(device=CPU).manual_seed(seed)  # host-side order (CPU indices index any device)
+    dev = module_device(cascade)  # the examples may be cached elsewhere (the CPU): each batch moves there
+    optimiser = torch.optim.Adam(cascade.trainable_parameters(), lr=lr, foreach=True)  # one kernel per op (CPU: a loop)
     was_training = cascade.training
     cascade.train()
-    order = torch.empty(0, dtype=torch.long)
+    order = torch.empty(0, dtype=torch.long, device=CPU)
     losses: list[float] = []
     bar = tqdm(range(steps), desc="sam segmentation", disable=not progress)
     try:
         for _ in bar:
             if len(order) < min(batch_size, n):
-                order = torch.cat([order, torch.randperm(n, generator=generator)])
+                order = torch.cat([order, torch.randperm(n, generator=generator, device=CPU)])
             idx, order = order[:batch_size], order[batch_size:]
-            out = cascade(embeddings[idx], coarse_masks[idx], image_size)
+            out = cascade(embeddings[idx].to(dev), coarse_masks[idx].to(dev), image_size)
             kept = out.kept_branches()
             # The branches live in SAM's padded frame: bring the ground truth there once, at the
             # finest branch side; segmentation_loss downsamples it per branch.
             side = max(x.shape[-1] for x in kept.values())
-            gt = resize_pad_mask(gt_masks[idx], side).to(embeddings.device)
+            gt = resize_pad_mask(gt_masks[idx].to(dev), side)
             loss, _ = segmentation_loss(kept, gt, cascade.ms.branch_weights, cascade.ms.focal_weight)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
