@@ -29,7 +29,8 @@ from pathlib import Path
 # A name covers the module and, for a package, every module inside it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("samllava", "samllava.config", "samllava.paper_values", "samllava.seeding", "samllava.memo",
-              "samllava.metrics", "samllava.results", "samllava.download", "samllava.weights")),
+              "samllava.provenance", "samllava.metrics", "samllava.results", "samllava.download",
+              "samllava.weights")),
     ("data", ("samllava.data", "samllava.paths", "samllava.viz")),
     ("stages", ("samllava.coarse", "samllava.sam", "samllava.sasa", "samllava.describe", "samllava.losses")),
     ("model", ("samllava.model", "samllava.examples")),
