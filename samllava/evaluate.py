@@ -181,14 +181,19 @@ class CascadeMethod:
 
     Both terms lie in [0, 1] on a scale shared by all images, so pixel metrics stay comparable
     across images. ``last`` keeps the coarse and fine masks of the latest batch (for mask IoU).
+    ``pixel_map="sam"`` scores SAM's own output instead: the map is SAM's mask logits (the ranking of
+    P(M_fine) without float32 saturation), as Table 7's "w/o CLIP-SAM cascade" is defined.
     """
 
-    def __init__(self, coarse: CoarseMethod, cascade, score: str = "coarse", embed=None):
+    def __init__(self, coarse: CoarseMethod, cascade, score: str = "coarse", embed=None, pixel_map: str = "combined"):
         """``embed``: a shared memo of SAM's image encoder (``ContentMemo(cascade.embed)``) for methods
-        whose cascades share one frozen encoder (the ablation variants); by default one of its own."""
+        whose cascades share one frozen encoder (the ablation variants); by default one of its own.
+        ``score``: "coarse" (the coarse stage's image score) or "map_max" (the maximum of the pixel map)."""
         if score not in ("coarse", "map_max"):
             raise ValueError(f"score must be 'coarse' or 'map_max', got {score!r}")
-        self.coarse, self.cascade, self.score = coarse, cascade.eval(), score
+        if pixel_map not in ("combined", "sam"):
+            raise ValueError(f"pixel_map must be 'combined' or 'sam', got {pixel_map!r}")
+        self.coarse, self.cascade, self.score, self.pixel_map = coarse, cascade.eval(), score, pixel_map
         # F_sam once per image batch, for every seed and K
         self.embed = embed if embed is not None else ContentMemo(self.cascade.embed, max_batches=32)
         self.last = None
@@ -199,7 +204,7 @@ class CascadeMethod:
         out = self.coarse.last_output
         fine = self.cascade(self.embed(images), out.mask, images.shape[-1])
         self.last = (out.mask, fine.mask)
-        maps = combined_map(out.calibrated, fine.logits)
+        maps = combined_map(out.calibrated, fine.logits) if self.pixel_map == "combined" else fine.logits
         return maps, (maps.flatten(1).amax(1) if self.score == "map_max" else score)
 
 
