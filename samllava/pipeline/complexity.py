@@ -81,7 +81,8 @@ def complexity_table(profile: Profile, device: str = "cpu", runs: int = 5, warmu
                  "peak_memory_GB": np.nan})
     rows += gpu_rows(gpu_json)
     for m, v in TABLE11.items():
-        rows.append({"model": f"{m} (paper, L40)", "batch": INFERENCE_BATCH, "total_M": v["total_M"], "trainable_M": v["trainable_M"],
+        rows.append({"model": f"{m} (paper, L40)", "batch": INFERENCE_BATCH, "total_M": v["total_M"],
+                     "trainable_M": v["trainable_M"],
                      "lora_M": v.get("lora_M", np.nan), "training_time_h": v["train_hours"],
                      "latency_ms": v["latency_ms"], "throughput_img_s": v.get("throughput_img_s", np.nan),
                      "peak_memory_GB": v.get("peak_memory_GB", np.nan)})
