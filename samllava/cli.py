@@ -29,6 +29,7 @@ from .examples import prepare
 from .model import build_model
 from .paths import ensure_synthetic
 from .reproduce import ReproduceError, reproduce
+from .provenance import provenance
 from .results import write_json
 from .train import train, world
 
@@ -188,7 +189,7 @@ def evaluate_cli(args) -> int:
     report = results_json(results, **header)
     if args.stage == "full":
         _add_description_accuracy(report, method.model, data, args.shots, seeds, size)
-    write_json(args.out, report)
+    write_json(args.out, report, run=provenance(profile=profile, data={"data": data}, seeds={"support": list(seeds)}))
     print(results_table(results).to_string(index=False))
     return 0
 

@@ -53,10 +53,10 @@ def score_category(maps: torch.Tensor | np.ndarray, scores, labels, masks, has_m
         masks = masks.numpy() if isinstance(masks, torch.Tensor) else masks
         # one pass over the pixels serves both metrics (the histogram with regions holds AUROC's counts)
         hist = metrics.pixel_histogram(maps, masks, regions=True)
-        out["pixel_auroc"] = hist.auroc_with_bound()[0]
-        out["aupro"] = hist.aupro_with_bound()[0]
+        out["pixel_auroc"], out["pixel_auroc_bound"] = hist.auroc_with_bound()
+        out["aupro"], out["aupro_bound"] = hist.aupro_with_bound()
     else:
-        out["pixel_auroc"] = out["aupro"] = math.nan
+        out["pixel_auroc"] = out["aupro"] = out["pixel_auroc_bound"] = out["aupro_bound"] = math.nan
     if answers is not None:
         out["description_accuracy"] = metrics.description_accuracy(answers, labels)
     return out
@@ -108,11 +108,19 @@ def results_table(results: dict[str, CategoryResult], columns: tuple[str, ...] =
 
 
 def results_json(results: dict[str, CategoryResult], **header) -> dict:
+    """The report of ``samllava evaluate``: per category the summary and every seed's metrics, the means,
+    and ``error_bounds``: the largest stated deviation of a histogram metric from its exact value
+    (:mod:`samllava.metrics.pixel`) over all categories and seeds (NaN without masks)."""
     out = {**header, "categories": {}}
     for name, res in results.items():
         out["categories"][name] = {"summary": res.summary(), "per_seed": res.per_seed}
     table = results_table(results, percent=False)
     out["mean"] = {k: v for k, v in table.iloc[-1].to_dict().items() if k != "category"}
+    out["error_bounds"] = {
+        metric: float(np.nanmax(vals)) if not np.all(np.isnan(vals)) else math.nan
+        for metric in ("pixel_auroc", "aupro")
+        for vals in [np.array([r.get(f"{metric}_bound", math.nan) for c in results.values() for r in c.per_seed])]
+    }
     return out
 
 
