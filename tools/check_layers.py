@@ -37,7 +37,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("checkpoint", ("samllava.checkpoint",)),
     ("train/evaluate", ("samllava.train", "samllava.evaluate", "samllava.answers", "samllava.diagnose",
                         "samllava.judge")),
-    ("notebook helpers/bench", ("samllava.pipeline", "samllava.bench", "samllava.widgets", "samllava.reproduce")),
+    ("notebook helpers/bench", ("samllava.pipeline", "samllava.bench", "samllava.widgets", "samllava.reproduce",
+                                "samllava.summary")),
     ("cli", ("samllava.cli", "samllava.__main__", "samllava.train.__main__")),
 ]
 
