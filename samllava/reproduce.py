@@ -34,7 +34,8 @@ from .results import REPO_ROOT
 from .summary import write_summary
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-EXECUTED_DIR = NOTEBOOK_DIR / "executed"
+# The committed executed copies are the default run's: another run (CI's smoke run) points this elsewhere.
+EXECUTED_DIR = Path(os.environ.get("SAMLLAVA_EXECUTED_DIR") or NOTEBOOK_DIR / "executed")
 _NUMBERED = re.compile(r"^(\d{2})_.+\.ipynb$")
 
 
