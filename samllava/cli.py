@@ -227,9 +227,10 @@ def diagnose_cli(args) -> int:
 
 def bench_cli(args) -> int:
     """``samllava bench``: the complexity benchmark of a profile, printed and optionally written as JSON."""
-    report = bench(load_profile(args.profile), BenchSettings(device=args.device, runs=args.runs, warmup=args.warmup))
+    profile = load_profile(args.profile)
+    report = bench(profile, BenchSettings(device=args.device, runs=args.runs, warmup=args.warmup))
     if args.out:
-        write_json(args.out, report)
+        write_json(args.out, report, run=provenance(profile=profile, data="none (random inputs)", device=args.device))
     print(report)
     return 0
 
