@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from samllava import pipeline  # noqa: E402
 from samllava.config import load_profile  # noqa: E402
 from samllava.model import build_model  # noqa: E402
+from samllava.provenance import provenance  # noqa: E402
 from samllava.results import write_json  # noqa: E402
 from samllava.data import CategoryData  # noqa: E402
 from samllava.data.instructions import parse_position  # noqa: E402
@@ -144,6 +145,7 @@ def main(argv=None) -> int:
         run(profile, name, args.steps, args.every, lambda m: print(m, flush=True), args.oracle_masks)
         for name in args.variants
     ]
+    data = {f"synthetic {split}": pipeline.synthetic(profile, split) for split in ("train", "eval")}
     write_json(
         args.out,
         {
@@ -157,6 +159,7 @@ def main(argv=None) -> int:
             "threads": torch.get_num_threads(),
             "runs": runs,
         },
+        run=provenance(profile=profile, data=data),
     )
     print(f"wrote {args.out}")
     return 0

@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from samllava.bench import BenchSettings, bench  # noqa: E402
 from samllava.config import load_profile  # noqa: E402
+from samllava.provenance import provenance  # noqa: E402
+from samllava.results import write_json  # noqa: E402
 
 
 def fast_options(args) -> dict:
@@ -52,11 +54,14 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "args": vars(args)}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    run = provenance(profile="paper", data="none (random inputs)", device=device,
+                     note="paper-size architectures with random weights (speed does not depend on the weights)")
 
     def save(gpu_report=None):
         if gpu_report is not None:
             report["gpu"] = gpu_report
-        (out / "gpu_bench.json").write_text(json.dumps(report, indent=1))
+        write_json(out / "gpu_bench.json", report, run=run)
 
     if not args.skip_cpu_check:
         t = time.perf_counter()

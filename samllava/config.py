@@ -190,12 +190,20 @@ class Profile:
         return apply_overrides(self, changes)
 
     def weights_label(self) -> dict[str, str]:
-        """Which component runs with real weights: ``{"clip": "random", ...}``."""
+        """Which pretrained component runs with real weights: ``{"clip": "random", ...}``, every one named.
+
+        ``llm`` is LLaVA's language model; LLaVA's vision tower and projector come from the checkpoint with
+        ``llava_hf`` and are new, random ones with ``llava_from_lm``. (SASA, the multi-scale parts and LoRA
+        are new in every profile, the paper's included, and are trained, not loaded.)
+        """
+        hf = self.llm.kind == "llava_hf"
         comps = {
             "clip": self.clip.weights,
             "fewshot": self.fewshot.weights if self.fewshot.backbone == "timm" else self.clip.weights,
             "sam": self.sam.weights,
             "llm": self.llm.weights,
+            "llava vision tower": self.llm.weights if hf else None,
+            "llava projector": self.llm.weights if hf else None,
         }
         return {k: ("real: " + v if v else "random") for k, v in comps.items()}
 

@@ -56,10 +56,10 @@ def score_category(maps: torch.Tensor | np.ndarray, scores, labels, masks, has_m
         masks = masks.numpy() if isinstance(masks, torch.Tensor) else masks
         # one pass over the pixels serves both metrics (the histogram with regions holds AUROC's counts)
         hist = metrics.pixel_histogram(maps, masks, regions=True)
-        out["pixel_auroc"] = hist.auroc_with_bound()[0]
-        out["aupro"] = hist.aupro_with_bound()[0]
+        out["pixel_auroc"], out["pixel_auroc_bound"] = hist.auroc_with_bound()
+        out["aupro"], out["aupro_bound"] = hist.aupro_with_bound()
     else:
-        out["pixel_auroc"] = out["aupro"] = math.nan
+        out["pixel_auroc"] = out["aupro"] = out["pixel_auroc_bound"] = out["aupro_bound"] = math.nan
     if answers is not None:
         out["description_accuracy"] = metrics.description_accuracy(answers, labels)
     return out
@@ -143,11 +143,19 @@ def results_table(results: dict[str, CategoryResult], columns: tuple[str, ...] =
 
 
 def results_json(results: dict[str, CategoryResult], **header) -> dict:
+    """The report of ``samllava evaluate``: per category the summary and every seed's metrics, the means,
+    and ``error_bounds``: the largest stated deviation of a histogram metric from its exact value
+    (:mod:`samllava.metrics.pixel`) over all categories and seeds (NaN without masks)."""
     out = {**header, "categories": {}}
     for name, res in results.items():
         out["categories"][name] = {"summary": res.summary(), "per_seed": res.per_seed}
     table = results_table(results, percent=False)
     out["mean"] = {k: v for k, v in table.iloc[-1].to_dict().items() if k != "category"}
+    out["error_bounds"] = {
+        metric: float(np.nanmax(vals)) if not np.all(np.isnan(vals)) else math.nan
+        for metric in ("pixel_auroc", "aupro")
+        for vals in [np.array([r.get(f"{metric}_bound", math.nan) for c in results.values() for r in c.per_seed])]
+    }
     return out
 
 
@@ -237,14 +245,20 @@ class CascadeMethod:
 
     Both terms lie in [0, 1] on a scale shared by all images, so pixel metrics stay comparable
     across images. ``last`` keeps the coarse and fine masks of the latest batch (for mask IoU).
+    ``pixel_map="sam"`` scores SAM's own output instead: the map is SAM's mask logits (the ranking of
+    P(M_fine) without float32 saturation), as Table 7's "w/o CLIP-SAM cascade" is defined.
     """
 
-    def __init__(self, coarse: CoarseMethod, cascade, score: str = "coarse", embed=None):
+    def __init__(self, coarse: CoarseMethod, cascade, score: str = "coarse", embed=None, pixel_map: str = "combined"):
         """``embed``: a shared memo of SAM's image encoder (``ContentMemo(cascade.embed)``) for methods
-        whose cascades share one frozen encoder (the ablation variants); by default one of its own."""
+        whose cascades share one frozen encoder (the ablation variants); by default one of its own.
+        ``score``: "coarse" (the coarse stage's image score) or "map_max" (the maximum of the pixel map)."""
         if score not in ("coarse", "map_max"):
             raise ValueError(f"score must be 'coarse' or 'map_max', got {score!r}")
-        self.coarse, self.cascade, self.score, self.profile = coarse, cascade.eval(), score, coarse.profile
+        if pixel_map not in ("combined", "sam"):
+            raise ValueError(f"pixel_map must be 'combined' or 'sam', got {pixel_map!r}")
+        self.coarse, self.cascade, self.score, self.pixel_map = coarse, cascade.eval(), score, pixel_map
+        self.profile = coarse.profile
         # F_sam once per image batch, for every seed and K
         self.embed = embed if embed is not None else ContentMemo(self.cascade.embed, max_batches=32)
         self.last = None
@@ -259,7 +273,7 @@ class CascadeMethod:
         out = self.coarse.last_output
         fine = self.cascade(self.embed(images), out.mask, images.shape[-1])
         self.last = (out.mask, fine.mask)
-        maps = combined_map(out.calibrated, fine.logits)
+        maps = combined_map(out.calibrated, fine.logits) if self.pixel_map == "combined" else fine.logits
         return maps, (maps.flatten(1).amax(1) if self.score == "map_max" else score)
 
 

@@ -89,6 +89,10 @@ ABLATIONS = {
     "point prompt": (93.5, 94.0, 90.0, 85.8, 94.2, 80.8),
 }
 
+# Settings the paper states: K normal shots (Tables 2-5), inference batch size (Sec. 5.3.5).
+SHOTS = (1, 2, 4)
+INFERENCE_BATCH = 1
+
 # Table 11 and Sec. 5.3.5: complexity (L40 GPU, batch 1, 240 px, 200 runs after 50 warm-ups).
 TABLE11 = {
     "AnomalyGPT": {"total_M": 8089.64, "trainable_M": 150.44, "train_hours": 41.2, "latency_ms": 1253.05},
@@ -105,3 +109,27 @@ TABLE11 = {
         "train_memory_GB_per_gpu": 28,
     },
 }
+
+
+def reported_numbers() -> set[float]:
+    """Every number in this module (values, and the integer keys that name shot counts): a cell under a
+    "paper" header must be one of them (rounded to 2 decimals)."""
+    found: set[float] = set()
+
+    def walk(x) -> None:
+        if isinstance(x, bool):
+            return
+        if isinstance(x, (int, float)):
+            found.add(round(float(x), 2))
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(k)
+                walk(v)
+        elif isinstance(x, (tuple, list)):
+            for v in x:
+                walk(v)
+
+    for name, value in list(globals().items()):
+        if name.isupper():
+            walk(value)
+    return found

@@ -7,6 +7,12 @@ import numpy as np
 import torch
 
 
+def weights_phrase(profile) -> str:
+    """"random weights: clip, sam" (the profile's components without pretrained weights) or "pretrained weights"."""
+    random = [k for k, v in profile.weights_label().items() if v == "random"]
+    return "random weights: " + ", ".join(random) if random else "pretrained weights"
+
+
 def to_numpy_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """(3,H,W) tensor in [0,1] or (H,W,3) array -> (H,W,3) float array in [0,1]."""
     if isinstance(image, torch.Tensor):

@@ -13,13 +13,17 @@ ever substitutes random weights: a profile that allows random weights says so wi
 
 :func:`fetch` downloads one id: a file from its published address with a SHA-256 check
 (:func:`samllava.download.download`: resumable, atomic), or a Hugging Face snapshot at a pinned
-revision, only the files the model needs, each LFS file checked against the Hub's SHA-256.
+revision, only the files the model needs, each LFS file checked against the Hub's SHA-256 and every
+other file against its git blob id (SHA-1 of ``blob <size>\\0<bytes>``, what the Hub lists): no file
+arrives unchecked. A checkpoint folder that lacks a file (:func:`hf_folder_missing`) is an error that
+names the missing files.
 :func:`fetch_weights_cli` is ``samllava fetch-weights``: it states the disk needed first, then
 prints one line per file, and one error line per failed file (exit status 2).
 """
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import importlib.util
 import json
 import os
@@ -135,19 +139,54 @@ def spec(weight_id: str) -> WeightSpec:
     return REGISTRY[weight_id]
 
 
-def hf_folder_complete(path: Path) -> bool:
-    """A Hugging Face checkpoint folder with its config and every shard its index names."""
-    if not (path / "config.json").is_file():
-        return False
+# A tokenizer folder holds its configuration and one of these vocabularies.
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+
+
+def hf_folder_missing(path: Path) -> list[str]:
+    """The files a Hugging Face LLaVA checkpoint folder lacks: ``config.json``, the tokenizer
+    (``tokenizer_config.json`` and ``tokenizer.model`` or ``tokenizer.json``), and the weights (every
+    shard ``model.safetensors.index.json`` names, else a ``*.safetensors`` file). Empty: complete."""
+    path = Path(path)
+    if not path.is_dir():
+        return [f"{path.name}/ (no such folder)"]
+    missing = [n for n in ("config.json", "tokenizer_config.json") if not (path / n).is_file()]
+    if not any((path / n).is_file() for n in TOKENIZER_FILES):
+        missing.append(" or ".join(TOKENIZER_FILES))
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        shards = set(json.loads(index.read_text())["weight_map"].values())
-        return all((path / shard).is_file() for shard in shards)
-    return any(path.glob("*.safetensors"))
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError):
+            return [*missing, "model.safetensors.index.json (unreadable: no weight_map)"]
+        missing += [shard for shard in shards if not (path / shard).is_file()]
+    elif not any(path.glob("*.safetensors")):
+        missing.append("model.safetensors.index.json or *.safetensors (the weights)")
+    return missing
+
+
+def hf_folder_complete(path: Path) -> bool:
+    """A Hugging Face checkpoint folder with its config, tokenizer and every shard its index names."""
+    return not hf_folder_missing(path)
 
 
 def _present(s: WeightSpec, path: Path) -> bool:
     return hf_folder_complete(path) if s.hf_repo else path.exists()
+
+
+def _incomplete(s: WeightSpec, path: Path, how: str) -> MissingWeightsError:
+    missing = hf_folder_missing(path)
+    return MissingWeightsError(f"weights {s.id!r}: the checkpoint folder {path} is incomplete, missing "
+                               f"{', '.join(missing)}; {how}")
+
+
+def git_blob_id(path: Path) -> str:
+    """Git's id of a file (SHA-1 of ``blob <size>\\0`` and the bytes): what the Hub lists for a non-LFS file."""
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def resolve(weight_id: str) -> Path:
@@ -157,10 +196,15 @@ def resolve(weight_id: str) -> Path:
         path = Path(os.environ[s.env]).expanduser()
         if not path.exists():
             raise MissingWeightsError(f"{s.env}={path} (weights {weight_id!r}): no such file or folder")
+        if s.hf_repo and not hf_folder_complete(path):
+            raise _incomplete(s, path, f"complete it or point {s.env} at a complete copy")
         return path
     cached = cache_dir() / s.filename
     if _present(s, cached):
         return cached
+    if s.hf_repo and cached.is_dir() and any(cached.iterdir()):
+        raise _incomplete(s, cached, f"run `samllava fetch-weights {weight_id}` again to finish it (finished "
+                                     "files are kept)")
     if s.packaged is not None:
         found = s.packaged()
         if found is not None:
@@ -256,8 +300,16 @@ def fetch_hf(s: WeightSpec, dest: Path, progress: bool = True, endpoint: str | N
         if not progress:
             enable_progress_bars()
     for f in files:
+        source = f"{s.hf_repo}/{f.path}@{s.hf_revision[:7]}"
         if f.lfs is not None:
-            verify(dest / f.path, f.lfs.sha256, f"{s.hf_repo}/{f.path}@{s.hf_revision[:7]}", progress=progress)
+            verify(dest / f.path, f.lfs.sha256, source, progress=progress)
+        elif git_blob_id(dest / f.path) != f.blob_id:
+            (dest / f.path).unlink(missing_ok=True)
+            raise DownloadError(f"checksum mismatch for {source}: its git blob id is not the Hub's {f.blob_id}; "
+                                f"the file was deleted ({dest / f.path}); run the command again")
+    missing = hf_folder_missing(dest)
+    if missing:
+        raise DownloadError(f"{s.hf_repo}@{s.hf_revision[:7]} downloaded into {dest} lacks {', '.join(missing)}")
     return dest
 
 

@@ -1,6 +1,16 @@
 
+import os
+import tempfile
+
 import pytest
 import torch
+
+# Whatever a test writes through samllava.results without naming a folder lands here, never over the
+# committed results/ and figures/ (set before samllava.results is imported, which reads them once).
+_SCRATCH = tempfile.mkdtemp(prefix="samllava-tests-")
+os.environ.setdefault("SAMLLAVA_RESULTS_DIR", os.path.join(_SCRATCH, "results"))
+os.environ.setdefault("SAMLLAVA_FIGURES_DIR", os.path.join(_SCRATCH, "figures"))
+os.environ.setdefault("SAMLLAVA_EXECUTED_DIR", os.path.join(_SCRATCH, "executed"))
 
 # Keep the suite deterministic and light on a 2-core machine (small ops run fastest on one thread).
 torch.set_num_threads(1)  # tiny tensors: one thread avoids oversubscription overhead

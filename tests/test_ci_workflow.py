@@ -55,6 +55,7 @@ def test_workflow_runs_the_tests_the_smoke_reproduce_and_uploads_results():
     smoke = next(s for s in job["steps"] if "reproduce" in s.get("run", ""))
     assert "--profile tiny --smoke" in smoke["run"]
     assert smoke["env"]["SAMLLAVA_RESULTS_DIR"].endswith("ci-artefacts/results")  # not over the committed results
+    assert smoke["env"]["SAMLLAVA_EXECUTED_DIR"].endswith("ci-artefacts/executed")  # nor the committed notebooks
     upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert "ci-artefacts/" in upload["with"]["path"] and upload["if"]
     assert runs.index("make test") < job["steps"].index(smoke) < job["steps"].index(upload)

@@ -31,6 +31,7 @@ def test_offline_profile_real_weights_where_packaged():
     labels = load_profile("offline").weights_label()
     assert labels["fewshot"].startswith("real") and labels["llm"].startswith("real")
     assert labels["clip"] == "random" and labels["sam"] == "random"
+    assert labels["llava vision tower"] == "random" and labels["llava projector"] == "random"  # a new LLaVA
 
 
 def test_unknown_field_rejected_with_name():

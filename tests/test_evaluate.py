@@ -51,6 +51,11 @@ def test_evaluate_cli_writes_json(root, tmp_path):
     assert js["shots"] == 1 and js["seeds"] == [0, 1] and js["profile"] == "tiny"
     assert {"image_auroc", "pixel_auroc", "aupro", "f1_max"} <= set(js["categories"]["fabric"]["summary"])
     assert "few_shot" in js["terms"]
+    # the histogram metrics' stated error, per seed and at most over the run; and where the numbers came from
+    assert 0 <= js["categories"]["fabric"]["per_seed"][0]["pixel_auroc_bound"] <= js["error_bounds"]["pixel_auroc"]
+    assert js["error_bounds"]["pixel_auroc"] <= 1e-7 and js["error_bounds"]["aupro"] < 1e-3
+    prov = js["provenance"]
+    assert prov["profile"] == "tiny" and prov["seeds"]["support"] == [0, 1] and prov["data"]["data"]["sha256"]
 
 
 def test_image_level_only_folder_reports_pixel_na(root, tmp_path):
@@ -64,9 +69,10 @@ def test_image_level_only_folder_reports_pixel_na(root, tmp_path):
     assert s["pixel_auroc"] is None or math.isnan(s["pixel_auroc"])
 
 
-def test_wrong_root_is_clear_error(tmp_path):
-    with pytest.raises((FileNotFoundError, ValueError), match="nowhere"):
-        main(["evaluate", "--profile", "tiny", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.json")])
+def test_wrong_root_is_clear_error(tmp_path, capsys):
+    args = ["evaluate", "--profile", "tiny", "--data", str(tmp_path / "nowhere"), "--shots", "1"]
+    assert main([*args, "--out", str(tmp_path / "x.json")]) == 2
+    assert "nowhere" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 
 def test_evaluate_full_stage_adds_description_accuracy(root, tmp_path):

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from samllava.reproduce import NOTEBOOK_DIR, numbered_notebooks
+from samllava.results import read_header
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOKS = numbered_notebooks()
+PROVENANCE_LINES = ("date", "commit", "profile", "weights", "data", "seeds", "device", "versions")
 sys.path.insert(0, str(ROOT / "tools"))
 
 
@@ -51,3 +53,7 @@ def test_notebook_runs_headless_tiny(path, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     produced = list((tmp_path / "results").glob("*.md")) + list((tmp_path / "figures").glob("*.png"))
     assert produced, "the notebook wrote no table or figure"
+    for table in (tmp_path / "results").glob("*_*.*"):  # every table names its commit, date, profile, data, seeds
+        if table.suffix in (".md", ".csv"):
+            assert set(PROVENANCE_LINES) <= set(read_header(table)), table.name
+

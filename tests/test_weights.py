@@ -170,11 +170,16 @@ REVISION = "a272c74b2481d8aff3aa6fc2c4bf891fe57334fb"
 REPO = "llava-hf/llava-1.5-7b-hf"
 
 
-def _fake_hub(server, files: dict[str, bytes], lfs: set[str], bad_sha: set[str] = frozenset()):
+def _fake_hub(server, files: dict[str, bytes], lfs: set[str], bad_sha: set[str] = frozenset(),
+              bad_blob: set[str] = frozenset()):
     """Serve ``files`` as the Hub does: a tree listing (with LFS SHA-256) and /resolve/ addresses."""
     entries = []
     for path, data in files.items():
-        entry = {"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+        # the Hub lists git's blob id of each file (of the pointer file for an LFS file)
+        entry = {"type": "file", "path": path, "size": len(data),
+                 "oid": hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()}
+        if path in bad_blob:
+            entry["oid"] = "0" * 40
         if path in lfs:
             sha = "0" * 64 if path in bad_sha else hashlib.sha256(data).hexdigest()
             entry["lfs"] = {"oid": sha, "size": len(data), "pointerSize": 134}
@@ -252,8 +257,47 @@ def test_llava_incomplete_folder_is_not_resolved(monkeypatch, tmp_path):
     for name, data in _checkpoint_files().items():
         if name != "model-00002-of-00002.safetensors" and "/" not in name:
             (folder / name).write_bytes(data)
-    with pytest.raises(weights.MissingWeightsError):
+    with pytest.raises(weights.MissingWeightsError, match=r"incomplete, missing model-00002-of-00002\.safetensors;"):
         weights.resolve("llava_1_5_7b")  # a shard named by the index is missing
+
+
+def test_llava_empty_or_partial_folder_names_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.delenv("SAMLLAVA_LLAVA_7B", raising=False)
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path))
+    folder = tmp_path / "llava-1.5-7b-hf"
+    folder.mkdir()
+    assert weights.hf_folder_missing(folder) == [
+        "config.json", "tokenizer_config.json", "tokenizer.model or tokenizer.json",
+        "model.safetensors.index.json or *.safetensors (the weights)"]
+    with pytest.raises(weights.MissingWeightsError, match="samllava fetch-weights llava_1_5_7b"):
+        weights.resolve("llava_1_5_7b")  # empty: not started, say how to fetch it
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(weights.MissingWeightsError, match="incomplete, missing tokenizer_config.json, tokenizer"):
+        weights.resolve("llava_1_5_7b")
+    # a folder given by its variable is checked too, before transformers fails somewhere inside
+    monkeypatch.setenv("SAMLLAVA_LLAVA_7B", str(folder))
+    with pytest.raises(weights.MissingWeightsError, match="SAMLLAVA_LLAVA_7B"):
+        weights.resolve("llava_1_5_7b")
+    files = _checkpoint_files()
+    for name in ("tokenizer_config.json", "tokenizer.model", "model.safetensors.index.json",
+                 "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        (folder / name).write_bytes(files[name])
+    assert weights.resolve("llava_1_5_7b") == folder
+
+
+def test_llava_non_lfs_file_checked_against_its_git_blob_id(fileserver, monkeypatch, tmp_path):
+    _fake_hub(fileserver, _checkpoint_files(), lfs={"model-00001-of-00002.safetensors"}, bad_blob={"config.json"})
+    with pytest.raises(DownloadError, match=rf"checksum mismatch for {REPO}/config.json@a272c74"):
+        weights.fetch("llava_1_5_7b", tmp_path, progress=False, endpoint=fileserver.url)
+    assert not (tmp_path / "llava-1.5-7b-hf" / "config.json").exists()
+
+
+def test_every_downloadable_file_has_a_checksum():
+    for s in weights.REGISTRY.values():
+        if s.url:
+            assert s.sha256 and len(s.sha256) == 64, s.id  # the CLIP file included
+        if s.hf_repo:
+            assert s.hf_revision and len(s.hf_revision) == 40, s.id  # LFS SHA-256 and git blob ids at that commit
 
 
 def test_llava_wrong_sha256_deletes_the_file(fileserver, monkeypatch, tmp_path):

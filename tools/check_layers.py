@@ -29,8 +29,8 @@ from pathlib import Path
 # A name covers the module and, for a package, every module inside it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("samllava", "samllava.config", "samllava.paper_values", "samllava.seeding", "samllava.memo",
-              "samllava.metrics", "samllava.results", "samllava.download", "samllava.weights", "samllava.device",
-              "samllava.batching", "samllava.distributed")),
+              "samllava.provenance", "samllava.metrics", "samllava.results", "samllava.download",
+              "samllava.weights", "samllava.device", "samllava.batching", "samllava.distributed")),
     ("data", ("samllava.data", "samllava.paths", "samllava.viz")),
     ("stages", ("samllava.coarse", "samllava.sam", "samllava.sasa", "samllava.describe", "samllava.losses")),
     ("model", ("samllava.model", "samllava.examples")),
@@ -38,7 +38,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("train/evaluate", ("samllava.train", "samllava.evaluate", "samllava.answers", "samllava.diagnose",
                         "samllava.default_model",
                         "samllava.judge")),
-    ("notebook helpers/bench", ("samllava.pipeline", "samllava.bench", "samllava.widgets", "samllava.reproduce")),
+    ("notebook helpers/bench", ("samllava.pipeline", "samllava.bench", "samllava.widgets", "samllava.reproduce",
+                                "samllava.summary")),
     ("cli", ("samllava.cli", "samllava.__main__", "samllava.train.__main__")),
 ]
 

@@ -29,6 +29,7 @@ from samllava.config import load_profile
 from samllava.data import generate_mvtec_miniature, generate_visa_miniature, load_dataset, load_mvtec, load_visa
 from samllava.paths import data_dir
 from samllava.pipeline import dataset_summary, synthetic, synthetic_gallery
+from samllava.provenance import provenance
 
 P = load_profile(profile)
 
@@ -48,7 +49,8 @@ sets = {
 if "own" in data_roots:
     sets["own data"] = load_dataset(data_roots["own"])
 summary = dataset_summary(sets)
-results.write_table(summary, "data_summary", profile=P.name, dataset=", ".join(sets),
+run = provenance(profile=P, data=sets)  # commit, date, data digests, seeds, device, versions: in every artefact
+results.write_table(summary, "data_summary", run=run, dataset=", ".join(sets),
                     note="counts of the loaded data sets; miniatures are generated in the real layouts", float_format="{:.0f}")
 summary
 
@@ -58,6 +60,6 @@ summary
 
 # %%
 fig, captions = synthetic_gallery(synthetic(P, "eval"), n_show)
-results.save_figure(fig, "fig0_synthetic_samples")
+results.save_figure(fig, "fig0_synthetic_samples", run=run)
 for c in captions:
     print(c)

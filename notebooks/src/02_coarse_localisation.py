@@ -34,18 +34,20 @@ from samllava import results
 from samllava.config import load_profile
 from samllava.evaluate import CoarseMethod
 from samllava.pipeline import coarse_figure, fewshot_benchmark, synthetic, textiles
+from samllava.provenance import provenance
 from samllava.widgets import coarse_view, heatmap_explorer, view_figure
 
 P = load_profile(profile)
 method = CoarseMethod(P, device=device)
 data = synthetic(P, "eval")
+run = provenance(profile=P, data={"synthetic eval": data}, seeds=seeds)
 
 # %% [markdown]
 # ## Heatmaps and masks, zero-shot vs few-shot
 
 # %%
 fig, terms = coarse_figure(method.coarse, data, n=n_examples, shots=1, size=P.data.image_size)
-results.save_figure(fig, "coarse_heatmaps")
+results.save_figure(fig, "coarse_heatmaps", run=run)
 terms
 
 # %% [markdown]
@@ -55,7 +57,7 @@ terms
 # %%
 first = coarse_view(method.coarse, next(iter(data.values())), index=len(next(iter(data.values())).test) - 1, shots=1,
                     size=P.data.image_size)
-results.save_figure(view_figure(first), "coarse_explorer_view")
+results.save_figure(view_figure(first), "coarse_explorer_view", run=run)
 panel, refresh = heatmap_explorer(method.coarse, data, n_levels=len(P.fewshot.layers), size=P.data.image_size)
 display(panel)
 
@@ -65,7 +67,8 @@ display(panel)
 # image labels only, so their pixel AUROC is not available.
 
 # %%
-bench = fewshot_benchmark(P, {"synthetic": data, "textiles": textiles()}, shots=shots, seeds=seeds, device=device)
-results.write_table(bench, "coarse_fewshot_vs_knn", profile=P.name, dataset="synthetic (eval, seed 0); conformal-clip-data textiles",
+sets = {"synthetic": data, "textiles": textiles()}
+bench = fewshot_benchmark(P, sets, shots=shots, seeds=seeds, device=device)
+results.write_table(bench, "coarse_fewshot_vs_knn", run=run, data=sets, dataset="synthetic (eval, seed 0); conformal-clip-data textiles",
                     note=f"terms: {terms}; seeds {seeds}")
 bench

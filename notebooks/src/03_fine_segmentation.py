@@ -34,24 +34,26 @@ n_examples = 3
 from samllava import results
 from samllava.config import load_profile
 from samllava.pipeline import cascade_figure, prompt_types_figure, segmentation_table, synthetic, train_cascade
+from samllava.provenance import provenance
 from samllava.viz import loss_figure
 
 P = load_profile(profile)
+data = synthetic(P, "eval")
+run = provenance(profile=P, data={"synthetic train": synthetic(P, "train"), "synthetic eval": data}, seeds=seeds)
 coarse, cascade, losses = train_cascade(P, steps=steps, lr=lr, shots=shots, device=device)
-results.save_figure(loss_figure({"segmentation loss (Eq. 6)": losses}), "sam_training_loss")
+results.save_figure(loss_figure({"segmentation loss (Eq. 6)": losses}), "sam_training_loss", run=run)
 
 # %% [markdown]
 # ## Coarse mask → prompt → candidate masks (predicted IoU in the row title) → fine mask
 
 # %%
-data = synthetic(P, "eval")
-results.save_figure(cascade_figure(coarse, cascade, data, n=n_examples, shots=shots), "cascade_steps")
+results.save_figure(cascade_figure(coarse, cascade, data, n=n_examples, shots=shots), "cascade_steps", run=run)
 
 # %% [markdown]
 # ## Prompt types side by side (the same trained SAM)
 
 # %%
-results.save_figure(prompt_types_figure(coarse, cascade, data, n=n_examples, shots=shots), "prompt_types")
+results.save_figure(prompt_types_figure(coarse, cascade, data, n=n_examples, shots=shots), "prompt_types", run=run)
 
 # %% [markdown]
 # ## Coarse vs fine on held-out synthetic images
@@ -60,6 +62,6 @@ results.save_figure(prompt_types_figure(coarse, cascade, data, n=n_examples, sho
 
 # %%
 table = segmentation_table(coarse, cascade, data, shots=shots, seeds=seeds)
-results.write_table(table, "segmentation_coarse_vs_fine", profile=P.name, dataset="synthetic (train seed 1, eval seed 0)",
+results.write_table(table, "segmentation_coarse_vs_fine", run=run, dataset="synthetic (train seed 1, eval seed 0)",
                     note=f"SAM side trained {len(losses)} steps at lr {lr or P.train.sam_warmup_lr}; K={shots}; seeds {seeds}")
 table

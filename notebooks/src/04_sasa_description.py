@@ -35,10 +35,12 @@ from samllava.model import build_model
 from samllava.data import sample_support
 from samllava.data.instructions import QUESTION
 from samllava.pipeline import parameter_table, sasa_attention_figure, synthetic
+from samllava.provenance import provenance
 
 P = load_profile(profile)
 model = build_model(P, device=device).eval()
 data = synthetic(P, "eval")
+run = provenance(profile=P, data={"synthetic eval": data}, seeds=[0])
 
 # %% [markdown]
 # ## The conversation template (placeholders shortened)
@@ -51,7 +53,7 @@ print(build_prompt(QUESTION.format(category="fabric"), 3, 4, system=model.descri
 
 # %%
 fig, out = sasa_attention_figure(model, data, shots=shots)
-results.save_figure(fig, "sasa_attention")
+results.save_figure(fig, "sasa_attention", run=run, note="untrained model")
 print("X_llava tokens:", tuple(out.tokens.shape), "(B, g*g + N_t, llm_dim)")
 
 # %% [markdown]
@@ -61,8 +63,8 @@ print("X_llava tokens:", tuple(out.tokens.shape), "(B, g*g + N_t, llm_dim)")
 
 # %%
 counts = parameter_table(count_profiles)
-results.write_table(counts, "parameter_counts", profile=", ".join(count_profiles) + ", paper (config only)",
-                    dataset="none", float_format="{:.3f}")
+results.write_table(counts, "parameter_counts", run=provenance(profile=count_profiles, data="none"), float_format="{:.3f}",
+                    note="paper row: the paper profile's LLaVA part counted from its configuration on the meta device (no weights loaded)")
 counts
 
 # %% [markdown]

@@ -37,10 +37,12 @@ from samllava import results
 from samllava.config import load_profile
 from samllava.model import build_model
 from samllava.pipeline import answers_table, description_eval, log_odds_eval, log_odds_table, position_baselines, synthetic, trained_model
+from samllava.provenance import provenance
 from samllava.viz import loss_figure
 
 P = load_profile(profile)
 eval_data = synthetic(P, "eval")
+run = provenance(profile=P, data={"synthetic train": synthetic(P, "train"), "synthetic eval": eval_data}, seeds=[0])
 
 # %% [markdown]
 # ## Before training (LoRA B = 0: the base language model; SAM side and SASA untrained)
@@ -59,7 +61,7 @@ before
 # %%
 model, history = trained_model(P, epochs=epochs, shots=shots, device=device)
 curves = {k: [h[k] for h in history] for k in ("total", "seg", "gen")}
-results.save_figure(loss_figure(curves), "training_loss")
+results.save_figure(loss_figure(curves), "training_loss", run=run)
 print(f"{len(history)} steps; first total loss {history[0]['total']:.3f}, last {history[-1]['total']:.3f}")
 
 # %% [markdown]
@@ -73,7 +75,7 @@ print(f"{len(history)} steps; first total loss {history[0]['total']:.3f}, last {
 after, after_answers, examples = description_eval(model, eval_data, shots=shots, max_new_tokens=max_new_tokens, per_label=per_label)
 summary = answers_table(before, after)
 chance = position_baselines(examples, model)
-results.write_table(summary, "training_before_after", profile=P.name, dataset="synthetic (train seed 1, held-out eval seed 0)",
+results.write_table(summary, "training_before_after", run=run, dataset="synthetic (train seed 1, held-out eval seed 0)",
                     note=f"K={shots}; {len(history)} steps; {per_label} normal + {per_label} anomalous held-out images per category; "
                          f"accuracy in percent; position chance: uniform {chance['uniform']:.1f}, always the most frequent "
                          f"({chance['most_frequent_position']}) {chance['most_frequent']:.1f} of {chance['n_defective']} defective images; "
@@ -87,7 +89,7 @@ summary
 # %%
 odds = log_odds_table({"before training": odds_before,
                        "after training": log_odds_eval(model, eval_data, shots=shots, per_label=odds_per_label)})
-results.write_table(odds, "training_yes_no_log_odds", profile=P.name, dataset="synthetic (train seed 1, held-out eval seed 0)",
+results.write_table(odds, "training_yes_no_log_odds", run=run, dataset="synthetic (train seed 1, held-out eval seed 0)",
                     note=f"K={shots}; {len(history)} steps; {odds_per_label} normal + {odds_per_label} anomalous held-out images per "
                          "category; percent")
 odds

@@ -30,12 +30,15 @@ lr = 1e-3
 # %%
 from samllava import results
 from samllava.config import load_profile
-from samllava.pipeline import zero_shot_table
+from samllava.pipeline import cross_domain_sets, table1_note, zero_shot_table
+from samllava.provenance import provenance
 
 P = load_profile(profile)
+sets = cross_domain_sets(P, data_roots)
+run = provenance(profile=P, data={f"{name} ({part})": d for name, pair in sets.items() for part, d in zip(("train", "test"), pair)})
 table = zero_shot_table(P, data_roots, steps=steps, lr=lr, device=device)
 real = "mvtec" in data_roots and "visa" in data_roots
-results.write_table(table, "table1_zero_shot", profile=P.name,
+results.write_table(table, "table1_zero_shot", run=run,
                     dataset="MVTec-AD and VisA" if real else "synthetic stand-ins (textures, objects), not MVTec-AD/VisA",
-                    note=f"SAM side trained {steps} steps at lr {lr} on the source; rows marked (paper) are the paper's numbers")
+                    note=table1_note(P, steps, lr, real))
 table

@@ -33,25 +33,27 @@ from samllava import results
 from samllava.config import load_profile
 from samllava.judge import make_judge
 from samllava.pipeline import accuracy_table, judge_table, qualitative_figure, synthetic, trained_model
+from samllava.provenance import provenance
 
 P = load_profile(profile)
 model, _ = trained_model(P, progress=False, device=device)
 data = synthetic(P, "eval")
+run = provenance(profile=P, data={"synthetic train": synthetic(P, "train"), "synthetic eval": data}, seeds=seeds)
 
 # %%
 acc = accuracy_table(model, data, shots=shots, seeds=seeds, per_label=per_label)
-results.write_table(acc, "table5_description_accuracy", profile=P.name, dataset="synthetic (held-out), stand-in for MVTec-AD/VisA",
+results.write_table(acc, "table5_description_accuracy", run=run, dataset="synthetic (held-out), stand-in for MVTec-AD/VisA",
                     note=f"mean ± std over support seeds {seeds}; {per_label} normal + {per_label} anomalous images per category; paper rows are on MVTec-AD / VisA")
 acc
 
 # %%
 J = make_judge(judge)
 scores, examples = judge_table(model, data, J, shots=shots[0], max_new_tokens=max_new_tokens, per_label=judge_per_label)
-results.write_table(scores, "table6_judge", profile=P.name, dataset="synthetic (held-out)", note=f"judge: {J.name}; {judge_per_label} normal + {judge_per_label} anomalous images per category")
+results.write_table(scores, "table6_judge", run=run, seeds={"support": [0]}, dataset="synthetic (held-out)", note=f"judge: {J.name}; {judge_per_label} normal + {judge_per_label} anomalous images per category")
 scores
 
 # %%
 fig = qualitative_figure(examples)
-results.save_figure(fig, "fig3_4_qualitative")
+results.save_figure(fig, "fig3_4_qualitative", run=run)
 for e in examples:
     print(f"[{e['kind']}] score {e['score']:.0f}: {e['description']}")

@@ -27,8 +27,11 @@ n_examples = 4
 from samllava import results
 from samllava.config import load_profile
 from samllava.pipeline import segmentation_comparison_figure, synthetic, train_cascade
+from samllava.provenance import provenance
 
 P = load_profile(profile)
+data = synthetic(P, "eval")
+run = provenance(profile=P, data={"synthetic train": synthetic(P, "train"), "synthetic eval": data}, seeds=[0])
 coarse, cascade, _ = train_cascade(P, steps=steps, lr=lr, shots=1, progress=False, device=device)
-fig = segmentation_comparison_figure(P, coarse, cascade, synthetic(P, "eval"), n=n_examples)
-results.save_figure(fig, "fig5_segmentation")
+fig = segmentation_comparison_figure(P, coarse, cascade, data, n=n_examples, data_label="synthetic held-out images")
+results.save_figure(fig, "fig5_segmentation", run=run, note="not comparable with the paper")

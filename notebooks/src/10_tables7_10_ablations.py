@@ -32,12 +32,14 @@ per_label = 6
 # %%
 from samllava import results
 from samllava.config import load_profile
-from samllava.pipeline import ABLATIONS, ablation_table, synthetic
+from samllava.pipeline import ablation_note, ablation_table, synthetic
+from samllava.provenance import provenance
 
 P = load_profile(profile)
-table = ablation_table(P, synthetic(P, "eval"), steps=steps, lr=lr, seeds=seeds,
+data = synthetic(P, "eval")
+run = provenance(profile=P, data={"synthetic train": synthetic(P, "train"), "synthetic eval": data}, seeds=seeds)
+table = ablation_table(P, data, steps=steps, lr=lr, seeds=seeds,
                        accuracy_variants=accuracy_variants, per_label=per_label, device=device)
-results.write_table(table, "tables7_10_ablations", profile=P.name, dataset="synthetic (held-out); paper: MVTec-AD and VisA",
-                    note=f"1-shot, seeds {seeds}; SAM side {steps} steps at lr {lr}; accuracy: {P.train.epochs} epoch(s) "
-                         f"end to end for {accuracy_variants} ({per_label} normal + {per_label} anomalous images per category), n/a elsewhere")
+results.write_table(table, "tables7_10_ablations", run=run, dataset="synthetic (held-out); paper: MVTec-AD and VisA",
+                    note=ablation_note(seeds, steps, lr, P.train.epochs, accuracy_variants, per_label))
 table

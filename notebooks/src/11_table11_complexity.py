@@ -31,11 +31,14 @@ from samllava import results
 from samllava.config import load_profile
 from samllava.device import resolve_device
 from samllava.pipeline import complexity_table
+from samllava.provenance import provenance
 
 P = load_profile(profile)
 device = str(resolve_device(device))
 table = complexity_table(P, device=device, runs=runs, warmup=warmup, new_tokens=new_tokens, gpu_json=gpu_json)
-results.write_table(table, "table11_complexity", profile=P.name, dataset="none (random inputs)",
-                    note=f"{device}; latency over {runs} runs after {warmup} warm-up(s), {new_tokens} new tokens; "
-                         "paper: L40, 200 runs after 50, batch 1; GPU row: 128 new tokens, see README", float_format="{:.2f}")
+results.write_table(table, "table11_complexity", run=provenance(profile=P, data="none (random inputs)", device=device),
+                    note=f"this run: {device}, batch 1, latency over {runs} runs after {warmup} warm-up(s), {new_tokens} new "
+                         "tokens; paper: L40, batch 1, 200 runs after 50; GPU rows (docs/gpu_benchmark.md; provenance in the "
+                         "JSON they name): batch 1 beside the paper's batch-1 row, then the batch with the best throughput",
+                    float_format="{:.2f}")
 table

@@ -17,6 +17,7 @@ from ..device import resolve_device
 from ..diagnose import check_readable, diagnose_files, fit_support, gather_images, report_line, run_header
 from ..evaluate import CoarseMethod, FullMethod, evaluate, results_json, results_table
 from ..reproduce import reproduce
+from ..provenance import provenance
 from ..results import write_json
 from ..train import world
 
@@ -97,7 +98,8 @@ def _evaluate(args, device) -> int:
     report = results_json(results, **header)
     if args.stage == "full":
         _add_description_accuracy(report, method.model, data, args.shots, seeds, size)
-    write_json(args.out, report)
+    write_json(args.out, report, run=provenance(profile=profile, data={"data": data}, seeds={"support": list(seeds)},
+                                                device=device))
     print(results_table(results).to_string(index=False))
     if args.stage == "full":
         print(f"yes/no accuracy (mean over categories and seeds): {100 * report['mean']['description_accuracy']:.1f} %")
@@ -189,8 +191,10 @@ def make_data_cli(args) -> int:
 def bench_cli(args) -> int:
     """``samllava bench``: the complexity benchmark of a profile, printed and optionally written as JSON."""
     settings = BenchSettings(device=str(resolve_device(args.device)), runs=args.runs, warmup=args.warmup)
-    report = bench(load_profile(args.profile), settings)
+    profile = load_profile(args.profile)
+    report = bench(profile, settings)
     if args.out:
-        write_json(args.out, report)
+        run = provenance(profile=profile, data="none (random inputs)", device=settings.device)
+        write_json(args.out, report, run=run)
     print(report)
     return 0

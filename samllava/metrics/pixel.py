@@ -5,7 +5,8 @@ A data set holds about 10^8 pixels, so pixel metrics never sort or concatenate t
 ``np.bincount`` per chunk) and every pixel metric is read off the histogram. Binning is monotone,
 so only pairs of pixels that share a bin can be ordered wrongly; each metric states the largest
 possible deviation from its exact (sort-based) value, see :meth:`PixelHistogram.auroc_with_bound`
-and :meth:`PixelHistogram.aupro_with_bound`.
+and :meth:`PixelHistogram.aupro_with_bound`. Where pixels crowd into a few bins, :mod:`.refine` splits
+those bins until the bound is below a tolerance or they hold single float values (true ties).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from .inputs import MapsLike, check_classes, image_pairs
+from .refine import DEFAULT_TOLERANCE, from_key, order_key, refine
 
 DEFAULT_BINS = 2**20  # bound ~ 0.5/bins * overlap of the two score densities: ~1e-7 on continuous maps
 DEFAULT_CHUNK = 2**22  # pixels binned at once: ~50 MB of buffers whatever the data set size
@@ -39,6 +41,9 @@ class PixelHistogram:
             ``1 / |region of the pixel|`` (None when regions were not computed).
         n_regions: number of 8-connected anomalous regions over all images (0 when not computed).
         lo, hi: global min / max score.
+        atomic: ``(bins,)`` bool, True for a bin that holds one float value only (refined bins,
+            :mod:`.refine`): its pairs are true ties, counted 1/2 by the exact metric too, so it adds
+            nothing to a bound. None: equal-width bins, none known to be atomic.
     """
 
     neg: np.ndarray
@@ -47,6 +52,11 @@ class PixelHistogram:
     n_regions: int
     lo: float
     hi: float
+    atomic: np.ndarray | None = None
+
+    def _inexact(self) -> np.ndarray:
+        """(bins,) 1.0 where a bin's pairs may be ordered wrongly, 0.0 where they are true ties."""
+        return np.ones(self.neg.size) if self.atomic is None else (~self.atomic).astype(np.float64)
 
     @property
     def n_pos(self) -> int:
@@ -61,14 +71,15 @@ class PixelHistogram:
 
         ``AUC = sum_b pos_b * (neg_{<b} + neg_b / 2) / (P N)``: pairs in different bins are
         counted exactly, pairs sharing a bin as ties (1/2). The exact AUC counts such a pair as
-        0, 1/2 or 1, so ``|AUC - AUC_exact| <= bound = 0.5 * sum_b pos_b neg_b / (P N)``.
+        0, 1/2 or 1, so ``|AUC - AUC_exact| <= bound = 0.5 * sum_b pos_b neg_b / (P N)`` over the bins
+        that are not :attr:`atomic`.
         """
         check_classes(self.n_pos, self.n_neg, metric="pixel AUROC", what="pixels", need_negatives=True)
         pos, neg = self.pos.astype(np.float64), self.neg.astype(np.float64)
         pairs = float(self.n_pos) * float(self.n_neg)
         neg_below = np.cumsum(neg) - neg
         auc = float(pos @ (neg_below + 0.5 * neg)) / pairs
-        return auc, 0.5 * float(pos @ neg) / pairs
+        return auc, 0.5 * float(pos @ (neg * self._inexact())) / pairs
 
     def f1_max(self) -> float:
         """Pixel F1-max over the bin edges: ``max_t 2 TP / (TP + FP + P)`` with pixels in bins
@@ -104,13 +115,14 @@ class PixelHistogram:
         pro = np.concatenate([[0.0], covered / covered[-1]])
         k = int(np.searchsorted(fpr, fpr_limit, side="right"))  # points fpr[:k] <= fpr_limit
         d_fpr, d_pro = np.diff(fpr[:k]), np.diff(pro[:k])
+        inexact = self._inexact()[::-1]  # segment i is bin (bins - 1 - i); an atomic bin's chord is exact
         area = float(np.sum(d_fpr * (pro[: k - 1] + pro[1:k]) / 2))
-        bound = 0.5 * float(d_fpr @ d_pro)
+        bound = 0.5 * float(d_fpr @ (d_pro * inexact[: k - 1]))
         if k < fpr.size and fpr[k - 1] < fpr_limit:  # cut the segment that crosses fpr_limit
             f0, f1, p0, p1 = fpr[k - 1], fpr[k], pro[k - 1], pro[k]
             p_end = p0 + (p1 - p0) * (fpr_limit - f0) / (f1 - f0)
             area += (p0 + p_end) / 2 * (fpr_limit - f0)
-            bound += (p1 - p0) * (fpr_limit - f0)
+            bound += (p1 - p0) * (fpr_limit - f0) * inexact[k - 1]
         return float(area / fpr_limit), float(bound / fpr_limit)
 
 
@@ -156,6 +168,38 @@ class _BinCounts:
             if self._fill == self._codes.size:
                 self.flush()
 
+    def bin_of(self, x: np.ndarray) -> np.ndarray:
+        """The bin of each score in ``x``, by the arithmetic of :meth:`add`."""
+        t = np.subtract(x, self.lo, dtype=self._t.dtype, casting="unsafe")
+        t *= self.scale
+        np.clip(t, 0, self.bins - 1, out=t)
+        return t.astype(np.intp)
+
+    def edge_of(self, b: np.ndarray) -> np.ndarray:
+        """The lower edges of bins ``b`` (``1 <= b < bins``) in the working dtype: the smallest float that
+        :meth:`bin_of` puts in bin ``b`` or above (equal edges: a bin no float reaches). Found by bisection
+        on the floats' order keys, from a bracket around ``lo + b / scale`` (binning is monotone)."""
+        dt = self._t.dtype
+        c = (self.lo + b / self.scale).astype(np.float64)
+        delta = 8 * np.finfo(dt).eps * (abs(self.lo) + self.bins / self.scale) + 1e-300
+        for _ in range(60):  # widen the bracket until f(left) < b <= f(right)
+            left = np.maximum(c - delta, self.lo).astype(dt)
+            right = (c + delta).astype(dt)
+            bad = (self.bin_of(left) >= b) & (left > self.lo) | (self.bin_of(right) < b)
+            if not bad.any():
+                break
+            delta *= 4
+        lo_k, hi_k = order_key(left), order_key(right)
+        for _ in range(8 * dt.itemsize + 2):
+            gap = hi_k - lo_k
+            if not (gap > 1).any():
+                break
+            mid = lo_k + gap // np.uint64(2)
+            up = self.bin_of(from_key(mid, dt)) >= b
+            hi_k, lo_k = np.where(up, mid, hi_k), np.where(up, lo_k, mid)
+        edge = from_key(hi_k, dt) + dt.type(0)  # + 0: one zero, never -0.0
+        return np.where(self.bin_of(left) >= b, left, edge)  # left = lo: the bin starts at the lowest score
+
     def flush(self) -> None:
         self.counts += np.bincount(self._codes[:self._fill], minlength=2 * self.bins)
         self._fill = 0
@@ -167,7 +211,7 @@ class _BinCounts:
 
 
 def pixel_histogram(maps: MapsLike, masks: MapsLike, bins: int = DEFAULT_BINS, *, regions: bool = False,
-                    chunk: int = DEFAULT_CHUNK) -> PixelHistogram:
+                    chunk: int = DEFAULT_CHUNK, tolerance: float | None = DEFAULT_TOLERANCE) -> PixelHistogram:
     """Stream a data set of anomaly maps into per-bin counts (bounded memory, no sort).
 
     Pass 1 checks every image (shapes, binary masks, finite scores) and finds the global
@@ -184,11 +228,15 @@ def pixel_histogram(maps: MapsLike, masks: MapsLike, bins: int = DEFAULT_BINS, *
         bins: number of equal-width bins between the global min and max.
         regions: also accumulate the per-region overlap needed by AUPRO.
         chunk: pixels binned at once (temporaries ~ 24 bytes * chunk, plus 16 bytes * bins).
+        tolerance: when the Pixel-AUC bound of the equal-width bins exceeds it, :func:`.refine.refine`
+            splits the crowded bins (more passes over the data); None keeps the equal-width bins.
     """
     if bins < 1 or chunk < 1:
         raise ValueError(f"bins and chunk must be positive, got bins={bins}, chunk={chunk}")
     lo, hi = math.inf, -math.inf
+    single = True  # every map float32 or narrower: refined edges are float32 values
     for name, a, _ in image_pairs(maps, masks):  # pass 1: validate everything before the heavy pass
+        single = single and a.dtype in (np.float16, np.float32)
         if a.size:
             a_lo, a_hi = float(a.min()), float(a.max())  # NaN propagates through min/max
             if not (math.isfinite(a_lo) and math.isfinite(a_hi)):
@@ -214,37 +262,56 @@ def pixel_histogram(maps: MapsLike, masks: MapsLike, bins: int = DEFAULT_BINS, *
         else:
             acc.add(a.ravel(), m.ravel())
     acc.flush()
-    return PixelHistogram(neg=acc.counts[0::2].copy(), pos=acc.counts[1::2].copy(),
-                          region_overlap=acc.overlap, n_regions=n_regions, lo=lo, hi=hi)
+    return _refined(maps, masks, acc, n_regions, hi, single, tolerance)
 
 
-def pixel_auroc_with_bound(maps: MapsLike, masks: MapsLike, bins: int = DEFAULT_BINS) -> tuple[float, float]:
+def _refined(maps, masks, acc: _BinCounts, n_regions: int, hi: float, single: bool, tolerance: float | None
+             ) -> PixelHistogram:
+    """The histogram of ``acc``, refined where its bound exceeds ``tolerance`` (:func:`.refine.refine`)."""
+    neg, pos, overlap, atomic, lo = acc.counts[0::2].copy(), acc.counts[1::2].copy(), acc.overlap, None, acc.lo
+    # the edges of these very bins when the maps are in the working dtype; else refine recounts once
+    edge_of = acc.edge_of if single and acc._t.dtype == np.float32 else None
+    refined = None if tolerance is None or hi <= lo else refine(
+        maps, masks, neg, pos, overlap, edge_of, lo, hi, np.float32 if single else np.float64, tolerance)
+    if refined is not None:
+        neg, pos, overlap, atomic = refined
+    elif tolerance is not None and hi == lo:  # one value: every pair a true tie
+        atomic = np.ones(neg.size, dtype=bool)
+    return PixelHistogram(neg=neg, pos=pos, region_overlap=overlap, n_regions=n_regions, lo=lo, hi=hi,
+                          atomic=atomic)
+
+
+def pixel_auroc_with_bound(maps: MapsLike, masks: MapsLike, bins: int = DEFAULT_BINS,
+                           tolerance: float | None = DEFAULT_TOLERANCE) -> tuple[float, float]:
     """Pixel-AUC over all pixels of a data set and its error bound (see
     :meth:`PixelHistogram.auroc_with_bound`): ``|auroc - exact| <= bound``. Inputs as in
     :func:`pixel_histogram`."""
-    return pixel_histogram(maps, masks, bins).auroc_with_bound()
+    return pixel_histogram(maps, masks, bins, tolerance=tolerance).auroc_with_bound()
 
 
-def pixel_auroc(maps: MapsLike, masks: MapsLike, bins: int = DEFAULT_BINS) -> float:
+def pixel_auroc(maps: MapsLike, masks: MapsLike, bins: int = DEFAULT_BINS,
+                tolerance: float | None = DEFAULT_TOLERANCE) -> float:
     """Pixel-AUC over all pixels of a data set (histogram; within the bound of
     :func:`pixel_auroc_with_bound` of ``roc_auc_score`` on the concatenated pixels)."""
-    return pixel_auroc_with_bound(maps, masks, bins)[0]
+    return pixel_auroc_with_bound(maps, masks, bins, tolerance)[0]
 
 
-def aupro_with_bound(maps: MapsLike, masks: MapsLike, fpr_limit: float = 0.3,
-                     bins: int = DEFAULT_BINS) -> tuple[float, float]:
+def aupro_with_bound(maps: MapsLike, masks: MapsLike, fpr_limit: float = 0.3, bins: int = DEFAULT_BINS,
+                     tolerance: float | None = DEFAULT_TOLERANCE) -> tuple[float, float]:
     """AUPRO (Bergmann et al., MVTec AD evaluation) up to ``fpr_limit`` and its error bound
     (see :meth:`PixelHistogram.aupro_with_bound`). Inputs as in :func:`pixel_histogram`."""
-    return pixel_histogram(maps, masks, bins, regions=True).aupro_with_bound(fpr_limit)
+    return pixel_histogram(maps, masks, bins, regions=True, tolerance=tolerance).aupro_with_bound(fpr_limit)
 
 
-def aupro(maps: MapsLike, masks: MapsLike, fpr_limit: float = 0.3, bins: int = DEFAULT_BINS) -> float:
+def aupro(maps: MapsLike, masks: MapsLike, fpr_limit: float = 0.3, bins: int = DEFAULT_BINS,
+          tolerance: float | None = DEFAULT_TOLERANCE) -> float:
     """AUPRO: normalised area under the per-region-overlap vs false-positive-rate curve,
     ``fpr_limit`` = 0.3 as in the MVTec AD evaluation."""
-    return aupro_with_bound(maps, masks, fpr_limit, bins)[0]
+    return aupro_with_bound(maps, masks, fpr_limit, bins, tolerance)[0]
 
 
-def pixel_f1_max(maps: MapsLike, masks: MapsLike, bins: int = DEFAULT_BINS) -> float:
+def pixel_f1_max(maps: MapsLike, masks: MapsLike, bins: int = DEFAULT_BINS,
+                 tolerance: float | None = DEFAULT_TOLERANCE) -> float:
     """Pixel F1-max over all pixels (histogram; a lower bound of the exact value, see
     :meth:`PixelHistogram.f1_max`)."""
-    return pixel_histogram(maps, masks, bins).f1_max()
+    return pixel_histogram(maps, masks, bins, tolerance=tolerance).f1_max()

@@ -18,7 +18,7 @@ One module per part of the paper, as the notebooks use them:
 """
 from ..answers import description_eval, log_odds_eval, position_baselines
 from ..data import balanced_subset
-from .ablations import ABLATIONS, ablation_table
+from .ablations import ABLATIONS, DEFINITIONS, ablation_note, ablation_table
 from .complexity import complexity_table, gpu_rows, parameter_table
 from .data import (
                    EVAL_SEED,
@@ -52,6 +52,7 @@ from .detection import (
                    seed_stats,
                    segmentation_comparison_figure,
                    segmentation_table,
+                   table1_note,
                    zero_shot_table,
 )
 from .verdict import oracle_accuracy, verdict_table
@@ -68,6 +69,8 @@ from .trained import (
 
 __all__ = [
     "ABLATIONS",
+    "DEFINITIONS",
+    "ablation_note",
     "ablation_table",
     "complexity_table",
     "gpu_rows",
@@ -103,6 +106,7 @@ __all__ = [
     "seed_stats",
     "segmentation_comparison_figure",
     "segmentation_table",
+    "table1_note",
     "zero_shot_table",
     "SAM_SIDE_SECTIONS",
     "SAM_SIDE_STEPS",

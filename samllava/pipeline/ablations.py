@@ -29,15 +29,51 @@ ABLATIONS: dict[str, dict] = {
     "box prompt": {"sam.prompt": "box"},
     "point prompt": {"sam.prompt": "point"},
 }
+# How each variant is scored: the full model's pixel map is the mean of H' and SAM's mask probability; a
+# variant without the cascade has no coarse map, so it is scored on SAM's own output (its mask logits).
+PIXEL_MAP = {"w/o CLIP-SAM cascade": "sam"}
+# A row that is no variant of the paper: the full model's SAM scored alone, beside "w/o CLIP-SAM cascade".
+FULL_SAM_ONLY = "SAM-LLaVA (full), scored on SAM's output alone"
+
+# What each variant removes and keeps, in this implementation (the table's note).
+DEFINITIONS: dict[str, str] = {
+    "SAM-LLaVA (full)": "coarse map (Eq. 1-2) -> mask prompt + multi-scale prompt (Eq. 5) -> SAM with the "
+                        "multi-scale decoder; pixel map = mean of H' and SAM's mask probability, image score its max",
+    "w/o CLIP-SAM cascade": "SAM without any prompt from CLIP (no mask prompt, so no multi-scale prompt either), "
+                            "multi-scale decoder kept, its own SAM side trained; scored on SAM's own output "
+                            "(mask logits and their max), no coarse map anywhere",
+    FULL_SAM_ONLY: "the full model's SAM side, with its CLIP prompts, scored like the row above (not a paper "
+                   "variant: it isolates what the prompt gives)",
+    "w/o MS-Prompt": "multi-scale prompt (Eq. 5) removed; mask prompt and multi-scale decoder kept",
+    "w/o MS-Decoder": "multi-scale decoder removed (mid branch only); mask prompt and multi-scale prompt kept",
+    "single-scale SAM": "multi-scale prompt and decoder both removed; mask prompt kept",
+    "w/o SASA": "SASA's cross-attention (Eq. 7-8) removed: V_0 and T_0 projected and concatenated; keeps the "
+                "full model's SAM side (so its detection numbers equal the full model's by construction), the "
+                "region sentence (sasa.region_text) and the cell words (samllava.sasa)",
+    "box prompt": "box of the coarse mask instead of the mask (the multi-scale prompt, made from the mask, goes "
+                  "with it); multi-scale decoder kept",
+    "point prompt": "points of the coarse mask's components instead of the mask (the multi-scale prompt goes "
+                    "with it); multi-scale decoder kept",
+}
+
+
+def ablation_note(seeds, steps: int, lr: float, epochs: int, accuracy_variants, per_label) -> str:
+    """The note of the ablation table: budgets and, for every row, what it removes and keeps."""
+    rows = "; ".join(f"[{name}] {text}" for name, text in DEFINITIONS.items())
+    return (f"1-shot, support seeds {list(seeds)}; each SAM side trained {steps} steps at lr {lr}; accuracy: "
+            f"{epochs} epoch(s) end to end for {list(accuracy_variants)} ({per_label} normal + {per_label} "
+            f"anomalous images per category), empty elsewhere. Paper columns: the paper's MVTec-AD and VisA "
+            f"numbers. Rows: {rows}")
 
 
 def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int = 150, lr: float | None = None,
                    seeds=(0,), accuracy_variants=(), per_label: int | None = None,
                    device: str | torch.device | None = None) -> pd.DataFrame:
     """Tables 7-10 in one table: image/pixel AUROC per variant (SAM side trained ``steps`` per variant,
-    1-shot; image score = max of the combined map) and, for ``accuracy_variants``, the yes/no accuracy
-    of the variant trained end to end with the profile's budget (the full variant is the main model
-    of notebook 05, cached), on a balanced subset of ``per_label`` images per label and category."""
+    1-shot; image score = max of the variant's pixel map, :data:`PIXEL_MAP`) and, for ``accuracy_variants``,
+    the yes/no accuracy of the variant trained end to end with the profile's budget (the full variant is the
+    main model of notebook 05, cached), on a balanced subset of ``per_label`` images per label and category.
+    :data:`DEFINITIONS` says what each row removes and keeps."""
     # The variants differ only in SAM's prompting and decoder, so the frozen work is shared: the few-shot
     # backbone's features and SAM's image embeddings are computed once for all variants and seeds, and
     # the SAM-side training inputs (coarse masks, embeddings of the training set) once for all variants.
@@ -47,8 +83,8 @@ def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int =
     embed = ContentMemo(encoder.embed, max_batches=64)
     train_data = synthetic(profile, "train")
     train_inputs = lru_cache(maxsize=1)(lambda: cascade_inputs(coarse, encoder, train_data, shots=1))
-    rows = []
-    trained_sam = {}
+    size = profile.data.image_size
+    rows, trained_sam = [], {}
     for name, changes in ABLATIONS.items():
         variant = profile.replace(**changes) if changes else profile
         sam_key = (variant.sam.prompt, variant.multiscale.prompt_learner, variant.multiscale.decoder)
@@ -57,15 +93,24 @@ def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int =
                                     progress=False, inputs=train_inputs)[1]
             cascade.sam.image_encoder = encoder.sam.image_encoder  # frozen and identical (test_pipeline): share it
             trained_sam[sam_key] = cascade
-        method = CascadeMethod(coarse, trained_sam[sam_key], score="map_max", embed=embed)
-        size = profile.data.image_size
-        st = seed_stats(evaluate(method, data, shots=1, seeds=tuple(seeds), image_size=size, progress=False))
-        acc = _accuracy(variant, data, per_label, coarse.device) if name in accuracy_variants else np.nan
-        p = PAPER[name]
-        rows.append({"variant": name, "image_auroc": st["image_auroc"], "pixel_auroc": st["pixel_auroc"],
-                     "accuracy": acc, "paper MVTec image": p[0], "paper MVTec pixel": p[1], "paper MVTec acc": p[2],
-                     "paper VisA image": p[3], "paper VisA pixel": p[4], "paper VisA acc": p[5]})
+        scored = [(name, PIXEL_MAP.get(name, "combined"))]
+        if name == "SAM-LLaVA (full)":
+            scored.append((FULL_SAM_ONLY, "sam"))
+        for row_name, pixel_map in scored:
+            method = CascadeMethod(coarse, trained_sam[sam_key], score="map_max", embed=embed, pixel_map=pixel_map)
+            st = seed_stats(evaluate(method, data, shots=1, seeds=tuple(seeds), image_size=size, progress=False))
+            acc = _accuracy(variant, data, per_label, coarse.device) if row_name in accuracy_variants else np.nan
+            rows.append({"variant": row_name, "image_auroc": st["image_auroc"], "pixel_auroc": st["pixel_auroc"],
+                         "accuracy": acc, **_paper(row_name)})
     return pd.DataFrame(rows)
+
+
+def _paper(name: str) -> dict[str, float]:
+    """The paper's six numbers of a variant (NaN for a row that is not the paper's)."""
+    p = PAPER.get(name, (np.nan,) * 6)
+    cols = ("paper MVTec image", "paper MVTec pixel", "paper MVTec acc", "paper VisA image", "paper VisA pixel",
+            "paper VisA acc")
+    return dict(zip(cols, p))
 
 
 def _accuracy(variant: Profile, data: dict[str, CategoryData], per_label: int | None, device: torch.device) -> float:

@@ -14,7 +14,7 @@ from ..config import Profile, load_profile
 from ..describe.lora import paper_parameter_counts
 from ..device import resolve_device
 from ..model import build_model
-from ..paper_values import TABLE11
+from ..paper_values import INFERENCE_BATCH, TABLE11
 from ..sam import SamCascade
 from ..sam.build import SAM_REGISTRY
 from ..sasa import Sasa
@@ -36,70 +36,60 @@ def parameter_table(profiles=("tiny", "offline")) -> pd.DataFrame:
 
 def gpu_rows(path: str | Path | None) -> list[dict]:
     """Table 11 rows from a ``benchmarks/gpu_bench.py`` result (paper-size models, random weights, named
-    card): batch 1 latency and peak memory, and the best batched throughput. None or a missing file: no rows."""
+    card): one at batch 1 (latency, throughput and peak memory, beside the paper's batch-1 row) and one at
+    the batch size with the best throughput (its own row: the paper reports none). None or a missing file:
+    no rows."""
     if path is None or not Path(path).is_file():
         return []
     g = json.loads(Path(path).read_text())["gpu"]
-    fast = g.get("end_to_end_fast", {})
-    one = fast.get("batch_1", {})
-    best = max((v for v in fast.values() if "images_per_s" in v), key=lambda v: v["images_per_s"], default={})
-    best_batch = next((k for k, v in fast.items() if v is best), "n/a")
-    return [
-        {
-            "model": f"SAM-LLaVA, paper profile, random weights ({g['device']}, {g['dtype']}, "
-            f"batch 1 / best {best_batch}; {Path(path).name})",
+    fast = {k: v for k, v in g.get("end_to_end_fast", {}).items() if "images_per_s" in v}
+    best_key = max(fast, key=lambda k: fast[k]["images_per_s"], default=None)
+    rows = []
+    for key in dict.fromkeys(k for k in ("batch_1", best_key) if k in fast):
+        m = fast[key]
+        rows.append({
+            "model": f"SAM-LLaVA, paper profile, random weights ({g['device']}, {g['dtype']}, {g['new_tokens']} new "
+                     f"tokens, {m.get('runs', 'n/a')} runs after {m.get('warmup', 'n/a')}; {Path(path).name})",
+            "batch": int(key.removeprefix("batch_")),
             "total_M": g["params"]["total_M"],
             "trainable_M": g["params"]["trainable_M"],
             "lora_M": g["params"]["lora_M"],
             "training_time_h": np.nan,
-            "latency_ms": one.get("mean_ms", np.nan),
-            "throughput_img_s": best.get("images_per_s", np.nan),
-            "peak_memory_GB": one.get("peak_memory_GB", np.nan),
-        }
-    ]
+            "latency_ms": m.get("mean_ms", np.nan),
+            "throughput_img_s": m.get("images_per_s", np.nan),
+            "peak_memory_GB": m.get("peak_memory_GB", np.nan),
+        })
+    return rows
 
 
 def complexity_table(profile: Profile, device: str | torch.device | None = "cpu", runs: int = 5, warmup: int = 1,
                      new_tokens: int = 32, gpu_json: str | Path | None = None) -> pd.DataFrame:
     """Table 11: parameters (this profile measured; the paper profile counted on the meta device),
-    latency, throughput and peak memory measured on ``device`` (None: the default device), beside the
-    paper's row; with ``gpu_json``, the paper-size GPU benchmark's row (:func:`gpu_rows`), never a CPU number."""
+    latency, throughput and peak memory measured on ``device`` at batch 1, beside the paper's rows (batch 1);
+    with ``gpu_json``, the paper-size GPU benchmark's rows (:func:`gpu_rows`), never a CPU number."""
     r = bench(profile, BenchSettings(device=str(resolve_device(device)), runs=runs, warmup=warmup,
                                      new_tokens=new_tokens, batch_sizes=(1,), random=False), log=lambda m: None)
     e2e = r["end_to_end"]["batch_1"]
     hist_time = _training_time(profile)
-    rows = [{"model": f"SAM-LLaVA, {profile.name} profile (this run, {r['device']})", "total_M": r["params"]["total_M"],
-             "trainable_M": r["params"]["trainable_M"], "lora_M": r["params"]["lora_M"], "training_time_h": hist_time,
-             "latency_ms": e2e.get("mean_ms", np.nan), "throughput_img_s": e2e.get("images_per_s", np.nan),
-             "peak_memory_GB": r["peak_memory_GB"]}]
+    rows = [{"model": f"SAM-LLaVA, {profile.name} profile (this run, {r['device']})", "batch": 1,
+             "total_M": r["params"]["total_M"], "trainable_M": r["params"]["trainable_M"],
+             "lora_M": r["params"]["lora_M"], "training_time_h": hist_time, "latency_ms": e2e.get("mean_ms", np.nan),
+             "throughput_img_s": e2e.get("images_per_s", np.nan), "peak_memory_GB": r["peak_memory_GB"]}]
     pc = paper_profile_counts()
-    rows.append(
-        {
-            "model": "SAM-LLaVA, paper profile (counted from its configuration)",
-            "total_M": pc["total_M"],
-            "trainable_M": pc["trainable_M"],
-            "lora_M": pc["lora_M"],
-            "training_time_h": np.nan,
-            "latency_ms": np.nan,
-            "throughput_img_s": np.nan,
-            "peak_memory_GB": np.nan,
-        }
-    )
+    rows.append({"model": "SAM-LLaVA, paper profile (counted from its configuration)", "batch": np.nan,
+                 "total_M": pc["total_M"], "trainable_M": pc["trainable_M"], "lora_M": pc["lora_M"],
+                 "training_time_h": np.nan, "latency_ms": np.nan, "throughput_img_s": np.nan,
+                 "peak_memory_GB": np.nan})
     rows += gpu_rows(gpu_json)
     for m, v in TABLE11.items():
-        rows.append(
-            {
-                "model": f"{m} (paper, L40)",
-                "total_M": v["total_M"],
-                "trainable_M": v["trainable_M"],
-                "lora_M": v.get("lora_M", np.nan),
-                "training_time_h": v["train_hours"],
-                "latency_ms": v["latency_ms"],
-                "throughput_img_s": v.get("throughput_img_s", np.nan),
-                "peak_memory_GB": v.get("peak_memory_GB", np.nan),
-            }
-        )
-    return pd.DataFrame(rows)
+        rows.append({"model": f"{m} (paper, L40)", "batch": INFERENCE_BATCH, "total_M": v["total_M"],
+                     "trainable_M": v["trainable_M"],
+                     "lora_M": v.get("lora_M", np.nan), "training_time_h": v["train_hours"],
+                     "latency_ms": v["latency_ms"], "throughput_img_s": v.get("throughput_img_s", np.nan),
+                     "peak_memory_GB": v.get("peak_memory_GB", np.nan)})
+    df = pd.DataFrame(rows)
+    df["batch"] = df["batch"].astype("Int64")  # printed as 1, not 1.00; empty for the counted-only row
+    return df
 
 
 def _training_time(profile: Profile) -> float:

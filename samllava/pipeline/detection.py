@@ -212,6 +212,19 @@ def zero_shot_table(
     return pd.DataFrame(rows, columns=["method", *columns])
 
 
+def table1_note(profile: Profile, steps: int, lr: float, real_data: bool) -> str:
+    """What Table 1 measures and what to expect of it, for the table's note."""
+    zs = ("CLIP has pretrained weights, so the zero-shot map is informative" if profile.clip.weights else
+          "CLIP has random weights in this profile, so the zero-shot map carries no learned notion of a defect: "
+          "its AUROC reflects only simple image statistics of this data (chance is 50; values far from 50 either "
+          "way say nothing about the method)")
+    data = "MVTec-AD and VisA" if real_data else "synthetic stand-ins (textures for MVTec-AD, objects for VisA)"
+    return (f"zero-shot: trained on one data set, tested on the other ({data}); {zs}. The SAM-LLaVA row's "
+            "image AUROC equals the zero-shot map's by construction: its image score is the coarse stage's, SAM "
+            f"changes only the pixel map (its SAM side trained {steps} steps at lr {lr} on the source). "
+            "Rows marked (paper) are the paper's numbers, on the real data sets; the others are this run's")
+
+
 def fewshot_pixel_tables(profile: Profile, coarse: CoarseMethod, cascade, data: dict[str, CategoryData],
                          shots=(1, 2, 4), seeds=FEWSHOT_SEEDS) -> dict[int, pd.DataFrame]:
     """Tables 2-4: pixel AUROC per TADD (stand-in) subset, mean over seeds, for each K; methods in
@@ -241,20 +254,40 @@ def fewshot_pixel_tables(profile: Profile, coarse: CoarseMethod, cascade, data: 
             for m in ("SAM-LLaVA", "PatchCore", "WinCLIP"):
                 row[f"{m} (paper)"] = paper.get(m, (np.nan,) * 3)[(1, 2, 4).index(k)]
             rows.append(row)
-        df = pd.DataFrame(rows)
-        mean = {"subset": "mean", **{c: df[c].mean() for c in df.columns if c != "subset"}}
-        tables[k] = pd.concat([df, pd.DataFrame([mean])], ignore_index=True)
+        tables[k] = with_mean_rows(pd.DataFrame(rows), k)
     return tables
 
 
-def figure2(tables: dict[int, pd.DataFrame]):
-    """Figure 2: mean pixel AUROC per method for each K (this run's methods, and the paper's means)."""
+MEAN_ROW = "mean of these subsets (this run)"
+PAPER_MEAN_ROW = "mean of the 21 TADD subsets (paper, Fig. 2)"
+
+
+def with_mean_rows(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """``df`` (one row per subset) with two rows added: this run's mean over its subsets, with the paper
+    cells left empty (the paper reports no mean over these subsets), and the paper's own 21-subset mean
+    (Fig. 2) in the paper columns that have one, this run's cells empty."""
+    ours = [c for c in df.columns if c != "subset" and "(paper)" not in c]
+    mean = {"subset": MEAN_ROW, **{c: df[c].mean() for c in ours}}
+    paper = {"subset": PAPER_MEAN_ROW}
+    for c in df.columns:
+        m = c.removesuffix(" (paper)")
+        if c.endswith("(paper)") and m in FIGURE2_MEAN:
+            paper[c] = FIGURE2_MEAN[m][(1, 2, 4).index(k)]
+    return pd.concat([df, pd.DataFrame([mean, paper])], ignore_index=True)
+
+
+def figure2(tables: dict[int, pd.DataFrame], label: str = ""):
+    """Figure 2: mean pixel AUROC per method for each K (this run's methods, and the paper's means).
+
+    ``label`` (e.g. "offline profile, TADD stand-in (synthetic)") is printed in the title, with the
+    warning that the two kinds of bars are not comparable."""
     ks = sorted(tables)
     ours = [c for c in tables[ks[0]].columns if c.endswith("(this run)") or c.endswith("(this harness)")]
     fig, ax = plt.subplots(figsize=(8, 3.6))
     width = 0.8 / (len(ours) + len(FIGURE2_MEAN))
     for i, col in enumerate(ours):
-        ax.bar(np.arange(len(ks)) + i * width, [tables[k][col].iloc[-1] for k in ks], width, label=col)
+        means = [tables[k].set_index("subset").loc[MEAN_ROW, col] for k in ks]
+        ax.bar(np.arange(len(ks)) + i * width, means, width, label=col)
     for j, (m, vals) in enumerate(FIGURE2_MEAN.items()):
         ax.bar(
             np.arange(len(ks)) + (len(ours) + j) * width,
@@ -268,15 +301,17 @@ def figure2(tables: dict[int, pd.DataFrame]):
     ax.set_ylabel("mean pixel AUROC (%)")
     ax.set_ylim(40, 100)
     ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"{label + ': ' if label else ''}this run on stand-in subsets (plain) vs the paper on TADD "
+                 "(hatched): not comparable with the paper", fontsize=8)
     fig.tight_layout()
     return fig
 
 
 @torch.no_grad()
 def segmentation_comparison_figure(profile: Profile, coarse: CoarseMethod, cascade, data: dict[str, CategoryData],
-                                   n: int = 4, shots: int = 1, seed: int = 0):
+                                   n: int = 4, shots: int = 1, seed: int = 0, data_label: str = "synthetic"):
     """Figure 5: input, ground truth, the masks of the compared methods (Otsu of each map), SAM-LLaVA's
-    fine mask, and the coarse heatmap."""
+    fine mask, and the coarse heatmap; the title names the profile and ``data_label``."""
     size = profile.data.image_size
     knn = KnnMethod(profile, extractor=coarse.coarse.calibrator.extractor)
     rows, titles = [], []
@@ -304,4 +339,8 @@ def segmentation_comparison_figure(profile: Profile, coarse: CoarseMethod, casca
         titles.append(name)
     cols = ["input", "ground truth", "WinCLIP-style (zero-shot)", "PatchCore-style k-NN", "coarse only (M'_coarse)",
             "SAM-LLaVA (M_fine)", "coarse heatmap H'"]
-    return viz.image_grid(rows, row_titles=titles, col_titles=cols)
+    fig = viz.image_grid(rows, row_titles=titles, col_titles=cols)
+    fig.suptitle(f"{profile.name} profile, {data_label}, {viz.weights_phrase(profile)}: "
+                 "not comparable with the paper's Fig. 5", fontsize=9)
+    fig.tight_layout()
+    return fig

