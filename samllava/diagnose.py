@@ -24,6 +24,30 @@ def load_support(folder: str | Path, size: int):
     return torch.stack([load_image(f, size) for f in files])
 
 
+UNTRAINED_NOTE = ("untrained model: SAM side, SASA and LoRA have their initial weights, so the answer and the "
+                  "description mean nothing yet; train first (samllava.train) and pass the checkpoint")
+
+
+def diagnose_images(model, images, category: str | None = None, support=None) -> list:
+    """Diagnose images (B, 3, S, S) in [0, 1]: one :class:`samllava.model.Diagnosis` per image.
+
+    The one call behind ``samllava diagnose`` and the try-your-own-image panel
+    (:mod:`samllava.try_image`), so both give the same answer for the same image. ``support``
+    (K, 3, S, S) normal images select the few-shot path; None the zero-shot path.
+    """
+    return model.diagnose(images, category, support)
+
+
+def full_report(diagnosis, profile, checkpoint) -> dict:
+    """The report ``samllava diagnose`` writes: the diagnosis, the profile, its weights and the checkpoint
+    (with :data:`UNTRAINED_NOTE` when there is none)."""
+    report = diagnosis.report()
+    report["profile"], report["weights"], report["checkpoint"] = profile.name, profile.weights_label(), checkpoint
+    if checkpoint is None:
+        report["note"] = UNTRAINED_NOTE
+    return report
+
+
 def write_outputs(diagnosis, image, out_dir: str | Path) -> dict[str, Path]:
     """mask.png (0/255 fine mask), overlay.png (heatmap + mask on the image), report.json."""
     from .viz import overlay
@@ -49,12 +73,8 @@ def diagnose_cli(args) -> int:
     image = load_image(args.image, size)
     support = load_support(args.support, size) if args.support else None
     model = load_model(profile, args.checkpoint)
-    diagnosis = model.diagnose(image[None], args.category, support)[0]
+    diagnosis = diagnose_images(model, image[None], args.category, support)[0]
     paths = write_outputs(diagnosis, image, args.out)
-    report = diagnosis.report()
-    report["profile"], report["weights"], report["checkpoint"] = profile.name, profile.weights_label(), args.checkpoint
-    if args.checkpoint is None:
-        report["note"] = "untrained SAM side, SASA and LoRA: train first (samllava.train) for meaningful answers"
-    write_json(paths["report"], report)
+    write_json(paths["report"], full_report(diagnosis, profile, args.checkpoint))
     print(f"answer: {diagnosis.answer}\ndescription: {diagnosis.description}\nwritten: {', '.join(str(p) for p in paths.values())}")
     return 0

@@ -1,114 +1,555 @@
-"""Interactive heatmap explorer for JupyterLab (ipywidgets); harmless under papermill.
+"""Heatmap explorer for JupyterLab (ipywidgets); it also runs headless under papermill.
 
-:func:`coarse_view` computes what one setting of the controls shows (pure, tested);
-:func:`heatmap_explorer` wires it to sliders and drop-downs: category, image, K, level and
-threshold (Otsu or a manual value).
+Three layers, each tested on its own:
+
+* :class:`CoarseCache` - the model's work for one (category, image, K): the map the method uses,
+  its coarse mask, the score and, on demand, each memory level's raw distance d_s
+  (:class:`CoarseMaps`). Support sets are fitted once per (category, K) and maps are kept, so the
+  level, threshold and overlay controls only redraw.
+* :func:`coarse_view`, :func:`slider_range`, :func:`status_lines`, :func:`verdict_text` - pure: what one
+  setting of the controls shows, the threshold slider's range and the status line.
+* :func:`explorer_figure` draws a view: the image (optionally under the heatmap), the heatmap with a
+  colour bar in the map's own units and the threshold marked on it, the mask and the ground truth
+  (framed). :class:`HeatmapExplorer` wires it to the controls; the first view is drawn by the same
+  :meth:`HeatmapExplorer.redraw` the controls call, into an ``ipywidgets.Image`` (no Output widget,
+  on which papermill's client can wait forever).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import html
+import io
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Sequence
 
+import ipywidgets as w
+import matplotlib
 import numpy as np
 import torch
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from .coarse import otsu_masks
-from .data import CategoryData, sample_support
+from .coarse import TextCache, category_phrase, otsu_threshold
+from .data import CategoryData, Sample, sample_support
+from .viz import to_numpy_image
+
+USED_MAP = -1  # level control value: the map the method uses (H', Lambda or H), not one memory level
+CMAP = "inferno"  # perceptually uniform, so equal colour steps are equal value steps on the colour bar
+OVERLAY_ALPHA = 0.45
+NO_THRESHOLD = "n/a (no calibrated threshold)"
 
 
+# ----------------------------------------------------------------------------- the model side, cached
 @dataclass
-class CoarseView:
-    image: torch.Tensor  # (3, S, S)
-    heatmap: np.ndarray  # (S, S) the map shown: H' / Lambda / H, or one level's d_s
-    mask: np.ndarray  # (S, S) bool: Otsu or manual threshold
-    threshold: float
-    ground_truth: np.ndarray | None
-    score: float
-    terms: dict[str, str]
+class CoarseMaps:
+    """The coarse stage's output for one test image with K support images (arrays at side S)."""
+
+    category: str
+    index: int  # into the category's test list
+    n_images: int  # test images in the category
+    sample: Sample
+    shots: int  # K; 0 = zero-shot
+    image: np.ndarray  # (S, S, 3) in [0, 1]
+    used: np.ndarray  # (S, S) the map the method uses: H' (Eq. 2), Lambda (H := 1) or H
+    used_name: str  # which of the three, in symbols
+    mask: np.ndarray  # (S, S) bool, the method's M_coarse: Otsu (Eq. 1), with K > 0 also the support floor
+    score: float  # the coarse stage's image score
+    score_note: str  # what the score is, in words
+    terms: dict[str, str]  # which coarse terms ran (CoarseOutput.terms)
+    ground_truth: np.ndarray | None  # (S, S) bool; zeros for normal images; None when the data has no masks
+    levels: dict[int, np.ndarray] = field(default_factory=dict)  # memory level -> raw d_s (S, S), filled on demand
 
 
-@torch.no_grad()
-def coarse_view(coarse, cat: CategoryData, index: int, shots: int, level: int | None = None,
-                threshold: float | None = None, seed: int = 0, size: int = 256,
-                category: str | None = None) -> CoarseView:
-    """One view: image ``index`` of ``cat.test`` with K=``shots`` support images (0 = zero-shot).
+def score_note(shots: int) -> str:
+    """What the coarse stage's image score is (CoarseLocalizer.forward), in words."""
+    return "log of the map's maximum" if shots > 0 else "zero-shot image score"
 
-    ``level`` None shows the map the method uses; an integer shows that memory level's raw
-    distance d_s (few-shot only). ``threshold`` None uses Otsu (Eq. 1).
+
+def used_map_name(shots: int, use_zero_shot: bool) -> str:
+    """The symbol of the map the method uses: H without support, H' = H·Λ or Λ (H := 1) with support."""
+    if shots == 0:
+        return "H (zero-shot)"
+    return "H' = H·Λ" if use_zero_shot else "Λ (H := 1)"
+
+
+class CoarseCache:
+    """The explorer's model side: :class:`CoarseMaps` per (category, image, K), computed once.
+
+    The coarse stage holds one support set at a time; it is refitted only when the (category, K)
+    of a map not yet in the cache differs from the one fitted (seeded by ``seed``, as in the tables).
+    Text features are computed once per category (:class:`samllava.coarse.TextCache`).
     """
-    from .coarse import TextCache
 
-    if not 0 <= index < len(cat.test):
-        raise ValueError(f"image index {index} out of range: category {cat.category!r} has {len(cat.test)} test images")
-    sample = cat.test[index]
-    image = cat.load_images([sample], size)
-    if shots > 0:
-        coarse.set_support(cat.load_images(sample_support(cat, shots, seed), size))
-    else:
-        coarse.clear_support()
-    from .coarse import category_phrase
+    def __init__(self, coarse, data: dict[str, CategoryData], size: int, seed: int = 0, capacity: int = 256) -> None:
+        self.coarse, self.data, self.size, self.seed, self.capacity = coarse, data, size, seed, capacity
+        self.text = TextCache(coarse.zero_shot)
+        self._fitted: tuple[str, int] | None = None  # the (category, K) the coarse stage holds
+        self._scales = None
+        self._maps: OrderedDict[tuple[str, int, int], CoarseMaps] = OrderedDict()
 
-    cache = getattr(coarse, "_text_cache", None) or TextCache(coarse.zero_shot)
-    coarse._text_cache = cache
-    feats = cache.get(category_phrase(category or cat.category, allow_generic=True)) if coarse.zero_shot_active() else None
-    out = coarse(image, feats)
-    heat = out.calibrated
-    if level is not None:
+    def _fit(self, category: str, shots: int) -> None:
+        # the scales tensor is new at every fit: another user of the same coarse stage (a benchmark
+        # in the same notebook) who refits or clears it is noticed, and the support set is fitted again
+        scales = self.coarse.calibrator.scales if self.coarse.calibrator is not None else None
+        if self._fitted == (category, shots) and scales is self._scales:
+            return
+        cat = self.data[category]
+        if shots > 0:
+            self.coarse.set_support(cat.load_images(sample_support(cat, shots, self.seed), self.size))
+        else:
+            self.coarse.clear_support()
+        self._fitted = (category, shots)
+        self._scales = self.coarse.calibrator.scales if self.coarse.calibrator is not None else None
+
+    @torch.no_grad()
+    def maps(self, category: str, index: int, shots: int) -> CoarseMaps:
+        """The coarse output for test image ``index`` of ``category`` with K = ``shots`` (0 = zero-shot)."""
+        key = (category, index, shots)
+        if key in self._maps:
+            self._maps.move_to_end(key)
+            return self._maps[key]
+        cat = self.data[category]
+        if not 0 <= index < len(cat.test):
+            raise ValueError(f"image index {index} out of range: category {category!r} has {len(cat.test)} test images")
+        self._fit(category, shots)
+        sample = cat.test[index]
+        image = cat.load_images([sample], self.size)
+        feats = self.text.get(category_phrase(category, allow_generic=True)) if self.coarse.zero_shot_active() else None
+        out = self.coarse(image, feats)
+        gt = None
+        if cat.has_masks or sample.label == 0:
+            gt = cat.load_masks([sample], self.size)[0, 0].numpy().astype(bool)
+        maps = CoarseMaps(
+            category=category, index=index, n_images=len(cat.test), sample=sample, shots=shots,
+            image=to_numpy_image(image[0]), used=out.calibrated[0].float().numpy(),
+            used_name=used_map_name(shots, self.coarse.use_zero_shot), mask=out.mask[0].numpy(),
+            score=float(out.score[0]),
+            score_note=score_note(shots),
+            terms=dict(out.terms), ground_truth=gt)
+        self._maps[key] = maps
+        while len(self._maps) > self.capacity:
+            self._maps.popitem(last=False)
+        return maps
+
+    @torch.no_grad()
+    def level_map(self, category: str, index: int, shots: int, level: int) -> np.ndarray:
+        """Memory level ``level``'s raw distance d_s = 1 - max cos (S, S) for that image (K > 0 only)."""
         if shots == 0:
             raise ValueError("memory levels exist only with a support set (K > 0)")
-        heat = coarse.calibrator(image).distances[level]
-    heat = heat[0]
-    if threshold is None:
-        mask = otsu_masks(heat[None])[0]
-        from skimage.filters import threshold_otsu
-
-        thr = float(threshold_otsu(heat.numpy())) if float(heat.max() - heat.min()) > 0 else float(heat.max())
-    else:
-        mask, thr = heat > threshold, float(threshold)
-    gt = cat.load_masks([sample], size)[0, 0].numpy().astype(bool) if (cat.has_masks and sample.label == 1) else None
-    return CoarseView(image[0], heat.numpy(), mask.numpy(), thr, gt, float(out.score[0]), out.terms)
+        maps = self.maps(category, index, shots)
+        if level not in maps.levels:
+            self._fit(category, shots)
+            image = torch.from_numpy(maps.image).permute(2, 0, 1)[None].contiguous()
+            distances = self.coarse.calibrator(image).distances  # every level from one pass
+            maps.levels.update({i: d[0].float().numpy() for i, d in enumerate(distances)})
+        if level not in maps.levels:
+            raise ValueError(f"memory level {level} does not exist: the memory has {len(maps.levels)} levels")
+        return maps.levels[level]
 
 
-def view_figure(v: CoarseView):
-    """A one-row figure of a :class:`CoarseView`: image, heatmap, mask, ground truth."""
-    from . import viz
+# ----------------------------------------------------------------------------- pure: what a setting shows
+@dataclass
+class CoarseView:
+    """What one setting of the controls shows."""
 
-    panels = [v.image, v.heatmap, v.mask] + ([v.ground_truth] if v.ground_truth is not None else [])
-    return viz.image_grid([panels], col_titles=["image", "heatmap", f"mask (thr {v.threshold:.2f})", "ground truth"])
+    maps: CoarseMaps
+    heatmap: np.ndarray  # (S, S) the map shown: the used map or one level's d_s
+    heatmap_name: str
+    mask: np.ndarray  # (S, S) bool
+    threshold: float  # the value marked on the colour bar (Otsu's or the manual one); nan for a constant map
+    mask_rule: str  # how the mask was made, in words
+    mask_title: str  # the same, short, for the figure
+    level: int  # USED_MAP or a memory level
 
 
-def heatmap_explorer(coarse, data: dict[str, CategoryData], n_levels: int, size: int = 256):
-    """An ipywidgets control panel over :func:`coarse_view`: returns ``(widget, refresh)``.
+def coarse_view(maps: CoarseMaps, level: int = USED_MAP, level_map: np.ndarray | None = None,
+                threshold: float | None = None) -> CoarseView:
+    """The view of ``maps`` for a level and a threshold.
 
-    ``n_levels`` is the number of memory levels (``len(profile.fewshot.layers)``). The panel
-    draws only when a control changes (in JupyterLab); nothing is drawn into its Output widget
-    while a notebook runs headless, where papermill's client can wait forever on Output-widget
-    messages. Show a first view with :func:`view_figure`.
+    ``level`` USED_MAP shows the map the method uses; with ``threshold`` None its mask is the
+    method's own M_coarse (Otsu, with K > 0 also the support floor). A memory level shows
+    ``level_map`` (that level's raw d_s), thresholded by Otsu. A number as ``threshold`` gives the
+    mask ``map > threshold``.
     """
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+    if level == USED_MAP:
+        heat, name = maps.used, maps.used_name
+    else:
+        if maps.shots == 0:
+            raise ValueError("memory levels exist only with a support set (K > 0)")
+        if level_map is None:
+            raise ValueError(f"level {level}: pass its map (CoarseCache.level_map)")
+        heat, name = level_map, f"d_{level} (memory level {level})"
+    if threshold is not None:
+        mask, thr = heat > threshold, float(threshold)
+        rule, title = "manual threshold", f"mask: map > {thr:.3g} (manual)"
+    else:
+        thr = otsu_threshold(heat)  # nan for a constant map: its mask is empty
+        cut = "constant map" if math.isnan(thr) else f"> {thr:.3g}"
+        if level == USED_MAP:
+            mask = maps.mask
+            floor = maps.shots > 0
+            rule = "Otsu ∧ support floor (the method's M_coarse)" if floor else "Otsu (the method's M_coarse)"
+            title = f"mask: M_coarse (Otsu {cut}{' ∧ floor' if floor else ''})"
+        else:
+            mask, rule, title = heat > thr, "Otsu", f"mask: map {cut} (Otsu)"
+    return CoarseView(maps, heat, name, np.asarray(mask, dtype=bool), thr, rule, title, level)
 
-    cats = list(data)
-    category = w.Dropdown(options=cats, description="category")
-    index = w.IntSlider(0, 0, len(data[cats[0]].test) - 1, description="image")
-    shots = w.Dropdown(options=[0, 1, 2, 4], value=1, description="K")
-    level = w.Dropdown(options=[("used map", None)] + [(f"level {i} (K > 0)", i) for i in range(n_levels)], description="level")
-    otsu = w.Checkbox(True, description="Otsu")
-    thr = w.FloatSlider(0.5, min=0.0, max=1.0, step=0.01, description="threshold")
-    out = w.Output()
 
-    def refresh(*_):
-        index.max = len(data[category.value].test) - 1
-        with out:
-            out.clear_output(wait=True)
-            lvl = level.value if shots.value else None  # levels exist only with a support set
-            v = coarse_view(coarse, data[category.value], index.value, shots.value, lvl,
-                            None if otsu.value else thr.value, size=size)
-            fig = view_figure(v)
-            display(fig)
-            plt.close(fig)
-            print(f"score {v.score:.3f}; terms: {v.terms}")
+@dataclass(frozen=True)
+class SliderRange:
+    min: float
+    max: float
+    step: float
+    readout_format: str
 
-    for c in (category, index, shots, level, otsu, thr):
-        c.observe(refresh, names="value")
-    return w.VBox([w.HBox([category, index, shots]), w.HBox([level, otsu, thr]), out]), refresh
+
+def nice_step(span: float, steps: int = 100) -> float:
+    """The largest 1, 2 or 5 x 10^k not above ``span / steps`` (at least ``steps`` slider positions)."""
+    if not span > 0:
+        return 1e-3
+    raw = span / steps
+    exp = math.floor(math.log10(raw))
+    for m in (5, 2, 1):
+        if m * 10 ** exp <= raw:
+            return m * 10 ** exp
+    return 10 ** exp
+
+
+def slider_range(heatmap: np.ndarray, steps: int = 100) -> SliderRange:
+    """The threshold slider for ``heatmap``: its min and max (snapped outwards to the step), a step of
+    about 1/``steps`` of the span and a readout with enough decimals to tell two steps apart."""
+    lo, hi = float(np.min(heatmap)), float(np.max(heatmap))
+    step = nice_step(hi - lo, steps)
+    lo, hi = math.floor(lo / step) * step, math.ceil(hi / step) * step
+    if hi <= lo:
+        hi = lo + step
+    decimals = max(0, -math.floor(math.log10(step)))
+    return SliderRange(round(lo, decimals), round(hi, decimals), step, f".{decimals}f")
+
+
+def verdict_text(score: float, threshold: float | None = None) -> str:
+    """The image verdict from the coarse score: n/a until a calibrated score threshold exists."""
+    if threshold is None:
+        return NO_THRESHOLD
+    return f"anomalous (score {score:.3g} ≥ {threshold:.3g})" if score >= threshold else f"normal (score {score:.3g} < {threshold:.3g})"
+
+
+def label_text(sample: Sample) -> str:
+    """``normal`` or ``defect: <type>`` (with the position the data gives, if any)."""
+    if sample.label == 0:
+        return "normal"
+    where = sample.meta.get("position")
+    return f"defect: {sample.defect_type}" + (f" ({where})" if where else "")
+
+
+def status_lines(view: CoarseView, score_threshold: float | None = None) -> list[str]:
+    """The explorer's status, one short line per fact: which image and its label, score and verdict,
+    the map and mask shown, and the active coarse terms."""
+    m = view.maps
+    shown = f"{m.sample.defect_type}/{m.sample.image_path.name}"
+    covered = 100.0 * float(view.mask.mean())
+    thr = "n/a (constant map)" if math.isnan(view.threshold) else f"{view.threshold:.4g}"
+    return [
+        f"{m.category}, test image {m.index} (of 0-{m.n_images - 1}, {shown}): {label_text(m.sample)}",
+        f"score {m.score:.4g} ({m.score_note}); verdict: {verdict_text(m.score, score_threshold)}",
+        f"map: {view.heatmap_name}, K = {m.shots}; mask: {view.mask_rule}, threshold {thr}, {covered:.1f} % of pixels",
+        "terms: " + "; ".join(f"{k.replace('_', '-')} {v}" for k, v in m.terms.items()),
+    ]
+
+
+def status_html(lines: Sequence[str]) -> str:
+    """Status lines as HTML that wraps between words only."""
+    body = "".join(f"<div>{html.escape(line)}</div>" for line in lines)
+    return f'<div style="line-height:1.4;font-size:13px;overflow-wrap:normal;word-break:normal">{body}</div>'
+
+
+# ----------------------------------------------------------------------------- drawing
+FIG_H = 3.3  # inches
+PANEL = 2.3  # inches, the side of one square panel
+DPI = 90
+MASK_COLOUR = "cyan"  # the mask outline on the heatmap and the threshold on the colour bar
+
+
+def axes_row(n_panels: int, colourbar_after: int | None) -> tuple[Figure, list[Axes], Axes | None]:
+    """A figure with ``n_panels`` square panels in a row and a colour bar axis after panel ``colourbar_after``."""
+    left, gap, cbar_gap, cbar_w, cbar_labels = 0.55, 0.35, 0.1, 0.12, 0.5  # inches
+    width = left + n_panels * PANEL + (n_panels - 1) * gap + 0.1
+    width += cbar_gap + cbar_w + cbar_labels if colourbar_after is not None else 0
+    fig = Figure(figsize=(width, FIG_H), dpi=DPI)
+    FigureCanvasAgg(fig)
+    bottom, height = 0.5 / FIG_H, PANEL / FIG_H
+    axes, cax, x = [], None, left
+    for i in range(n_panels):
+        axes.append(fig.add_axes((x / width, bottom, PANEL / width, height)))
+        x += PANEL
+        if i == colourbar_after:
+            cax = fig.add_axes(((x + cbar_gap) / width, bottom, cbar_w / width, height))
+            x += cbar_gap + cbar_w + cbar_labels + gap
+        else:
+            x += gap
+    return fig, axes, cax
+
+
+def frame(ax: Axes, side: int, ylabel: bool) -> None:
+    """Pixel axes with labels and a dark frame (a white mask does not merge with the page)."""
+    ticks = [0, side // 2, side - 1]
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.tick_params(labelsize=7, length=2)
+    ax.set_xlabel("x (px)", fontsize=8, labelpad=1)
+    if ylabel:
+        ax.set_ylabel("y (px)", fontsize=8, labelpad=1)
+    for spine in ax.spines.values():
+        spine.set_edgecolor("0.2")
+        spine.set_linewidth(1.2)
+
+
+class HeatmapPanel:
+    """A heatmap with its colour bar in the map's own units, a threshold marked on the bar and a mask
+    outlined on the map; :meth:`update` changes the data without rebuilding the axes."""
+
+    def __init__(self, fig: Figure, ax: Axes, cax: Axes, side: int) -> None:
+        self.fig, self.ax = fig, ax
+        self.im = ax.imshow(np.zeros((side, side)), cmap=CMAP, interpolation="nearest")
+        self.bar = fig.colorbar(self.im, cax=cax)
+        self.bar.ax.tick_params(labelsize=7)
+        self.marks = [cax.axhline(0, color=MASK_COLOUR, linewidth=2.5), cax.axhline(0, color="black", linewidth=0.8)]
+        self.outline = None
+        frame(ax, side, ylabel=False)
+
+    def update(self, heat: np.ndarray, name: str, threshold: float | None = None, mask: np.ndarray | None = None,
+               title: str | None = None) -> matplotlib.colors.Normalize:
+        lo, hi = float(heat.min()), float(heat.max())
+        if threshold is not None and math.isfinite(threshold):  # keep a manual threshold on the bar
+            lo, hi = min(lo, threshold), max(hi, threshold)
+        norm = matplotlib.colors.Normalize(lo, hi if hi > lo else lo + 1e-6)
+        self.im.set_data(heat)
+        self.im.set_norm(norm)
+        self.bar.update_normal(self.im)
+        self.bar.set_label(f"{name.split(' ')[0]} value", fontsize=8)
+        shown = threshold is not None and math.isfinite(threshold)
+        for line in self.marks:
+            line.set_ydata([threshold if shown else lo] * 2)
+            line.set_visible(shown)
+        if self.outline is not None:
+            self.outline.remove()
+            self.outline = None
+        if mask is not None and mask.any() and not mask.all():
+            self.outline = self.ax.contour(mask.astype(np.float32), levels=[0.5], colors=MASK_COLOUR, linewidths=0.9)
+        self.ax.set_title(title or name, fontsize=9)
+        return norm
+
+
+class MaskPanel:
+    """A binary mask, framed; a note in the middle when it is empty or absent."""
+
+    def __init__(self, ax: Axes, side: int) -> None:
+        self.ax = ax
+        self.im = ax.imshow(np.zeros((side, side)), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        self.note = ax.text(0.5, 0.5, "", ha="center", va="center", transform=ax.transAxes, fontsize=8, color="white")
+        frame(ax, side, ylabel=False)
+
+    def update(self, mask: np.ndarray | None, title: str, empty_note: str = "", absent_note: str = "no mask") -> None:
+        absent = mask is None
+        self.im.set_data(np.full(self.im.get_array().shape, 0.85) if absent else mask.astype(np.float32))
+        note = absent_note if absent else (empty_note if not mask.any() else "")
+        self.note.set_text(note)
+        self.note.set_color("black" if absent else "white")
+        self.ax.set_title(title, fontsize=9)
+
+
+class ImagePanel:
+    """The image, optionally under a heatmap drawn in the heatmap panel's colours."""
+
+    def __init__(self, ax: Axes, side: int, ylabel: bool = True) -> None:
+        self.ax = ax
+        self.im = ax.imshow(np.zeros((side, side, 3)), interpolation="nearest")
+        self.heat = ax.imshow(np.zeros((side, side)), cmap=CMAP, alpha=OVERLAY_ALPHA, interpolation="nearest")
+        frame(ax, side, ylabel=ylabel)
+
+    def update(self, image: np.ndarray, title: str, heat: np.ndarray | None = None,
+               norm: matplotlib.colors.Normalize | None = None) -> None:
+        self.im.set_data(image)
+        self.heat.set_visible(heat is not None)
+        if heat is not None:
+            self.heat.set_data(heat)
+            self.heat.set_norm(norm)
+        self.ax.set_title(title, fontsize=9)
+
+
+class ExplorerFigure:
+    """One row: image (heatmap overlaid), heatmap + colour bar (threshold marked, mask outlined), mask,
+    ground truth. Built once per image side; :meth:`draw` only changes data and titles, which keeps a
+    redraw cheap. A plain :class:`~matplotlib.figure.Figure` (not pyplot's): a notebook never shows
+    it by itself."""
+
+    def __init__(self, side: int) -> None:
+        self.side = side
+        self.fig, (ax_img, ax_heat, ax_mask, ax_gt), cax = axes_row(4, colourbar_after=1)
+        self.image, self.heatmap = ImagePanel(ax_img, side), HeatmapPanel(self.fig, ax_heat, cax, side)
+        self.mask, self.truth = MaskPanel(ax_mask, side), MaskPanel(ax_gt, side)
+
+    def draw(self, view: CoarseView, overlay: bool = True) -> "ExplorerFigure":
+        m = view.maps
+        norm = self.heatmap.update(view.heatmap, view.heatmap_name, view.threshold, view.mask)
+        self.image.update(m.image, f"image {m.index}: {label_text(m.sample)}", view.heatmap if overlay else None, norm)
+        self.mask.update(view.mask, view.mask_title, empty_note="empty mask")
+        self.truth.update(m.ground_truth, "ground truth", empty_note="normal: no defect" if m.sample.label == 0 else "empty",
+                          absent_note="no mask in data")
+        return self
+
+    def png(self) -> bytes:
+        return figure_png(self.fig)
+
+
+def explorer_figure(view: CoarseView, overlay: bool = True) -> Figure:
+    """The explorer's figure of ``view`` (see :class:`ExplorerFigure`)."""
+    return ExplorerFigure(view.heatmap.shape[0]).draw(view, overlay).fig
+
+
+def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- the panel
+@dataclass
+class Settings:
+    """The controls' values."""
+
+    category: str
+    index: int
+    shots: int
+    level: int = USED_MAP
+    otsu: bool = True
+    threshold: float = 0.0
+    overlay: bool = True
+
+
+class HeatmapExplorer:
+    """Controls (category, image, K, memory level, Otsu / threshold, overlay) over one figure and a status line.
+
+    ``widget`` is the panel to display. Every control change calls :meth:`redraw`, which also drew the
+    first view; :attr:`last_redraw_s` is the time the last redraw took (model, figure and PNG).
+    ``score_threshold`` (a calibrated image-score threshold) turns the verdict from n/a into a decision.
+    """
+
+    def __init__(self, coarse, data: dict[str, CategoryData], n_levels: int, size: int = 256,
+                 shots: Sequence[int] = (0, 1, 2, 4), seed: int = 0, score_threshold: float | None = None) -> None:
+        self.cache = CoarseCache(coarse, data, size, seed)
+        self.data, self.n_levels, self.score_threshold = data, n_levels, score_threshold
+        cats = list(data)
+        max_k = min(len(c.train) for c in data.values())
+        shots = [k for k in shots if k <= max_k]
+        first = data[cats[0]]
+        start = next((i for i, s in enumerate(first.test) if s.label == 1), 0)  # a defect first
+        wide = {"description_width": "initial"}
+        self.category = w.Dropdown(options=cats, value=cats[0], description="category", style=wide)
+        self.index = w.IntSlider(start, 0, len(first.test) - 1, description="image", continuous_update=False, style=wide)
+        self.shots = w.Dropdown(options=[(f"{k} (zero-shot)" if k == 0 else str(k), k) for k in shots],
+                                value=1 if 1 in shots else shots[0], description="K (normal shots)", style=wide)
+        self.level = w.Dropdown(options=self._level_options(), value=USED_MAP, description="map", style=wide)
+        self.otsu = w.Checkbox(True, description="Otsu threshold", indent=False)
+        self.threshold = w.FloatSlider(0.5, min=0.0, max=1.0, step=0.01, description="threshold", style=wide,
+                                       layout=w.Layout(width="380px"))
+        self.overlay = w.Checkbox(True, description="heatmap on image", indent=False)
+        self.status = w.HTML()
+        self.image = w.Image(format="png")
+        for name in ("category", "index", "shots", "level", "otsu", "threshold", "overlay", "status", "image"):
+            getattr(self, name).add_class(f"samllava-explorer-{name}")
+        self.widget = w.VBox([w.HBox([self.category, self.index, self.shots]),
+                              w.HBox([self.level, self.otsu, self.threshold, self.overlay]), self.status, self.image])
+        self.widget.add_class("samllava-explorer")
+        self.last_redraw_s = 0.0
+        self.last_view: CoarseView | None = None
+        self._syncing = False
+        self._figure: ExplorerFigure | None = None
+        for c in (self.category, self.index, self.shots, self.level, self.otsu, self.threshold, self.overlay):
+            c.observe(self._changed, names="value")
+        self.redraw()
+
+    def _level_options(self) -> list[tuple[str, int]]:
+        return [("used map (H', Λ or H)", USED_MAP)] + [(f"memory level {i}: d_{i}", i) for i in range(self.n_levels)]
+
+    @property
+    def controls(self) -> dict[str, w.Widget]:
+        return {"category": self.category, "image": self.index, "K": self.shots, "level": self.level,
+                "otsu": self.otsu, "threshold": self.threshold, "overlay": self.overlay}
+
+    def settings(self) -> Settings:
+        return Settings(self.category.value, self.index.value, self.shots.value, self.level.value, self.otsu.value,
+                        self.threshold.value, self.overlay.value)
+
+    def _changed(self, change) -> None:
+        if self._syncing:
+            return
+        owner = change["owner"]
+        if owner is self.threshold:
+            self._sync(lambda: setattr(self.otsu, "value", False))  # moving the slider means a manual threshold
+        elif owner in (self.shots, self.level):
+            self._sync(lambda: setattr(self.otsu, "value", True))  # another kind of map, other units: Otsu again
+        self.redraw()
+
+    def _sync(self, update) -> None:
+        """Change controls from code without triggering redraws."""
+        self._syncing = True
+        try:
+            update()
+        finally:
+            self._syncing = False
+
+    def _sync_controls(self) -> None:
+        n = len(self.data[self.category.value].test)
+        if self.index.max != n - 1:
+            self.index.max = n - 1  # clamps the value
+        zero_shot = self.shots.value == 0
+        if zero_shot and self.level.value != USED_MAP:
+            self.level.value = USED_MAP  # levels exist only with a support set: show what is drawn
+        self.level.disabled = zero_shot
+
+    def _set_slider(self, view: CoarseView) -> None:
+        """The slider spans the shown map (and a manual value outside it); with Otsu it shows Otsu's value."""
+        s = self.threshold
+        manual = None if self.otsu.value else s.value
+        r = slider_range(view.heatmap if manual is None else np.append(view.heatmap.ravel(), manual))
+        with s.hold_trait_notifications():
+            if r.min > s.max:
+                s.max, s.min = r.max, r.min
+            else:
+                s.min, s.max = r.min, r.max
+            s.step, s.readout_format = r.step, r.readout_format
+            value = view.threshold if manual is None else manual
+            if math.isfinite(value):
+                s.value = min(max(value, r.min), r.max)
+
+    def view(self) -> CoarseView:
+        """The view the current settings show (computing or reusing the model's maps)."""
+        s = self.settings()
+        maps = self.cache.maps(s.category, s.index, s.shots)
+        level_map = self.cache.level_map(s.category, s.index, s.shots, s.level) if s.level != USED_MAP else None
+        return coarse_view(maps, s.level, level_map, None if s.otsu else s.threshold)
+
+    def figure(self) -> Figure:
+        """A new figure of the current view (for saving; the panel's own figure is reused between redraws)."""
+        return explorer_figure(self.view(), overlay=self.overlay.value)
+
+    def redraw(self, *_) -> None:
+        """Bring the dependent controls in line, then draw the figure and the status line."""
+        start = time.perf_counter()
+        self._sync(self._sync_controls)
+        v = self.view()
+        self._sync(lambda: self._set_slider(v))
+        if self._figure is None or self._figure.side != v.heatmap.shape[0]:
+            self._figure = ExplorerFigure(v.heatmap.shape[0])
+        self.image.value = self._figure.draw(v, overlay=self.overlay.value).png()
+        self.status.value = status_html(status_lines(v, self.score_threshold))
+        self.last_view, self.last_redraw_s = v, time.perf_counter() - start
+
+
+def heatmap_explorer(coarse, data: dict[str, CategoryData], n_levels: int, size: int = 256, **kwargs) -> HeatmapExplorer:
+    """The explorer over ``data`` (``n_levels`` = ``len(profile.fewshot.layers)``); display ``.widget``."""
+    return HeatmapExplorer(coarse, data, n_levels, size, **kwargs)
