@@ -203,7 +203,11 @@ class SliderRange:
     min: float
     max: float
     step: float
-    readout_format: str
+    decimals: int  # enough to tell two steps apart
+
+    @property
+    def readout_format(self) -> str:
+        return f".{self.decimals}f"
 
 
 def nice_step(span: float, steps: int = 100) -> float:
@@ -227,7 +231,13 @@ def slider_range(heatmap: np.ndarray, steps: int = 100) -> SliderRange:
     if hi <= lo:
         hi = lo + step
     decimals = max(0, -math.floor(math.log10(step)))
-    return SliderRange(round(lo, decimals), round(hi, decimals), step, f".{decimals}f")
+    return SliderRange(round(lo, decimals), round(hi, decimals), step, decimals)
+
+
+def on_grid(r: SliderRange, value: float) -> float:
+    """``value`` clamped into the slider's range and rounded to its step grid (as the browser would)."""
+    steps = round((min(max(value, r.min), r.max) - r.min) / r.step)
+    return round(min(r.min + steps * r.step, r.max), r.decimals + 1)
 
 
 def verdict_text(score: float, threshold: float | None = None) -> str:
@@ -467,6 +477,7 @@ class HeatmapExplorer:
         self.last_redraw_s = 0.0
         self.last_view: CoarseView | None = None
         self._syncing = False
+        self._shown_threshold = self.threshold.value
         self._figure: ExplorerFigure | None = None
         for c in (self.category, self.index, self.shots, self.level, self.otsu, self.threshold, self.overlay):
             c.observe(self._changed, names="value")
@@ -489,6 +500,8 @@ class HeatmapExplorer:
             return
         owner = change["owner"]
         if owner is self.threshold:
+            if self.otsu.value and abs(change["new"] - self._shown_threshold) < self.threshold.step / 2:
+                return  # the browser's rounding of the value shown, not a move
             self._sync(lambda: setattr(self.otsu, "value", False))  # moving the slider means a manual threshold
         elif owner in (self.shots, self.level):
             self._sync(lambda: setattr(self.otsu, "value", True))  # another kind of map, other units: Otsu again
@@ -505,26 +518,32 @@ class HeatmapExplorer:
     def _sync_controls(self) -> None:
         n = len(self.data[self.category.value].test)
         if self.index.max != n - 1:
-            self.index.max = n - 1  # clamps the value
+            with self.index.hold_sync():
+                self.index.max = n - 1  # clamps the value
         zero_shot = self.shots.value == 0
         if zero_shot and self.level.value != USED_MAP:
             self.level.value = USED_MAP  # levels exist only with a support set: show what is drawn
         self.level.disabled = zero_shot
 
     def _set_slider(self, view: CoarseView) -> None:
-        """The slider spans the shown map (and a manual value outside it); with Otsu it shows Otsu's value."""
+        """The slider spans the shown map (and a manual value outside it); with Otsu it shows Otsu's value.
+
+        All of range, step and value go in one message (``hold_sync``) and the value sits on the step
+        grid: the browser then has nothing to clamp or snap and send back as if the user had moved it.
+        """
         s = self.threshold
         manual = None if self.otsu.value else s.value
         r = slider_range(view.heatmap if manual is None else np.append(view.heatmap.ravel(), manual))
-        with s.hold_trait_notifications():
+        value = view.threshold if manual is None else manual
+        with s.hold_sync(), s.hold_trait_notifications():
             if r.min > s.max:
                 s.max, s.min = r.max, r.min
             else:
                 s.min, s.max = r.min, r.max
             s.step, s.readout_format = r.step, r.readout_format
-            value = view.threshold if manual is None else manual
             if math.isfinite(value):
-                s.value = min(max(value, r.min), r.max)
+                s.value = on_grid(r, value)
+        self._shown_threshold = s.value
 
     def view(self) -> CoarseView:
         """The view the current settings show (computing or reusing the model's maps)."""

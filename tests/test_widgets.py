@@ -12,7 +12,7 @@ from samllava.config import load_profile
 from samllava.data import Sample, generate_synthetic, load_dataset
 from samllava.evaluate import CoarseMethod
 from samllava.widgets import (NO_THRESHOLD, USED_MAP, CoarseCache, CoarseMaps, HeatmapExplorer, coarse_view,
-                              explorer_figure, label_text, nice_step, slider_range, status_html, status_lines,
+                              explorer_figure, label_text, nice_step, on_grid, slider_range, status_html, status_lines,
                               verdict_text)
 
 
@@ -40,6 +40,8 @@ def test_nice_step_and_slider_range():
     assert (r.max - r.min) / r.step >= 100  # arrow keys move the threshold by a visible step, not 1/100 of 0-1
     flat = slider_range(np.full((4, 4), 0.3))
     assert flat.max > flat.min
+    # a value shown on the slider sits on its grid, so the browser has nothing to snap and send back
+    assert on_grid(r, 0.56789) == 0.568 and on_grid(r, 0.1) == r.min and on_grid(r, 0.9) == r.max
 
 
 def test_verdict_and_label():
