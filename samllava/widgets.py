@@ -458,28 +458,27 @@ class HeatmapExplorer:
         first = data[cats[0]]
         start = next((i for i, s in enumerate(first.test) if s.label == 1), 0)  # a defect first
         wide = {"description_width": "initial"}
+        self._syncing = False
         self.category = w.Dropdown(options=cats, value=cats[0], description="category", style=wide)
         self.index = w.IntSlider(start, 0, len(first.test) - 1, description="image", continuous_update=False, style=wide)
         self.shots = w.Dropdown(options=[(f"{k} (zero-shot)" if k == 0 else str(k), k) for k in shots],
                                 value=1 if 1 in shots else shots[0], description="K (normal shots)", style=wide)
         self.level = w.Dropdown(options=self._level_options(), value=USED_MAP, description="map", style=wide)
         self.otsu = w.Checkbox(True, description="Otsu threshold", indent=False)
-        self.threshold = w.FloatSlider(0.5, min=0.0, max=1.0, step=0.01, description="threshold", style=wide,
-                                       layout=w.Layout(width="380px"))
+        self.threshold = self._threshold_slider(SliderRange(0.0, 1.0, 0.01, 2), 0.5)
         self.overlay = w.Checkbox(True, description="heatmap on image", indent=False)
         self.status = w.HTML()
         self.image = w.Image(format="png")
-        for name in ("category", "index", "shots", "level", "otsu", "threshold", "overlay", "status", "image"):
+        for name in ("category", "index", "shots", "level", "otsu", "overlay", "status", "image"):
             getattr(self, name).add_class(f"samllava-explorer-{name}")
-        self.widget = w.VBox([w.HBox([self.category, self.index, self.shots]),
-                              w.HBox([self.level, self.otsu, self.threshold, self.overlay]), self.status, self.image])
+        self._row = w.HBox([self.level, self.otsu, self.threshold, self.overlay])
+        self.widget = w.VBox([w.HBox([self.category, self.index, self.shots]), self._row, self.status, self.image])
         self.widget.add_class("samllava-explorer")
         self.last_redraw_s = 0.0
         self.last_view: CoarseView | None = None
-        self._syncing = False
         self._shown_threshold = self.threshold.value
         self._figure: ExplorerFigure | None = None
-        for c in (self.category, self.index, self.shots, self.level, self.otsu, self.threshold, self.overlay):
+        for c in (self.category, self.index, self.shots, self.level, self.otsu, self.overlay):
             c.observe(self._changed, names="value")
         self.redraw()
 
@@ -499,6 +498,8 @@ class HeatmapExplorer:
         if self._syncing:
             return
         owner = change["owner"]
+        if owner not in self.controls.values():
+            return  # a late message from a replaced threshold slider
         if owner is self.threshold:
             if self.otsu.value and abs(change["new"] - self._shown_threshold) < self.threshold.step / 2:
                 return  # the browser's rounding of the value shown, not a move
@@ -525,25 +526,32 @@ class HeatmapExplorer:
             self.level.value = USED_MAP  # levels exist only with a support set: show what is drawn
         self.level.disabled = zero_shot
 
+    def _threshold_slider(self, r: SliderRange, value: float) -> w.FloatSlider:
+        s = w.FloatSlider(on_grid(r, value), min=r.min, max=r.max, step=r.step, readout_format=r.readout_format,
+                          description="threshold", style={"description_width": "initial"}, layout=w.Layout(width="380px"))
+        s.add_class("samllava-explorer-threshold")
+        s.observe(self._changed, names="value")
+        return s
+
     def _set_slider(self, view: CoarseView) -> None:
         """The slider spans the shown map (and a manual value outside it); with Otsu it shows Otsu's value.
 
-        All of range, step and value go in one message (``hold_sync``) and the value sits on the step
-        grid: the browser then has nothing to clamp or snap and send back as if the user had moved it.
+        A new range means a new slider, born with its range, step and value: changing those of a shown
+        slider races in the browser, which may clamp the new value into the old range and send it back
+        as if the user had moved it. The value always sits on the step grid, so nothing is snapped.
         """
         s = self.threshold
         manual = None if self.otsu.value else s.value
         r = slider_range(view.heatmap if manual is None else np.append(view.heatmap.ravel(), manual))
         value = view.threshold if manual is None else manual
-        with s.hold_sync(), s.hold_trait_notifications():
-            if r.min > s.max:
-                s.max, s.min = r.max, r.min
-            else:
-                s.min, s.max = r.min, r.max
-            s.step, s.readout_format = r.step, r.readout_format
-            if math.isfinite(value):
-                s.value = on_grid(r, value)
-        self._shown_threshold = s.value
+        value = on_grid(r, value if math.isfinite(value) else s.value)
+        if (s.min, s.max, s.step) != (r.min, r.max, r.step):
+            self.threshold = self._threshold_slider(r, value)
+            self._row.children = [self.threshold if c is s else c for c in self._row.children]
+            s.close()
+        elif s.value != value:
+            s.value = value
+        self._shown_threshold = self.threshold.value
 
     def view(self) -> CoarseView:
         """The view the current settings show (computing or reusing the model's maps)."""
