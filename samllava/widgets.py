@@ -260,14 +260,20 @@ def status_lines(view: CoarseView, score_threshold: float | None = None) -> list
     the map and mask shown, and the active coarse terms."""
     m = view.maps
     shown = f"{m.sample.defect_type}/{m.sample.image_path.name}"
-    covered = 100.0 * float(view.mask.mean())
     thr = "n/a (constant map)" if math.isnan(view.threshold) else f"{view.threshold:.4g}"
+    peak = f", map maximum {float(m.used.max()):.4g}" if m.shots > 0 else ""
     return [
         f"{m.category}, test image {m.index} (of 0-{m.n_images - 1}, {shown}): {label_text(m.sample)}",
-        f"score {m.score:.4g} ({m.score_note}); verdict: {verdict_text(m.score, score_threshold)}",
-        f"map: {view.heatmap_name}, K = {m.shots}; mask: {view.mask_rule}, threshold {thr}, {covered:.1f} % of pixels",
+        f"score {m.score:.4g} ({m.score_note}{peak}); verdict: {verdict_text(m.score, score_threshold)}",
+        f"map: {view.heatmap_name}, K = {m.shots}; mask: {view.mask_rule}, threshold {thr}, {coverage(view.mask)}",
         "terms: " + "; ".join(f"{k.replace('_', '-')} {v}" for k, v in m.terms.items()),
     ]
+
+
+def coverage(mask: np.ndarray) -> str:
+    """``"123 px (0.19 % of the image)"``: a few pixels still read as more than none."""
+    n = int(mask.sum())
+    return f"{n} px ({100.0 * n / mask.size:.2g} % of the image)"
 
 
 def status_html(lines: Sequence[str]) -> str:

@@ -72,8 +72,9 @@ def test_coarse_view_used_map_level_and_manual():
 def test_status_lines_read_as_sentences():
     lines = status_lines(coarse_view(_maps()))
     assert lines[0] == "cap, test image 3 (of 0-7, scratch/003.png): defect: scratch (top left)"
-    assert lines[1] == "score -0.25 (log of the map's maximum); verdict: n/a (no calibrated threshold)"
-    assert lines[2].startswith("map: Λ (H := 1), K = 1; mask: Otsu ∧ support floor") and "25.0 % of pixels" in lines[2]
+    assert lines[1] == "score -0.25 (log of the map's maximum, map maximum 0.7); verdict: n/a (no calibrated threshold)"
+    assert lines[2].startswith("map: Λ (H := 1), K = 1; mask: Otsu ∧ support floor")
+    assert lines[2].endswith("16 px (25 % of the image)")
     assert lines[3] == "terms: zero-shot inactive: H := 1; few-shot active: backbone, K=1"
     assert not any("{" in line for line in lines)  # no raw dict
     assert "verdict: anomalous" in status_lines(coarse_view(_maps()), score_threshold=-1.0)[1]
