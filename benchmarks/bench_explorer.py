@@ -70,10 +70,11 @@ def apply(explorer, control: str, value) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def session(method, data, P) -> tuple[float, dict[str, list[dict]]]:
+def session(method, data, P, threads: int | None) -> tuple[float, dict[str, list[dict]]]:
     """A new explorer (empty cache): the first view's time, then every move on a first visit and a revisit."""
     t0 = time.perf_counter()
-    explorer = heatmap_explorer(method.coarse, data, n_levels=len(P.fewshot.layers), size=P.data.image_size)
+    explorer = heatmap_explorer(method.coarse, data, n_levels=len(P.fewshot.layers), size=P.data.image_size,
+                                threads=threads)
     first_view = time.perf_counter() - t0
     start_state = {name: c.value for name, c in explorer.controls.items() if name != "threshold"}
     passes = {}
@@ -89,12 +90,12 @@ def session(method, data, P) -> tuple[float, dict[str, list[dict]]]:
     return first_view, passes
 
 
-def run(profile_name: str, repeats: int) -> dict:
+def run(profile_name: str, repeats: int, threads: int | None) -> dict:
     load_start = os.getloadavg()
     P = load_profile(profile_name)
     method = CoarseMethod(P)
     data = synthetic(P, "eval")
-    sessions = [session(method, data, P) for _ in range(repeats)]
+    sessions = [session(method, data, P, threads) for _ in range(repeats)]
     # per move: the median over the repeated sessions (the first also pays one-off warm-ups: kernels for a new batch size)
     summary, worst_median = {}, 0.0
     for visit in ("first_visit", "revisit"):
@@ -112,7 +113,8 @@ def run(profile_name: str, repeats: int) -> dict:
     return {
         "benchmark": "heatmap explorer: redraw after a control change (model when new, figure, PNG, status line)",
         "profile": P.name, "image_size": P.data.image_size, "categories": len(data), "repeats": repeats,
-        "machine": {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "torch_threads_default": torch.get_num_threads(),
+                    "explorer_threads": threads,
                     "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
                     "load_average_1min_before_after": [round(load_start[0], 2), round(os.getloadavg()[0], 2)]},
         "target_s": TARGET_S,
@@ -128,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="offline")
     p.add_argument("--repeats", type=int, default=3, help="sessions, each with a new explorer (empty cache)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for a redraw (the explorer's default: 1); 0: torch's")
     p.add_argument("--out", default=str(REPO / "results" / "bench_explorer.json"))
     args = p.parse_args(argv)
-    out = run(args.profile, args.repeats)
+    out = run(args.profile, args.repeats, args.threads or None)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     for visit, per in out["summary_of_medians"].items():
         print(visit + " (median / max over moves, s): "

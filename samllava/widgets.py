@@ -16,13 +16,14 @@ Three layers, each tested on its own:
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import ipywidgets as w
 import matplotlib
@@ -43,6 +44,19 @@ NO_THRESHOLD = "n/a (no calibrated threshold)"
 
 
 # ----------------------------------------------------------------------------- the model side, cached
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block on ``n`` torch threads (None: unchanged), then restore the caller's setting."""
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
 @dataclass
 class CoarseMaps:
     """The coarse stage's output for one test image with K support images (arrays at side S)."""
@@ -276,9 +290,11 @@ def coverage(mask: np.ndarray) -> str:
     return f"{n} px ({100.0 * n / mask.size:.2g} % of the image)"
 
 
-def status_html(lines: Sequence[str]) -> str:
-    """Status lines as HTML that wraps between words only."""
+def status_html(lines: Sequence[str], note: str = "") -> str:
+    """Status lines as HTML that wraps between words only; ``note`` in small grey type after them."""
     body = "".join(f"<div>{html.escape(line)}</div>" for line in lines)
+    if note:
+        body += f'<div style="color:#6b7280;font-size:11px">{html.escape(note)}</div>'
     return f'<div style="line-height:1.4;font-size:13px;overflow-wrap:normal;word-break:normal">{body}</div>'
 
 
@@ -452,12 +468,17 @@ class HeatmapExplorer:
     ``widget`` is the panel to display. Every control change calls :meth:`redraw`, which also drew the
     first view; :attr:`last_redraw_s` is the time the last redraw took (model, figure and PNG).
     ``score_threshold`` (a calibrated image-score threshold) turns the verdict from n/a into a decision.
+    ``threads``: torch threads for a redraw's model work. One image is fastest on one thread, and on two
+    cores shared with JupyterLab and the browser two threads wait on each other (on a loaded 2-core machine
+    the offline profile's image change took 0.7-0.9 s on one thread, 4-7 s on two:
+    ``benchmarks/bench_explorer.py --threads``); None leaves torch's setting.
     """
 
     def __init__(self, coarse, data: dict[str, CategoryData], n_levels: int, size: int = 256,
-                 shots: Sequence[int] = (0, 1, 2, 4), seed: int = 0, score_threshold: float | None = None) -> None:
+                 shots: Sequence[int] = (0, 1, 2, 4), seed: int = 0, score_threshold: float | None = None,
+                 threads: int | None = 1) -> None:
         self.cache = CoarseCache(coarse, data, size, seed)
-        self.data, self.n_levels, self.score_threshold = data, n_levels, score_threshold
+        self.data, self.n_levels, self.score_threshold, self.threads = data, n_levels, score_threshold, threads
         cats = list(data)
         max_k = min(len(c.train) for c in data.values())
         shots = [k for k in shots if k <= max_k]
@@ -574,13 +595,15 @@ class HeatmapExplorer:
         """Bring the dependent controls in line, then draw the figure and the status line."""
         start = time.perf_counter()
         self._sync(self._sync_controls)
-        v = self.view()
+        with torch_threads(self.threads):
+            v = self.view()
         self._sync(lambda: self._set_slider(v))
         if self._figure is None or self._figure.side != v.heatmap.shape[0]:
             self._figure = ExplorerFigure(v.heatmap.shape[0])
-        self.image.value = self._figure.draw(v, overlay=self.overlay.value).png()
-        self.status.value = status_html(status_lines(v, self.score_threshold))
+        png = self._figure.draw(v, overlay=self.overlay.value).png()
         self.last_view, self.last_redraw_s = v, time.perf_counter() - start
+        self.image.value = png
+        self.status.value = status_html(status_lines(v, self.score_threshold), f"drawn in {self.last_redraw_s:.2f} s")
 
 
 def heatmap_explorer(coarse, data: dict[str, CategoryData], n_levels: int, size: int = 256, **kwargs) -> HeatmapExplorer:
