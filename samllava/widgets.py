@@ -449,6 +449,18 @@ def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
 
 
 # ----------------------------------------------------------------------------- the panel
+def start_index(cat: CategoryData, side: int = 64) -> int:
+    """The first view's test image: the defect with the largest ground truth (the first defect without
+    masks, image 0 without defects), so that a student starts on something visible."""
+    defects = [i for i, s in enumerate(cat.test) if s.label == 1]
+    if not defects:
+        return 0
+    if not cat.has_masks:
+        return defects[0]
+    areas = cat.load_masks([cat.test[i] for i in defects], side).flatten(1).sum(1)
+    return defects[int(areas.argmax())]
+
+
 @dataclass
 class Settings:
     """The controls' values."""
@@ -483,7 +495,7 @@ class HeatmapExplorer:
         max_k = min(len(c.train) for c in data.values())
         shots = [k for k in shots if k <= max_k]
         first = data[cats[0]]
-        start = next((i for i, s in enumerate(first.test) if s.label == 1), 0)  # a defect first
+        start = start_index(first)
         wide = {"description_width": "initial"}
         self._syncing = False
         self.category = w.Dropdown(options=cats, value=cats[0], description="category", style=wide)

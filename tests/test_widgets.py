@@ -12,7 +12,7 @@ from samllava.config import load_profile
 from samllava.data import Sample, generate_synthetic, load_dataset
 from samllava.evaluate import CoarseMethod
 from samllava.widgets import (NO_THRESHOLD, USED_MAP, CoarseCache, CoarseMaps, HeatmapExplorer, coarse_view,
-                              explorer_figure, label_text, nice_step, on_grid, slider_range, status_html, status_lines,
+                              explorer_figure, label_text, nice_step, on_grid, slider_range, start_index, status_html, status_lines,
                               verdict_text)
 
 
@@ -129,7 +129,10 @@ def test_every_control_redraws_and_keeps_a_visible_value(setup):
     coarse, data = setup
     ex = HeatmapExplorer(coarse, data, n_levels=3, size=64)
     assert ex.image.value and "verdict: n/a" in ex.status.value  # the first view is drawn at once
-    assert data[ex.category.value].test[ex.index.value].label == 1  # it starts on a defect
+    cat = data[ex.category.value]
+    assert ex.index.value == start_index(cat) and cat.test[ex.index.value].label == 1  # it starts on a defect
+    areas = {i: cat.load_masks([s], 64).sum() for i, s in enumerate(cat.test) if s.label == 1}
+    assert areas[ex.index.value] == max(areas.values())  # the most visible one
     before = _pixels(ex)
     other = [c for c in data if c != ex.category.value][0]
     moves = [("category", other), ("index", 2), ("shots", 2), ("level", 1), ("threshold", None),
