@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     for visit, per in out["summary_of_medians"].items():
         print(visit + " (median / max over moves, s): "
               + ", ".join(f"{c} {v['median_s']:.2f}/{v['max_s']:.2f}" for c, v in per.items()))
-    print(f"worst move (median of {args.repeats} sessions) {out['worst_median_s']:.2f} s, worst single {out['worst_single_s']:.2f} s "
+    print(f"worst move (median of {args.repeats} sessions) {out['worst_median_s']:.2f} s, "
+          f"worst single {out['worst_single_s']:.2f} s "
           f"(target {TARGET_S} s) on {out['machine']['cpu_model']}, {out['machine']['cpus']} CPUs, "
           f"load {out['machine']['load_average_1min_before_after']}: {args.out}")
     return 0

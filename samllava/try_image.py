@@ -22,8 +22,8 @@ from .data import load_image
 from .diagnose import UNTRAINED_NOTE, diagnose_images, full_report, load_support, write_outputs
 from .model import load_model
 from .results import write_json
-from .viz import overlay, to_numpy_image
-from .widgets import HeatmapPanel, ImagePanel, MaskPanel, axes_row, figure_png, score_note, used_map_name, verdict_text
+from .viz import HeatmapPanel, ImagePanel, MaskPanel, axes_row, figure_png, overlay, to_numpy_image
+from .widgets import score_note, used_map_name, verdict_text
 
 WAITING = "Upload an image (png, jpg, bmp, tif) above, or set image_path in the parameters cell."
 

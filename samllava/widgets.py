@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import io
 import math
 import time
 from collections import OrderedDict
@@ -26,20 +25,15 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import ipywidgets as w
-import matplotlib
 import numpy as np
 import torch
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .coarse import TextCache, category_phrase, otsu_threshold
 from .data import CategoryData, Sample, sample_support
-from .viz import to_numpy_image
+from .viz import HeatmapPanel, ImagePanel, MaskPanel, axes_row, figure_png, to_numpy_image
 
 USED_MAP = -1  # level control value: the map the method uses (H', Lambda or H), not one memory level
-CMAP = "inferno"  # perceptually uniform, so equal colour steps are equal value steps on the colour bar
-OVERLAY_ALPHA = 0.45
 NO_THRESHOLD = "n/a (no calibrated threshold)"
 
 
@@ -258,7 +252,9 @@ def verdict_text(score: float, threshold: float | None = None) -> str:
     """The image verdict from the coarse score: n/a until a calibrated score threshold exists."""
     if threshold is None:
         return NO_THRESHOLD
-    return f"anomalous (score {score:.3g} ≥ {threshold:.3g})" if score >= threshold else f"normal (score {score:.3g} < {threshold:.3g})"
+    if score >= threshold:
+        return f"anomalous (score {score:.3g} ≥ {threshold:.3g})"
+    return f"normal (score {score:.3g} < {threshold:.3g})"
 
 
 def label_text(sample: Sample) -> str:
@@ -299,119 +295,6 @@ def status_html(lines: Sequence[str], note: str = "") -> str:
 
 
 # ----------------------------------------------------------------------------- drawing
-FIG_H = 3.3  # inches
-PANEL = 2.3  # inches, the side of one square panel
-DPI = 90
-MASK_COLOUR = "cyan"  # the mask outline on the heatmap and the threshold on the colour bar
-
-
-def axes_row(n_panels: int, colourbar_after: int | None) -> tuple[Figure, list[Axes], Axes | None]:
-    """A figure with ``n_panels`` square panels in a row and a colour bar axis after panel ``colourbar_after``."""
-    left, gap, cbar_gap, cbar_w, cbar_labels = 0.55, 0.35, 0.1, 0.12, 0.5  # inches
-    width = left + n_panels * PANEL + (n_panels - 1) * gap + 0.1
-    width += cbar_gap + cbar_w + cbar_labels if colourbar_after is not None else 0
-    fig = Figure(figsize=(width, FIG_H), dpi=DPI)
-    FigureCanvasAgg(fig)
-    bottom, height = 0.5 / FIG_H, PANEL / FIG_H
-    axes, cax, x = [], None, left
-    for i in range(n_panels):
-        axes.append(fig.add_axes((x / width, bottom, PANEL / width, height)))
-        x += PANEL
-        if i == colourbar_after:
-            cax = fig.add_axes(((x + cbar_gap) / width, bottom, cbar_w / width, height))
-            x += cbar_gap + cbar_w + cbar_labels + gap
-        else:
-            x += gap
-    return fig, axes, cax
-
-
-def frame(ax: Axes, side: int, ylabel: bool) -> None:
-    """Pixel axes with labels and a dark frame (a white mask does not merge with the page)."""
-    ticks = [0, side // 2, side - 1]
-    ax.set_xticks(ticks)
-    ax.set_yticks(ticks)
-    ax.tick_params(labelsize=7, length=2)
-    ax.set_xlabel("x (px)", fontsize=8, labelpad=1)
-    if ylabel:
-        ax.set_ylabel("y (px)", fontsize=8, labelpad=1)
-    for spine in ax.spines.values():
-        spine.set_edgecolor("0.2")
-        spine.set_linewidth(1.2)
-
-
-class HeatmapPanel:
-    """A heatmap with its colour bar in the map's own units, a threshold marked on the bar and a mask
-    outlined on the map; :meth:`update` changes the data without rebuilding the axes."""
-
-    def __init__(self, fig: Figure, ax: Axes, cax: Axes, side: int) -> None:
-        self.fig, self.ax = fig, ax
-        self.im = ax.imshow(np.zeros((side, side)), cmap=CMAP, interpolation="nearest")
-        self.bar = fig.colorbar(self.im, cax=cax)
-        self.bar.ax.tick_params(labelsize=7)
-        self.marks = [cax.axhline(0, color=MASK_COLOUR, linewidth=2.5), cax.axhline(0, color="black", linewidth=0.8)]
-        self.outline = None
-        frame(ax, side, ylabel=False)
-
-    def update(self, heat: np.ndarray, name: str, threshold: float | None = None, mask: np.ndarray | None = None,
-               title: str | None = None) -> matplotlib.colors.Normalize:
-        lo, hi = float(heat.min()), float(heat.max())
-        if threshold is not None and math.isfinite(threshold):  # keep a manual threshold on the bar
-            lo, hi = min(lo, threshold), max(hi, threshold)
-        norm = matplotlib.colors.Normalize(lo, hi if hi > lo else lo + 1e-6)
-        self.im.set_data(heat)
-        self.im.set_norm(norm)
-        self.bar.update_normal(self.im)
-        self.bar.set_label(f"{name.split(' ')[0]} value", fontsize=8)
-        shown = threshold is not None and math.isfinite(threshold)
-        for line in self.marks:
-            line.set_ydata([threshold if shown else lo] * 2)
-            line.set_visible(shown)
-        if self.outline is not None:
-            self.outline.remove()
-            self.outline = None
-        if mask is not None and mask.any() and not mask.all():
-            self.outline = self.ax.contour(mask.astype(np.float32), levels=[0.5], colors=MASK_COLOUR, linewidths=0.9)
-        self.ax.set_title(title or name, fontsize=9)
-        return norm
-
-
-class MaskPanel:
-    """A binary mask, framed; a note in the middle when it is empty or absent."""
-
-    def __init__(self, ax: Axes, side: int) -> None:
-        self.ax = ax
-        self.im = ax.imshow(np.zeros((side, side)), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        self.note = ax.text(0.5, 0.5, "", ha="center", va="center", transform=ax.transAxes, fontsize=8, color="white")
-        frame(ax, side, ylabel=False)
-
-    def update(self, mask: np.ndarray | None, title: str, empty_note: str = "", absent_note: str = "no mask") -> None:
-        absent = mask is None
-        self.im.set_data(np.full(self.im.get_array().shape, 0.85) if absent else mask.astype(np.float32))
-        note = absent_note if absent else (empty_note if not mask.any() else "")
-        self.note.set_text(note)
-        self.note.set_color("black" if absent else "white")
-        self.ax.set_title(title, fontsize=9)
-
-
-class ImagePanel:
-    """The image, optionally under a heatmap drawn in the heatmap panel's colours."""
-
-    def __init__(self, ax: Axes, side: int, ylabel: bool = True) -> None:
-        self.ax = ax
-        self.im = ax.imshow(np.zeros((side, side, 3)), interpolation="nearest")
-        self.heat = ax.imshow(np.zeros((side, side)), cmap=CMAP, alpha=OVERLAY_ALPHA, interpolation="nearest")
-        frame(ax, side, ylabel=ylabel)
-
-    def update(self, image: np.ndarray, title: str, heat: np.ndarray | None = None,
-               norm: matplotlib.colors.Normalize | None = None) -> None:
-        self.im.set_data(image)
-        self.heat.set_visible(heat is not None)
-        if heat is not None:
-            self.heat.set_data(heat)
-            self.heat.set_norm(norm)
-        self.ax.set_title(title, fontsize=9)
-
-
 class ExplorerFigure:
     """One row: image (heatmap overlaid), heatmap + colour bar (threshold marked, mask outlined), mask,
     ground truth. Built once per image side; :meth:`draw` only changes data and titles, which keeps a
@@ -440,12 +323,6 @@ class ExplorerFigure:
 def explorer_figure(view: CoarseView, overlay: bool = True) -> Figure:
     """The explorer's figure of ``view`` (see :class:`ExplorerFigure`)."""
     return ExplorerFigure(view.heatmap.shape[0]).draw(view, overlay).fig
-
-
-def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- the panel

@@ -12,8 +12,8 @@ from samllava.config import load_profile
 from samllava.data import Sample, generate_synthetic, load_dataset
 from samllava.evaluate import CoarseMethod
 from samllava.widgets import (NO_THRESHOLD, USED_MAP, CoarseCache, CoarseMaps, HeatmapExplorer, coarse_view,
-                              explorer_figure, label_text, nice_step, on_grid, slider_range, start_index, status_html, status_lines,
-                              verdict_text)
+                              explorer_figure, label_text, nice_step, on_grid, slider_range, start_index, status_html,
+                              status_lines, verdict_text)
 
 
 def _maps(shots=1, label=1, side=8):
