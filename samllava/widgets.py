@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 
 from .coarse import TextCache, category_phrase, otsu_threshold
 from .data import CategoryData, Sample, sample_support
-from .viz import HeatmapPanel, ImagePanel, MaskPanel, axes_row, figure_png, to_numpy_image
+from .viz import Blitter, HeatmapPanel, ImagePanel, MaskPanel, axes_row, to_numpy_image
 
 USED_MAP = -1  # level control value: the map the method uses (H', Lambda or H), not one memory level
 NO_THRESHOLD = "n/a (no calibrated threshold)"
@@ -297,15 +297,17 @@ def status_html(lines: Sequence[str], note: str = "") -> str:
 # ----------------------------------------------------------------------------- drawing
 class ExplorerFigure:
     """One row: image (heatmap overlaid), heatmap + colour bar (threshold marked, mask outlined), mask,
-    ground truth. Built once per image side; :meth:`draw` only changes data and titles, which keeps a
-    redraw cheap. A plain :class:`~matplotlib.figure.Figure` (not pyplot's): a notebook never shows
-    it by itself."""
+    ground truth. Built once per image side; :meth:`draw` only changes data and titles, and :meth:`png`
+    redraws only those (:class:`~samllava.viz.Blitter`), which keeps a redraw cheap. A plain
+    :class:`~matplotlib.figure.Figure` (not pyplot's): a notebook never shows it by itself."""
 
     def __init__(self, side: int) -> None:
         self.side = side
         self.fig, (ax_img, ax_heat, ax_mask, ax_gt), cax = axes_row(4, colourbar_after=1)
         self.image, self.heatmap = ImagePanel(ax_img, side), HeatmapPanel(self.fig, ax_heat, cax, side)
         self.mask, self.truth = MaskPanel(ax_mask, side), MaskPanel(ax_gt, side)
+        panels = (self.image, self.heatmap, self.mask, self.truth)
+        self.blitter = Blitter(self.fig, lambda: [a for p in panels for a in p.artists()])
 
     def draw(self, view: CoarseView, overlay: bool = True) -> "ExplorerFigure":
         m = view.maps
@@ -317,7 +319,7 @@ class ExplorerFigure:
         return self
 
     def png(self) -> bytes:
-        return figure_png(self.fig)
+        return self.blitter.png()
 
 
 def explorer_figure(view: CoarseView, overlay: bool = True) -> Figure:

@@ -11,9 +11,25 @@ from PIL import Image
 from samllava.config import load_profile
 from samllava.data import Sample, generate_synthetic, load_dataset
 from samllava.evaluate import CoarseMethod
-from samllava.widgets import (NO_THRESHOLD, USED_MAP, CoarseCache, CoarseMaps, HeatmapExplorer, coarse_view,
-                              explorer_figure, label_text, nice_step, on_grid, slider_range, start_index, status_html,
-                              status_lines, verdict_text)
+from samllava.viz import figure_png
+from samllava.widgets import (
+    NO_THRESHOLD,
+    USED_MAP,
+    CoarseCache,
+    CoarseMaps,
+    ExplorerFigure,
+    HeatmapExplorer,
+    coarse_view,
+    explorer_figure,
+    label_text,
+    nice_step,
+    on_grid,
+    slider_range,
+    start_index,
+    status_html,
+    status_lines,
+    verdict_text,
+)
 
 
 def _maps(shots=1, label=1, side=8):
@@ -92,6 +108,21 @@ def test_figure_has_labelled_axes_and_colour_bar():
     assert all(ax.spines["left"].get_visible() and ax.spines["left"].get_edgecolor()[0] < 0.5 for ax in panels)  # framed
 
 
+def test_blitted_redraw_equals_a_full_draw():
+    """Only the changing artists are redrawn over a cached background; the picture is the full figure's."""
+    f = ExplorerFigure(8)
+    f.draw(coarse_view(_maps()), overlay=True).png()
+    other = _maps(label=0)
+    other.used = other.used[:, ::-1].copy()
+    blit = _decode(f.draw(coarse_view(other, threshold=0.3), overlay=False).png())
+    full = _decode(figure_png(f.fig))
+    assert blit.shape == full.shape and (np.abs(blit.astype(int) - full.astype(int)).max(-1) > 4).sum() <= 8
+
+
+def _decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = generate_synthetic(tmp_path_factory.mktemp("syn"), categories=["fabric", "bottle_cap"], n_train=4, n_test=4,
@@ -122,7 +153,7 @@ def test_cache_reuses_maps_and_refits_a_changed_support(setup):
 
 
 def _pixels(explorer):
-    return np.asarray(Image.open(io.BytesIO(explorer.image.value)).convert("RGB"))
+    return _decode(explorer.image.value)
 
 
 def test_every_control_redraws_and_keeps_a_visible_value(setup):
