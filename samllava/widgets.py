@@ -4,8 +4,8 @@ Three layers, each tested on its own:
 
 * :class:`CoarseCache` - the model's work for one (category, image, K): the map the method uses,
   its coarse mask, the score and, on demand, each memory level's raw distance d_s
-  (:class:`CoarseMaps`). Support sets are fitted once per (category, K) and maps are kept, so the
-  level, threshold and overlay controls only redraw.
+  (:class:`CoarseMaps`). Maps are kept, prompts encoded once per category and a support set fitted
+  only when a new map needs another (category, K), so the level, threshold and overlay controls only redraw.
 * :func:`coarse_view`, :func:`slider_range`, :func:`status_lines`, :func:`verdict_text` - pure: what one
   setting of the controls shows, the threshold slider's range and the status line.
 * :func:`explorer_figure` draws a view: the image (optionally under the heatmap), the heatmap with a
@@ -97,6 +97,13 @@ class CoarseCache:
         self._fitted: tuple[str, int] | None = None  # the (category, K) the coarse stage holds
         self._scales = None
         self._maps: OrderedDict[tuple[str, int, int], CoarseMaps] = OrderedDict()
+
+    @torch.no_grad()
+    def warm_text(self) -> None:
+        """Encode every category's prompts now (K = 0 needs them; a first K = 0 would otherwise spend a
+        redraw on a few hundred sentences through CLIP's text tower)."""
+        for category in self.data:
+            self.text.get(category_phrase(category, allow_generic=True))
 
     def _fit(self, category: str, shots: int) -> None:
         # the scales tensor is new at every fit: another user of the same coarse stage (a benchmark
@@ -373,6 +380,9 @@ class HeatmapExplorer:
         cats = list(data)
         max_k = min(len(c.train) for c in data.values())
         shots = [k for k in shots if k <= max_k]
+        if 0 in shots:
+            with torch_threads(threads):
+                self.cache.warm_text()
         first = data[cats[0]]
         start = start_index(first)
         wide = {"description_width": "initial"}

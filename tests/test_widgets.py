@@ -150,6 +150,8 @@ def test_cache_reuses_maps_and_refits_a_changed_support(setup):
         cache.maps("fabric", 99, 1)
     with pytest.raises(ValueError, match="support set"):
         cache.level_map("fabric", 0, 0, 0)
+    cache.warm_text()  # the explorer encodes every category's prompts up front (K = 0 needs them)
+    assert len(cache.text) == len(data)
 
 
 def _pixels(explorer):
