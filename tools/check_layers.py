@@ -38,7 +38,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("train/evaluate", ("samllava.train", "samllava.evaluate", "samllava.answers", "samllava.diagnose",
                         "samllava.default_model",
                         "samllava.judge")),
-    ("notebook helpers/bench", ("samllava.pipeline", "samllava.bench", "samllava.widgets", "samllava.reproduce",
+    ("notebook helpers/bench", ("samllava.pipeline", "samllava.bench", "samllava.explorer_views", "samllava.widgets",
+                                "samllava.try_image", "samllava.reproduce",
                                 "samllava.summary")),
     ("cli", ("samllava.cli", "samllava.__main__", "samllava.train.__main__")),
 ]

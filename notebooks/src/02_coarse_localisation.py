@@ -35,7 +35,7 @@ from samllava.config import load_profile
 from samllava.evaluate import CoarseMethod
 from samllava.pipeline import coarse_figure, fewshot_benchmark, synthetic, textiles
 from samllava.provenance import provenance
-from samllava.widgets import coarse_view, heatmap_explorer, view_figure
+from samllava.widgets import heatmap_explorer
 
 P = load_profile(profile)
 method = CoarseMethod(P, device=device)
@@ -52,14 +52,16 @@ terms
 
 # %% [markdown]
 # ## Explore (JupyterLab): category, image, K, memory level, threshold
-# Below, one view computed by the same function the controls call; in JupyterLab, move a control to redraw.
+# The panel draws its first view itself; every control redraws it with the same code. From left to right: the image
+# (with the heatmap on top, "heatmap on image"), the map with a colour bar in its own units, the mask and the ground
+# truth. The threshold slider spans the shown map's values; its value is the cyan mark on the colour bar and the mask's
+# outline on the map. Moving it switches from Otsu to that manual threshold. The status line names the image's label,
+# the score, the verdict (n/a until a calibrated score threshold exists) and the active terms.
 
 # %%
-first = coarse_view(method.coarse, next(iter(data.values())), index=len(next(iter(data.values())).test) - 1, shots=1,
-                    size=P.data.image_size)
-results.save_figure(view_figure(first), "coarse_explorer_view", run=run)
-panel, refresh = heatmap_explorer(method.coarse, data, n_levels=len(P.fewshot.layers), size=P.data.image_size)
-display(panel)
+explorer = heatmap_explorer(method.coarse, data, n_levels=len(P.fewshot.layers), size=P.data.image_size)
+results.save_figure(explorer.figure(), "coarse_explorer_view", run=run)
+display(explorer.widget)
 
 # %% [markdown]
 # ## Few-shot image AUROC: calibrated map (Eq. 2) vs a plain PatchCore-style k-NN on the same backbone

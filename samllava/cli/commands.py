@@ -14,7 +14,8 @@ from ..config import Profile, load_profile
 from ..data import generate_realtex, generate_synthetic, load_dataset
 from ..default_model import DEFAULT_SHOTS, default_checkpoint, train_default, train_on_data
 from ..device import resolve_device
-from ..diagnose import check_readable, diagnose_files, fit_support, gather_images, report_line, run_header
+from ..diagnose import (check_readable, diagnose_files, fit_support, gather_images, no_signal_message, report_line,
+                        run_header)
 from ..evaluate import CoarseMethod, FullMethod, evaluate, results_json, results_table
 from ..reproduce import reproduce
 from ..provenance import provenance
@@ -42,12 +43,9 @@ def _seeds(text: str) -> list[int]:
 def require_signal(profile: Profile, normals: bool, what: str) -> None:
     """Refuse a request the profile cannot answer: without normal images only the zero-shot CLIP term
     judges, and random CLIP weights carry no signal (the tiny and offline profiles)."""
-    if not normals and profile.clip.weights is None:
-        give = ("--support DIR with a few normal images" if what == "diagnose"
-                else "--shots K (K normal train/good images per category)")
-        raise ValueError(f"profile {profile.name!r} has no zero-shot signal (its CLIP has random weights), so {what} "
-                         f"without normal images would answer at random; pass {give}, or use the paper profile "
-                         "with its weights")
+    message = None if normals else no_signal_message(profile, what)
+    if message:
+        raise ValueError(message)
 
 
 def _checkpoint(profile: Profile, given: str | None, progress: bool, device=None) -> str:
@@ -129,7 +127,7 @@ def diagnose_cli(args) -> int:
     checkpoint = _checkpoint(profile, args.checkpoint, progress=not args.no_progress, device=device)
     model = load_model(profile, checkpoint, device=device, dtype=args.dtype)
     k = fit_support(model, args.support, size) if args.support else 0
-    header = {**run_header(model, checkpoint, args.support, k), "device": str(device)}
+    header = run_header(model, checkpoint, args.support, k)
     summary = diagnose_files(model, files, args.out, category=args.category, size=size, batch_size=args.batch_size,
                              max_new_tokens=args.max_new_tokens, extra=header, progress=not args.no_progress)
     for row in summary.to_dict("records"):
