@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                         "samllava.default_model",
                         "samllava.judge")),
     ("notebook helpers/bench", ("samllava.pipeline", "samllava.bench", "samllava.widgets", "samllava.reproduce",
-                                "samllava.summary")),
+                                "samllava.summary", "samllava.reproduction")),
     ("cli", ("samllava.cli", "samllava.__main__", "samllava.train.__main__")),
 ]
 
