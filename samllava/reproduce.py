@@ -35,7 +35,7 @@ import torch
 from . import provenance as prov
 from . import results
 from .results import REPO_ROOT
-from .reproduction import write_reproduction
+from .reproduction import check_run
 from .summary import write_summary
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -188,9 +188,7 @@ def reproduce(profile: str = "offline", only: list[str] | None = None, data_root
             log(f"[reproduce] {nb.name} done in {runs[-1].seconds:.1f} s")
     write_times(runs, n_threads, profile, smoke, results_dir)
     log(f"[reproduce] headline numbers: {write_summary(results_dir)}")
-    if not smoke and Path(results_dir or results.RESULTS_DIR).resolve() == (REPO_ROOT / "results").resolve():
-        within, compared = write_reproduction(REPO_ROOT / "results", threads=n_threads)
-        log(f"[reproduce] {within} of {compared} numbers reproduced within their tolerance (results/REPRODUCTION.md)")
+    check_run(results_dir, smoke=smoke, threads=n_threads, log=log)  # results/REPRODUCTION.md
     return runs
 
 

@@ -34,6 +34,7 @@ from . import provenance as prov
 from . import results
 
 REPORT = "REPRODUCTION.md"
+REAL_RESULTS = results.REPO_ROOT / "results"  # the committed tables: only a run into this folder is checked
 PAPER_DECIMALS = 2  # a paper cell must come back equal when rounded to this many decimals
 STD_FACTOR = 3.0  # a computed cell may move by this many of the stds its table states
 # Smallest tolerance of a computed cell, by its kind of number: ("absolute", t) or ("relative", fraction of
@@ -331,6 +332,17 @@ def write_reproduction(results_dir: str | os.PathLike | None = None, ref: str = 
     with results.atomic_path(results_dir / REPORT) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return sum(c.within is True for c in cells), sum(c.compared for c in cells)
+
+
+def check_run(results_dir: str | os.PathLike | None, *, smoke: bool, threads: int | None = None, log=print
+              ) -> tuple[int, int] | None:
+    """The end of a reproduce run: a full (not smoke) run into the repository's ``results/`` writes
+    ``results/REPRODUCTION.md`` and logs how many numbers came back; any other run is not checked (None)."""
+    if smoke or Path(results_dir or results.RESULTS_DIR).resolve() != REAL_RESULTS.resolve():
+        return None
+    within, compared = write_reproduction(REAL_RESULTS, threads=threads)
+    log(f"[reproduce] {within} of {compared} numbers reproduced within their tolerance (results/{REPORT})")
+    return within, compared
 
 
 def _threads(results_dir: Path) -> int:
