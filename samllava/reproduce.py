@@ -8,7 +8,9 @@ Executed copies go to ``notebooks/executed/`` (committed: a reader sees every ta
 context), with their run time in the notebook's metadata and their images shrunk to at most
 :data:`MAX_IMAGE_WIDTH` pixels; tables and figures go where the notebooks write them (``results/`` and
 ``figures/`` through :mod:`samllava.results`), the run times to ``results/reproduce_times.json`` and the
-headline numbers to ``results/SUMMARY.md`` (:mod:`samllava.summary`). The first error stops the run with
+headline numbers to ``results/SUMMARY.md`` (:mod:`samllava.summary`); a full run into ``results/`` ends by
+comparing every regenerated number with the committed one (``results/REPRODUCTION.md``,
+:mod:`samllava.reproduction`). The first error stops the run with
 a :class:`ReproduceError` that names the notebook and the cell.
 
 Every kernel runs with the same number of CPU threads (:func:`pinned_threads`): the thread count decides
@@ -33,6 +35,7 @@ import torch
 from . import provenance as prov
 from . import results
 from .results import REPO_ROOT
+from .reproduction import check_run
 from .summary import write_summary
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -164,7 +167,9 @@ def reproduce(profile: str = "offline", only: list[str] | None = None, data_root
     ``cell_timeout`` (seconds) turns a cell that never answers into an error naming it. ``threads``: CPU
     threads of every kernel (:func:`pinned_threads`). Afterwards the run times go to
     ``results/reproduce_times.json`` and the headline numbers to ``results/SUMMARY.md`` (``results_dir``:
-    another folder than :data:`samllava.results.RESULTS_DIR`, where the notebooks write their tables).
+    another folder than :data:`samllava.results.RESULTS_DIR`, where the notebooks write their tables). A run
+    that is not a smoke run and writes into the repository's ``results/`` then writes ``results/REPRODUCTION.md``
+    (:func:`samllava.reproduction.write_reproduction`: its numbers against the committed ones).
     """
     directory, output_dir = directory or NOTEBOOK_DIR, output_dir or EXECUTED_DIR
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -183,6 +188,7 @@ def reproduce(profile: str = "offline", only: list[str] | None = None, data_root
             log(f"[reproduce] {nb.name} done in {runs[-1].seconds:.1f} s")
     write_times(runs, n_threads, profile, smoke, results_dir)
     log(f"[reproduce] headline numbers: {write_summary(results_dir)}")
+    check_run(results_dir, smoke=smoke, threads=n_threads, log=log)  # results/REPRODUCTION.md
     return runs
 
 

@@ -39,8 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                         "samllava.default_model",
                         "samllava.judge")),
     ("notebook helpers/bench", ("samllava.pipeline", "samllava.bench", "samllava.explorer_views", "samllava.widgets",
-                                "samllava.try_image", "samllava.reproduce",
-                                "samllava.summary")),
+                                "samllava.try_image", "samllava.reproduce", "samllava.summary",
+                                "samllava.reproduction")),
     ("cli", ("samllava.cli", "samllava.__main__", "samllava.train.__main__")),
 ]
 
