@@ -124,15 +124,26 @@ def log_odds_eval(
 ) -> dict:
     """How well the answer's first token separates the classes, without decoding: AUROC of the
     yes/no log-odds (:func:`answer_log_odds`) and the accuracy of their sign, on a
-    balanced subset of ``per_label`` images per label and category (None: all)."""
+    balanced subset of ``per_label`` images per label and category (None: all).
+
+    With a support set it also gives, on the same images, the accuracy of the coarse stage's calibrated
+    verdict, the best accuracy any threshold on the coarse score reaches on these labels (the oracle)
+    and how often the answer agrees with the verdict (the words follow the evidence)."""
     examples = prepare(
         model, balanced_subset(data, per_label), model.profile.data.image_size, shots=shots, seed=seed, progress=False
     )
     labels = np.concatenate([ex.labels for ex in examples])
     odds = answer_log_odds(model, examples)
-    return {
+    out = {
         "yes_no_auroc": 100 * float(roc_auc_score(labels, odds)),
         "sign_accuracy": 100 * float(((odds > 0) == labels).mean()),
         "said_yes": 100 * float((odds > 0).mean()),
         "n": int(len(labels)),
     }
+    if all(ex.enc.coarse.defective is not None for ex in examples):
+        verdict = torch.cat([ex.enc.coarse.defective for ex in examples]).cpu().numpy()
+        score = torch.cat([ex.enc.coarse.score for ex in examples]).double().cpu().numpy()
+        out.update({"verdict_accuracy": 100 * float((verdict == labels).mean()),
+                    "oracle_accuracy": 100 * metrics.oracle_accuracy(score, labels),
+                    "answer_follows_verdict": 100 * float(((odds > 0) == verdict).mean())})
+    return out

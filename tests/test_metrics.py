@@ -363,3 +363,11 @@ def test_sum_of_counts_is_kept_by_refinement():
     h = M.pixel_histogram(maps, masks, regions=True)
     assert h.atomic is not None and h.n_pos == masks.sum() and h.n_neg == (~masks).sum()
     assert h.region_overlap.sum() == pytest.approx(h.n_regions)
+
+
+def test_oracle_accuracy_hand_made():
+    assert M.oracle_accuracy(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert M.oracle_accuracy(np.array([0.1, 0.9, 0.8, 0.2]), np.array([1, 0, 1, 0])) == 0.5  # no cut beats "all normal"
+    assert M.oracle_accuracy(np.array([0.1, 0.9, 0.8, 0.2, 0.05]), np.array([1, 1, 1, 0, 0])) == 0.8  # cut at 0.2
+    # tied scores cannot be split: all four at 0.5 -> the best is "all normal" or "all defective"
+    assert M.oracle_accuracy(np.full(4, 0.5), np.array([0, 1, 1, 1])) == 0.75

@@ -148,15 +148,3 @@ def test_position_baseline_from_the_predicted_mask():
     assert b["from_m_fine"] == pytest.approx(50.0) and b["n_defective"] == 2
     ex.gt = masks.float()  # the same masks as ground truth: the oracle reading gives the same score
     assert position_baselines([ex], oracle_masks=True)["from_m_fine"] == pytest.approx(50.0)
-
-
-def test_oracle_accuracy_hand_made():
-    import numpy as np
-
-    from samllava.pipeline.verdict import oracle_accuracy
-
-    assert oracle_accuracy(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
-    assert oracle_accuracy(np.array([0.1, 0.9, 0.8, 0.2]), np.array([1, 0, 1, 0])) == 0.5  # no cut beats "all normal"
-    assert oracle_accuracy(np.array([0.1, 0.9, 0.8, 0.2, 0.05]), np.array([1, 1, 1, 0, 0])) == 0.8  # cut at 0.2
-    # tied scores cannot be split: all four at 0.5 -> the best is "all normal" or "all defective"
-    assert oracle_accuracy(np.full(4, 0.5), np.array([0, 1, 1, 1])) == 0.75

@@ -59,6 +59,18 @@ def image_auroc(scores: ArrayLike, labels: ArrayLike) -> float:
     return float(roc_auc_score(y, s))
 
 
+def oracle_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The best accuracy of any threshold ``score > t`` chosen on these very labels (the *oracle*: an upper
+    bound for a threshold set without them); scores (N,), labels (N,) in {0, 1}; all cuts tried, vectorised."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order].astype(bool)
+    # predicting the top i as defective: correct = positives among them + negatives below them
+    tp = np.concatenate([[0], np.cumsum(y)])
+    tn = (~y).sum() - np.concatenate([[0], np.cumsum(~y)])
+    valid = np.concatenate([[True], s[1:] != s[:-1], [True]])  # cut only between distinct scores
+    return float(((tp + tn)[valid]).max() / len(y))
+
+
 def f1_max(scores: ArrayLike, labels: ArrayLike) -> float:
     """Image F1-max: ``max_t 2 P(t) R(t) / (P(t) + R(t))`` over every threshold of
     ``sklearn.metrics.precision_recall_curve``. Shapes as in :func:`image_auroc`; needs at

@@ -55,7 +55,7 @@ from .detection import (
                    table1_note,
                    zero_shot_table,
 )
-from .verdict import oracle_accuracy, verdict_table
+from .verdict import verdict_table
 from .trained import (
                    SAM_SIDE_SECTIONS,
                    SAM_SIDE_STEPS,
@@ -116,6 +116,5 @@ __all__ = [
     "sam_side_state",
     "train_cascade",
     "trained_model",
-    "oracle_accuracy",
     "verdict_table",
 ]

@@ -17,9 +17,9 @@ from ..data import CategoryData, balanced_subset, sample_support
 from ..paper_values import TABLE5, TABLE6
 
 
-def log_odds_table(runs: dict[str, dict]) -> pd.DataFrame:
-    """One row per model (e.g. before and after training) from :func:`log_odds_eval` results."""
-    return pd.DataFrame([{"model": name, **r} for name, r in runs.items()])
+def log_odds_table(runs: dict[str, dict], key: str = "model") -> pd.DataFrame:
+    """One row per run (a model before and after training, or a data set) from :func:`log_odds_eval` results."""
+    return pd.DataFrame([{key: name, **r} for name, r in runs.items()])
 
 
 # --- stage 3: SASA and the describer -------------------------------------------------------------

@@ -17,6 +17,7 @@ from ..batching import BatchSizer
 from ..checkpoint import CHECKPOINT, load_checkpoint
 from ..config import Profile
 from ..data import CategoryData, sample_support
+from ..default_model import DEFAULT_SHOTS, code_digest
 from ..device import CPU, module_device, to_device
 from ..evaluate import CoarseMethod
 from ..examples import prepare
@@ -148,14 +149,15 @@ def train_cascade(
     return coarse, cascade.eval(), losses
 
 
-def model_dir(profile: Profile, tag: str = "main", epochs: int | None = None, shots: int = 1) -> Path:
+def model_dir(profile: Profile, tag: str = "main", epochs: int | None = None, shots: int = DEFAULT_SHOTS) -> Path:
     """Where :func:`trained_model` keeps the model of ``profile`` trained ``epochs`` (None: the profile's)
-    with K=``shots``."""
+    with K=``shots``; keyed by the code the weights depend on too, so an edit never reuses a stale model."""
     epochs = profile.train.epochs if epochs is None else epochs
-    return checkpoint_dir() / f"{profile.name}-{tag}-{cache_key(profile, epochs=epochs, shots=shots)}"
+    key = cache_key(profile, epochs=epochs, shots=shots, code=code_digest())
+    return checkpoint_dir() / f"{profile.name}-{tag}-{key}"
 
 
-def trained_model(profile: Profile, *, tag: str = "main", epochs: int | None = None, shots: int = 1,
+def trained_model(profile: Profile, *, tag: str = "main", epochs: int | None = None, shots: int = DEFAULT_SHOTS,
                   overrides: dict | None = None, progress: bool = True, retrain: bool = False,
                   device: str | torch.device | None = None):
     """The profile's end-to-end model trained on the synthetic training set (seed 1), cached.

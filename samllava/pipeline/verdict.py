@@ -17,17 +17,7 @@ from sklearn.metrics import roc_auc_score
 from ..config import Profile
 from ..data import CategoryData, sample_support
 from ..evaluate import CoarseMethod
-
-
-def oracle_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The best accuracy of any threshold ``score > t`` on these labels (all thresholds tried, vectorised)."""
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], labels[order].astype(bool)
-    # predicting the top i as defective: correct = positives among them + negatives below them
-    tp = np.concatenate([[0], np.cumsum(y)])
-    tn = (~y).sum() - np.concatenate([[0], np.cumsum(~y)])
-    valid = np.concatenate([[True], s[1:] != s[:-1], [True]])  # cut only between distinct scores
-    return float(((tp + tn)[valid]).max() / len(y))
+from ..metrics import oracle_accuracy
 
 
 @torch.no_grad()
