@@ -197,15 +197,24 @@ class Profile:
         are new in every profile, the paper's included, and are trained, not loaded.)
         """
         hf = self.llm.kind == "llava_hf"
+        fewshot = self.fewshot.weights if self.fewshot.backbone == "timm" else self.clip.weights
         comps = {
             "clip": self.clip.weights,
-            "fewshot": self.fewshot.weights if self.fewshot.backbone == "timm" else self.clip.weights,
+            "fewshot": fewshot,
             "sam": self.sam.weights,
             "llm": self.llm.weights,
             "llava vision tower": self.llm.weights if hf else None,
             "llava projector": self.llm.weights if hf else None,
         }
-        return {k: ("real: " + v if v else "random") for k, v in comps.items()}
+        out = {k: ("real: " + v if v else "random") for k, v in comps.items()}
+        backbone = "real: " + fewshot if fewshot else "random"
+        if self.sam.encoder == "fewshot_backbone":  # the offline stand-in (docs/choices.md)
+            out["sam"] = (f"stand-in: image encoder = the few-shot backbone ({backbone}), frozen, + a trained adapter; "
+                          "prompt encoder and mask decoder trained from random")
+        if self.llm.vision == "fewshot_backbone":
+            out["llava vision tower"] = f"stand-in: the few-shot backbone's features ({backbone}), frozen"
+            out["llava projector"] = "new, trained (backbone width to the language model's)"
+        return out
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
