@@ -2,7 +2,6 @@
 train is cached in :mod:`.trained`)."""
 from __future__ import annotations
 
-import dataclasses
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,7 +16,6 @@ from ..data import FEWSHOT_SEEDS, CategoryData, sample_support
 from ..device import module_device
 from ..evaluate import CascadeMethod, CoarseMethod, KnnMethod, evaluate
 from ..paper_values import FIGURE2_MEAN, TABLE1, TABLES2_4
-from ..sam import SamCascade
 from .data import cross_domain_sets
 from .trained import cascade_inputs, train_cascade
 
@@ -160,12 +158,7 @@ def prompt_types_figure(
 ):
     """Figure: the fine mask of each prompt type (Tables 7 and 10) from the same SAM weights."""
     size = size or coarse.profile.data.image_size
-    variants = {}
-    for p in prompts:
-        v = SamCascade(cascade.sam, dataclasses.replace(cascade.cfg, prompt=p), cascade.ms).eval()
-        if v.prompt_learner is not None and cascade.prompt_learner is not None:
-            v.prompt_learner = cascade.prompt_learner  # the trained multi-scale prompt
-        variants[p] = v
+    variants = {p: cascade.with_prompt(p).eval() for p in prompts}  # the same trained weights
     rows, titles = [], []
     for j, (name, cat) in enumerate(list(data.items())[:n]):
         s = [s for s in cat.test if s.label == 1][j % 3]

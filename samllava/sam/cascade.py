@@ -22,6 +22,8 @@ bottom/right, and undo both on the output (``Sam.postprocess_masks``).
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 
 import torch
@@ -102,6 +104,17 @@ class SamCascade(nn.Module):
         )
         self.decoder = MultiScaleMaskDecoder(sam.mask_decoder, multiscale=ms.decoder)
         self.resize = ResizeLongestSide(sam.image_encoder.img_size)
+
+    def with_prompt(self, prompt: str) -> "SamCascade":
+        """This trained cascade prompted with ``prompt`` instead (the prompt types of Tables 7 and 10):
+        every module is shared (encoder or stand-in and adapter, prompt encoder, multi-scale prompt learner
+        where the new prompt uses one, decoder), only the prompt differs."""
+        v = SamCascade(self.sam, dataclasses.replace(self.cfg, prompt=prompt), self.ms, self.max_points,
+                       self.box_components)
+        v.encoder, v.adapter, v.decoder = self.encoder, self.adapter, self.decoder
+        if v.prompt_learner is not None and self.prompt_learner is not None:
+            v.prompt_learner = self.prompt_learner
+        return v.train(self.training)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Prompt encoder, mask decoder, the multi-scale parts (Sec. 3.5) and the stand-in's adapter; never
