@@ -37,7 +37,8 @@ def sasa_attention_figure(model, data: dict[str, CategoryData], shots: int = 1, 
     model.set_support(cat.load_images(sample_support(cat, shots, seed), size) if shots else None)
     enc = model.encode(img, name)
     fine = model.fine(enc)
-    out = model.sasa(enc.embeddings, fine.mask.float(), enc.text_tokens)
+    feats = model.cascade.image_embedding(enc.embeddings)  # F_sam (through the stand-in's adapter, if any)
+    out = model.sasa(feats, fine.mask.float(), enc.text_tokens)
     words = [w.format("").strip() or "(plain)" for w in NORMAL_STATES + ANOMALOUS_STATES]
     g = model.profile.sasa.grid
     panels = [img[0], cat.load_masks([s], size)[0, 0], fine.mask[0]]
