@@ -47,7 +47,8 @@ def answer(model: SamLlava, examples: list[Examples], batch_size: int = 8, max_n
 
     def texts(ex: Examples, i: int, j: int) -> list[str]:
         enc, tokens, questions = _aligned(model, ex, i, j, oracle_masks)
-        return model.describer.generate(enc.visual, tokens, questions, max_new_tokens=max_new_tokens)
+        return model.describer.generate(enc.visual, tokens, questions, max_new_tokens=max_new_tokens,
+                                        prefixes=model.answer_prefixes(enc))
 
     return [[t for batch in sizer.run(len(ex), lambda i, j, ex=ex: texts(ex, i, j)) for t in batch]
             for ex in tqdm(examples, desc="describe", disable=not progress)]

@@ -117,6 +117,10 @@ class LlmConfig:
     # (a stand-in where the tower's weights are random: the offline profile)
     vision: str = "tower"
     vision_grid: int = 3
+    # The answer's "Yes," / "No," is the calibrated verdict's, pre-filled in the assistant's turn; the language
+    # model writes the rest (what, where, how large). For language models measured not to carry the verdict
+    # through training (offline: docs/verdict.md); the paper profile's LLaVA answers by itself.
+    answer_from_verdict: bool = False
     max_new_tokens: int = 128
     dtype: str = "bfloat16"  # weights of LLaVA (language model and vision tower) on a GPU; the CPU: float32
     system: str | None = None  # system message of the template; None = LLaVA-1.5's, "" = none (shorter sequences)

@@ -278,6 +278,14 @@ class SamLlava(nn.Module):
         self.set_support(support)
         return self.diagnose_with_support(images, category, max_new_tokens)
 
+    def answer_prefixes(self, enc: Encoded) -> list[str] | None:
+        """The answers' given start, " Yes," or " No," from the calibrated verdict (``llm.answer_from_verdict``
+        with a support set), else None (the language model answers by itself)."""
+        defective = enc.coarse.defective
+        if not self.profile.llm.answer_from_verdict or defective is None:
+            return None
+        return [" Yes," if d else " No," for d in defective.tolist()]
+
     @torch.no_grad()
     def diagnose_with_support(self, images: torch.Tensor, category: str | None = None,
                               max_new_tokens: int | None = None) -> list[Diagnosis]:
@@ -290,7 +298,8 @@ class SamLlava(nn.Module):
         questions = self.grounded_questions(
             [QUESTION.format(category=self.phrase(category))] * images.shape[0], fine.mask
         )
-        texts = self.describer.generate(enc.visual, tokens, questions, max_new_tokens=max_new_tokens)
+        texts = self.describer.generate(enc.visual, tokens, questions, max_new_tokens=max_new_tokens,
+                                        prefixes=self.answer_prefixes(enc))
         c = enc.coarse
         thresholds = None if c.verdict is None else c.verdict.to_dict()
         out = []

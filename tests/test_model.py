@@ -72,8 +72,11 @@ def test_diagnose_outputs(model):
     assert {"answer", "description", "score", "category"} <= set(r)
     assert r["category"] == "object"
     support = torch.rand(1, 3, s, s)
-    few = model.diagnose(torch.rand(1, 3, s, s), "fabric", support, max_new_tokens=2)[0]
-    assert few.terms["few_shot"].startswith("active")
+    few = model.diagnose(torch.rand(3, 3, s, s), "fabric", support, max_new_tokens=2)
+    assert few[0].terms["few_shot"].startswith("active")
+    # llm.answer_from_verdict (tiny, offline): the answer's yes/no is the calibrated verdict's
+    assert model.profile.llm.answer_from_verdict
+    assert [d.answer for d in few] == [{"defective": "yes", "normal": "no"}[d.verdict] for d in few]
 
 
 def test_unknown_category_is_generic_not_error(model):

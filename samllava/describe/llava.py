@@ -219,14 +219,26 @@ class Describer(nn.Module):
 
     # ----------------------------------------------------------------- inference
     def generate(self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str],
-                 max_new_tokens: int | None = None) -> list[str]:
-        """Greedy answers, one string per image; each stops at eos or after ``max_new_tokens``."""
-        out = self.generate_ids(visual, sasa_tokens, questions, max_new_tokens)
-        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+                 max_new_tokens: int | None = None, prefixes: list[str] | None = None) -> list[str]:
+        """Greedy answers, one string per image; each stops at eos or after ``max_new_tokens``.
 
-    def _left_padded(self, questions: list[str], n_sasa: int, extra: int, device) -> tuple[Tensor, Tensor]:
-        """(B, L) prompt ids and attention mask, left-padded: every row's last prompt token sits at the end."""
-        prompts = [self._encode(self._prompt(q, n_sasa), None, extra=extra)[0] for q in questions]
+        ``prefixes`` (one per image, e.g. " Yes,"): the start of the assistant's turn, given rather than
+        generated; the answer is the prefix and what the model writes after it."""
+        out = self.generate_ids(visual, sasa_tokens, questions, max_new_tokens, prefixes)
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        if prefixes is not None:
+            texts = [p + t for p, t in zip(prefixes, texts)]
+        return [t.strip() for t in texts]
+
+    def _left_padded(self, questions: list[str], n_sasa: int, extra: int, device,
+                     prefixes: list[str] | None = None) -> tuple[Tensor, Tensor]:
+        """(B, L) prompt ids (with the assistant's ``prefixes``, if any) and attention mask, left-padded:
+        every row's last prompt token sits at the end."""
+        prompts = []
+        for k, q in enumerate(questions):
+            prompt, given = self._encode(self._prompt(q, n_sasa), None if prefixes is None else prefixes[k],
+                                         extra=extra)
+            prompts.append(prompt + given)
         length = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), length), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
         mask = torch.zeros_like(ids)
@@ -260,11 +272,12 @@ class Describer(nn.Module):
 
     @torch.no_grad()
     def generate_ids(self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str],
-                     max_new_tokens: int | None = None) -> Tensor:
-        """Greedy new token ids (B, <= max_new_tokens); rows that stopped early are padded after eos."""
+                     max_new_tokens: int | None = None, prefixes: list[str] | None = None) -> Tensor:
+        """Greedy new token ids (B, <= max_new_tokens) after the prompt (and ``prefixes``); rows that stopped
+        early are padded after eos."""
         n_sasa = self._check_batch(visual, sasa_tokens, questions, None)
         max_new = max_new_tokens or self.max_new_tokens
-        ids, mask = self._left_padded(questions, n_sasa, max_new, visual.device)
+        ids, mask = self._left_padded(questions, n_sasa, max_new, visual.device, prefixes)
         was_training = self.training
         self.eval()  # no (LoRA) dropout while decoding
         try:

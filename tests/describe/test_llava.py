@@ -288,3 +288,15 @@ def test_yes_no_log_odds_match_the_logits_of_the_first_answer_token(describer, b
     # the first answer token is what the completion starts with
     prompt = describer._prompt(questions[0], sasa.shape[1])
     assert describer._encode(prompt, " Yes, there is a crack.")[1][0] == yes
+
+
+def test_given_prefix_starts_every_answer_and_is_continued(describer, batch):
+    pixels, sasa, questions, _ = batch
+    prefixes = [" Yes,", " No,", " Yes,", " No,"]
+    texts = describer.generate(pixels, sasa, questions, max_new_tokens=3, prefixes=prefixes)
+    assert [t.split(",")[0] for t in texts] == ["Yes", "No", "Yes", "No"]
+    # the continuation is what greedy decoding gives after the prompt with the prefix appended
+    ids = describer.generate_ids(pixels, sasa, questions, max_new_tokens=3, prefixes=prefixes)
+    plain = describer.generate_ids(pixels, sasa, questions, max_new_tokens=3)
+    assert ids.shape[0] == plain.shape[0] == 4
+    assert texts[0] == ("Yes," + describer.tokenizer.decode(ids[0], skip_special_tokens=True)).strip()
