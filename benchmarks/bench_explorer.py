@@ -17,7 +17,6 @@ cores are shared it counts time stolen by other guests, so it does not separate 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -31,6 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from samllava.config import load_profile  # noqa: E402
+from samllava.provenance import provenance  # noqa: E402
+from samllava.results import write_json  # noqa: E402
 from samllava.evaluate import CoarseMethod  # noqa: E402
 from samllava.pipeline import synthetic  # noqa: E402
 from samllava.widgets import USED_MAP, heatmap_explorer  # noqa: E402
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "results" / "bench_explorer.json"))
     args = p.parse_args(argv)
     out = run(args.profile, args.repeats, args.threads or None)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_json(args.out, out, run=provenance(profile=load_profile(args.profile), data="synthetic (eval, seed 0)",
+                                             seeds=[0]))
     for visit, per in out["summary_of_medians"].items():
         print(
             visit

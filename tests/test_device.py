@@ -75,11 +75,11 @@ def _helpers(profile, data) -> dict:
     import matplotlib.pyplot as plt
 
     from samllava.pipeline import sasa_attention_figure, segmentation_table, train_cascade
-    from samllava.widgets import coarse_view
+    from samllava.explorer_views import CoarseCache, coarse_view
 
     coarse, cascade, losses = train_cascade(profile, steps=2, data=data, cache=False, progress=False, device="cpu")
     table = segmentation_table(coarse, cascade, data, shots=1)
-    view = coarse_view(coarse.coarse, data["fabric"], index=len(data["fabric"].test) - 1, shots=1, size=64)
+    view = coarse_view(CoarseCache(coarse.coarse, data, size=64).maps("fabric", len(data["fabric"].test) - 1, 1))
     fig, out = sasa_attention_figure(build_model(profile, device="cpu"), data)
     plt.close(fig)
     return {"losses": losses, "table": table.to_dict(), "view": (view.heatmap.tolist(), view.mask.tolist()),

@@ -5,6 +5,7 @@ import torch
 
 from samllava import pipeline
 from samllava.config import load_profile
+from samllava.default_model import DEFAULT_SHOTS
 from samllava.evaluate import CoarseMethod
 
 
@@ -49,9 +50,9 @@ def test_train_cascade_is_cached_by_budget(dirs, monkeypatch):
 def test_trained_model_starts_from_the_shared_sam_warm_up(dirs):
     p = _profile(**{"train.sam_warmup_steps": 3, "train.epochs": 1})
     _, warm, _ = pipeline.train_cascade(p, shots=1, progress=False)
-    model, history = pipeline.trained_model(p, progress=False)
+    model, history = pipeline.trained_model(p, shots=1, progress=False)
     assert len(history) > 0
-    model2, history2 = pipeline.trained_model(p, progress=False)  # reused, not retrained
+    model2, history2 = pipeline.trained_model(p, shots=1, progress=False)  # reused, not retrained
     assert history2 == history
     # a changed profile trains a new model in its own folder
     assert pipeline.model_dir(p, "main", epochs=1, shots=1) != pipeline.model_dir(
@@ -88,7 +89,7 @@ def test_gpu_rows_name_the_card_batch_1_and_the_best_batch_apart(tmp_path):
 
 def test_model_dir_defaults_to_the_profiles_budget():
     p = _profile()
-    assert pipeline.model_dir(p) == pipeline.model_dir(p, "main", epochs=p.train.epochs, shots=1)
+    assert pipeline.model_dir(p) == pipeline.model_dir(p, "main", epochs=p.train.epochs, shots=DEFAULT_SHOTS)
 
 
 def test_ablation_variants_share_one_frozen_sam_encoder():

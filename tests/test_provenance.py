@@ -24,7 +24,7 @@ def dataset(tmp_path_factory):
 def test_record_has_every_field(dataset):
     run = prov.provenance(profile=load_profile("offline"), data={"synthetic": dataset}, seeds=[0, 1], device="cpu")
     assert set(FIELDS) <= set(run)
-    assert run["profile"] == "offline" and "llava vision tower: random" in run["weights"]
+    assert run["profile"] == "offline" and "llava vision tower: stand-in" in run["weights"]
     assert run["seeds"] == {"support": [0, 1], "training": 0, "random init": prov.INIT_SEED}
     d = run["data"]["synthetic"]
     assert d["folder"] == "syn" and d["files"] > 6 and len(d["sha256"]) == 16
