@@ -53,18 +53,23 @@ def _checkpoint(profile: Profile, given: str | None, progress: bool, device=None
     return given if given is not None else str(default_checkpoint(profile, progress=progress, device=device))
 
 
+def _in_process_group(run, args) -> int:
+    """``run(args, device)`` on ``--device``, inside torchrun's process group when started under it."""
+    device = resolve_device(args.device)
+    started = distributed.init(device)
+    try:
+        return run(args, device)
+    finally:
+        if started:
+            distributed.shutdown()
+
+
 def evaluate_cli(args) -> int:
     """``samllava evaluate``: the metrics of the coarse stage or of the whole trained model, as JSON.
 
     Under ``torchrun`` every rank scores its share of the images (:func:`samllava.evaluate.evaluate`);
     rank 0 adds the description accuracy and writes the report."""
-    device = resolve_device(args.device)
-    started = distributed.init(device)
-    try:
-        return _evaluate(args, device)
-    finally:
-        if started:
-            distributed.shutdown()
+    return _in_process_group(_evaluate, args)
 
 
 def _evaluate(args, device) -> int:
@@ -140,13 +145,7 @@ def train_cli(args) -> int:
     """``samllava train``: the profile's default model, or a model trained on ``--data`` into ``--out``
     (``torchrun`` for several processes: DistributedDataParallel, NCCL on GPUs and gloo on the CPU,
     :mod:`samllava.distributed`)."""
-    device = resolve_device(args.device)
-    started = distributed.init(device)
-    try:
-        return _train(args, device)
-    finally:
-        if started:
-            distributed.shutdown()
+    return _in_process_group(_train, args)
 
 
 def _train(args, device) -> int:
