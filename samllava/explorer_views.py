@@ -203,16 +203,15 @@ def coarse_view(
     if threshold is not None:
         mask, thr = heat > threshold, float(threshold)
         rule, title = "manual threshold", f"mask: map > {thr:.3g} (manual)"
+    elif level == USED_MAP and maps.shots > 0:  # the coarse stage's own mask: no Otsu on a calibrated map
+        mask, title = maps.mask, "mask: M_coarse (verdict)"
+        rule = "the verdict's hysteresis mask (the method's M_coarse)"
+        thr = math.nan  # its thresholds are on the decision map, not on the map shown: none to mark
     else:
         thr = otsu_threshold(heat)  # nan for a constant map: its mask is empty
         cut = "constant map" if math.isnan(thr) else f"> {thr:.3g}"
         if level == USED_MAP:
-            mask = maps.mask
-            if maps.shots > 0:  # the coarse stage's own mask: no Otsu on a map calibrated from normals
-                rule, title = "the verdict's hysteresis mask (the method's M_coarse)", "mask: M_coarse (verdict)"
-                thr = math.nan  # its thresholds are on the decision map, not on the map shown: none to mark
-            else:
-                rule, title = "Otsu (the method's M_coarse)", f"mask: M_coarse (Otsu {cut})"
+            mask, rule, title = maps.mask, "Otsu (the method's M_coarse)", f"mask: M_coarse (Otsu {cut})"
         else:
             mask, rule, title = heat > thr, "Otsu", f"mask: map {cut} (Otsu)"
     return CoarseView(maps, heat, name, np.asarray(mask, dtype=bool), thr, rule, title, level)
