@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .config import Profile
+from .describe.lora import merge_lora
 from .device import CPU, to_device
 from .model import SamLlava, build_model
 from .results import atomic_path
@@ -63,9 +64,12 @@ def load_checkpoint(model: SamLlava, path: str | Path, optimizer: torch.optim.Op
 
 def load_model(profile: Profile, checkpoint: str | Path | None, device: str | torch.device | None = None,
                dtype: str | torch.dtype | None = None) -> SamLlava:
-    """A model with trained weights from ``checkpoint``, or untrained (None), in eval mode, on ``device``
-    (:func:`samllava.device.resolve_device`) with the frozen towers in ``dtype`` (:func:`build_model`)."""
+    """A model for inference: trained weights from ``checkpoint``, or untrained (None), in eval mode, on
+    ``device`` (:func:`samllava.device.resolve_device`) with the frozen towers in ``dtype``
+    (:func:`build_model`) and LoRA merged into the language model (:func:`merge_lora`). Training starts
+    from :func:`build_model` and :func:`load_checkpoint` instead."""
     model = build_model(profile, device=device, dtype=dtype)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
+    merge_lora(model.describer)
     return model.eval()

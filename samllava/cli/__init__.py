@@ -79,7 +79,8 @@ def _diagnose_parser(sub) -> None:
     d.add_argument("--profile", default=None)
     d.add_argument("--checkpoint", default=None,
                    help="trained SamLlava checkpoint (default: the profile's default model, trained on first use)")
-    d.add_argument("--batch-size", type=int, default=8, help="images per batch (on a GPU: at most, as many as fit)")
+    d.add_argument("--batch-size", type=int, default=16,
+                   help="images per batch (on a GPU: at most, as many as fit)")
     d.add_argument("--max-new-tokens", type=int, default=None, help="default: the profile's")
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("--out", required=True, help="output folder: <image>/mask.png, overlay.png, report.json, "

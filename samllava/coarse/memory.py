@@ -61,14 +61,18 @@ def patch_features(maps: list[torch.Tensor]) -> list[torch.Tensor]:
     return [F.normalize(m.flatten(2).transpose(1, 2), dim=-1) for m in maps]
 
 
-# Query patches per block of min_cosine_distance: the (block, M) similarity block stays ~2M floats
-# (8 MB, cache-sized) instead of a (B*N, M) matrix of hundreds of MB, which was 3-4x slower on CPU.
-SIMILARITY_BLOCK = 2**21
+# Similarities per block (a buffer of 32 MB, allocated once per call) instead of a (B*N, M) matrix of
+# hundreds of MB, which was 3-4x slower on CPU. Not smaller: with a large memory (M = 200 images x 784
+# patches) a block of 2**21 is 13 query rows, a matrix product too thin to be efficient (1.6x slower).
+SIMILARITY_BLOCK = 2**23
 
 
 def min_cosine_distance(query: torch.Tensor, memory: torch.Tensor, block: int = SIMILARITY_BLOCK) -> torch.Tensor:
     """``1 - max cos`` of each query patch to the memory, as matrix products over blocks of query
     patches (``block`` similarities at a time: bounded memory whatever B, N and M).
+
+    Every block is written into one buffer allocated once: allocating and freeing a block of megabytes
+    per step made glibc's heap grow by gigabytes over a large support (docs/diagnose_benchmark.md).
 
     Args:
         query: (B, N, C) L2-normalised.
@@ -80,11 +84,11 @@ def min_cosine_distance(query: torch.Tensor, memory: torch.Tensor, block: int = 
     flat = query.reshape(-1, query.shape[-1])  # (B*N, C)
     rows = max(1, block // max(1, memory.shape[0]))
     mem_t = memory.t()
-    best = (
-        torch.cat([(flat[i : i + rows] @ mem_t).amax(-1) for i in range(0, flat.shape[0], rows)])
-        if flat.shape[0]
-        else flat.new_zeros(0)
-    )
+    best = flat.new_empty(flat.shape[0])
+    buf = flat.new_empty(min(rows, flat.shape[0]), memory.shape[0])
+    for i in range(0, flat.shape[0], rows):
+        part = flat[i : i + rows]
+        torch.amax(torch.mm(part, mem_t, out=buf[: part.shape[0]]), dim=-1, out=best[i : i + part.shape[0]])
     return (1 - best.view(query.shape[:-1])).clamp_min(0)  # clamp: rounding can give -1e-7
 
 
@@ -129,6 +133,10 @@ def held_out_distances(memory: torch.Tensor, grid: tuple[int, int], exclusion_ra
     from the support patches it may not match (other images for K > 1; outside its grid neighbourhood
     for K = 1): how far a *normal* patch lies from the memory, the reference for m_s and for the verdict.
 
+    The (Q*h*w, K*h*w) similarities are computed in blocks of rows of one query image at a time, so
+    that image's own columns are one slice to exclude, into one buffer allocated once (as in
+    :func:`min_cosine_distance`): bounded memory and no mask the size of the block.
+
     Args:
         memory: (K, h*w, C) L2-normalised support features of one level.
         grid: (h, w) of the level.
@@ -136,24 +144,29 @@ def held_out_distances(memory: torch.Tensor, grid: tuple[int, int], exclusion_ra
     """
     k, n, _ = memory.shape
     h, w = grid
-    queries = torch.arange(k, device=memory.device) if queries is None else queries
-    rows_of = (queries.to(memory.device)[:, None] * n + torch.arange(n, device=memory.device)).flatten()
-    idx = torch.arange(k * n, device=memory.device)
-    feats = memory.reshape(k * n, -1)
-    rows = max(1, SIMILARITY_BLOCK // (k * n))  # bounded blocks of the (Q*n, K*n) similarities
-    best = []
-    for start in range(0, rows_of.numel(), rows):
-        i = rows_of[start:start + rows]
-        if k > 1:  # leave one image out
-            excluded = (i // n)[:, None] == (idx // n)[None, :]
-        else:  # leave the patch's (2r+1)x(2r+1) grid neighbourhood out
-            excluded = torch.maximum(((i // w)[:, None] - (idx // w)[None, :]).abs(),
-                                     ((i % w)[:, None] - (idx % w)[None, :]).abs()) <= exclusion_radius
-            if bool(excluded.all(1).any()):
-                raise ValueError(f"K=1 normal scale: a {h}x{w} grid leaves no patch outside radius {exclusion_radius}; "
-                                 "use a smaller exclusion_radius or a finer level")
-        best.append((feats[i] @ feats.t()).masked_fill_(excluded, float("-inf")).amax(-1))
-    return (1 - torch.cat(best)).clamp_min(0).view(-1, h, w)
+    queries = torch.arange(k) if queries is None else queries
+    feats_t = memory.reshape(k * n, -1).t()
+    near = None
+    if k == 1:  # leave the patch's (2r+1)x(2r+1) grid neighbourhood out: (n, n), once
+        idx = torch.arange(n, device=memory.device)
+        near = torch.maximum(((idx // w)[:, None] - (idx // w)[None, :]).abs(),
+                             ((idx % w)[:, None] - (idx % w)[None, :]).abs()) <= exclusion_radius
+        if bool(near.all(1).any()):
+            raise ValueError(f"K=1 normal scale: a {h}x{w} grid leaves no patch outside radius {exclusion_radius}; "
+                             "use a smaller exclusion_radius or a finer level")
+    rows = max(1, min(n, SIMILARITY_BLOCK // (k * n)))  # bounded blocks of the (Q*n, K*n) similarities
+    buf = memory.new_empty(rows, k * n)
+    best = memory.new_empty(len(queries), n)
+    for qi, q in enumerate(queries.tolist()):
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            sim = torch.mm(memory[q, start:stop], feats_t, out=buf[: stop - start])
+            if near is None:
+                sim[:, q * n:(q + 1) * n] = float("-inf")  # leave one image out
+            else:
+                sim.masked_fill_(near[start:stop], float("-inf"))
+            torch.amax(sim, dim=-1, out=best[qi, start:stop])
+    return (1 - best).clamp_min(0).view(-1, h, w)
 
 
 class FewShotCalibrator(nn.Module):

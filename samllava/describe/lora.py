@@ -78,6 +78,19 @@ def apply_lora(describer: Describer, settings: LoraSettings) -> Describer:
     return describer
 
 
+def merge_lora(describer: Describer) -> Describer:
+    """Fold the adapters into the language model's weights, W <- W + (alpha / r) B A (Sec. 3.4), for
+    inference: each adapted layer then costs one matmul instead of three (decoding on a CPU is bound by
+    the number of small matmuls per token; docs/diagnose_benchmark.md). Greedy answers are unchanged up
+    to float rounding. A merged describer is for inference only: training it would update adapters that
+    no longer take part in the forward pass, so :func:`samllava.train` never receives one. A describer
+    without adapters, or one already merged, is returned as it is."""
+    model = describer.model
+    if isinstance(model, PeftModel) and not any(getattr(m, "merged", False) for m in model.modules()):
+        model.merge_adapter()
+    return describer
+
+
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """``{"total", "trainable", "lora"}`` parameter counts (works on the meta device)."""
     params = list(model.named_parameters())  # deduplicated: tied weights count once

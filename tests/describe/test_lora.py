@@ -9,7 +9,7 @@ import torch
 from samllava.config import LoraSettings, load_profile
 from samllava.describe.build import build_describer
 from samllava.describe.lora import (
-    apply_lora, load_lora, paper_parameter_counts, parameter_counts, save_lora, target_regex,
+    apply_lora, load_lora, merge_lora, paper_parameter_counts, parameter_counts, save_lora, target_regex,
 )
 
 
@@ -164,3 +164,23 @@ def test_paper_profile_lora_settings_are_the_papers():
         32,
         {"q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"},
     )
+
+
+def test_merge_lora_folds_the_adapters_in_once_and_keeps_the_logits(tiny, batch):
+    d = apply_lora(build_describer(tiny), tiny.lora)
+    modules = _lora_modules(d.model)
+    for m in modules.values():
+        torch.nn.init.normal_(m.lora_B["default"].weight, std=0.1)  # as if trained
+    d.eval()
+    before = d(*batch).logits
+    name, layer = next(iter(modules.items()))
+    w0 = layer.base_layer.weight.detach().clone()
+    delta = layer.scaling["default"] * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+    merge_lora(d)
+    merge_lora(d)  # already merged: nothing is added twice
+    torch.testing.assert_close(layer.base_layer.weight.detach(), w0 + delta.detach())
+    assert all(m.merged for m in modules.values())
+    torch.testing.assert_close(d(*batch).logits, before, rtol=1e-4, atol=1e-4)
+    plain = build_describer(tiny).eval()
+    base = plain(*batch).logits
+    assert torch.equal(merge_lora(plain)(*batch).logits, base)  # no adapters: unchanged
