@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import weights
 from .batching import BatchSizer
-from .data import load_image
+from .data import ImageFiles, load_image
 from .data.images import IMAGE_SUFFIXES
 from .data.mvtec import list_images
 from .model import Diagnosis, SamLlava
@@ -114,7 +114,7 @@ def fit_support(model: SamLlava, folder: str | Path, size: int, cache: bool = Tr
     if cache and path.is_file():
         model.coarse.set_support_state(torch.load(path, map_location="cpu", weights_only=True))
         return len(files)
-    model.set_support(torch.stack([load_image(f, size) for f in files]))
+    model.set_support(ImageFiles(files, size))  # read in chunks: bounded memory for a folder of hundreds
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:

@@ -17,6 +17,7 @@ the evidence, never the ground truth.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
@@ -211,12 +212,13 @@ class SamLlava(nn.Module):
                                    antialias=True).clamp(0, 1).to(images.dtype)  # antialias has no bf16 CPU kernel
         return Encoded(images, coarse, embedded, visual, tokens)
 
-    def set_support(self, support: torch.Tensor | None) -> None:
-        """K normal images (K, 3, S, S) for the few-shot path (Eq. 2), or None for zero-shot."""
+    def set_support(self, support: torch.Tensor | Sequence | None) -> None:
+        """K normal images (K, 3, S, S) for the few-shot path (Eq. 2), or None for zero-shot; a sequence
+        of such images (:class:`samllava.data.ImageFiles`) is read in chunks onto the model's device."""
         if support is None:
             self.coarse.clear_support()
         else:
-            self.coarse.set_support(support.to(self.device))
+            self.coarse.set_support(support.to(self.device) if isinstance(support, torch.Tensor) else support)
 
     # ------------------------------------------------------------------ trainable part
     def fine(self, enc: Encoded) -> SamOutput:

@@ -29,6 +29,7 @@ The median (not the mean) keeps a few genuinely unusual support patches from inf
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -212,29 +213,42 @@ class FewShotCalibrator(nn.Module):
         return [getattr(self, f"memory_{i}") for i in range(self._levels)]
 
     @torch.no_grad()
-    def fit(self, support_images: torch.Tensor) -> "FewShotCalibrator":
+    def fit(self, support_images: torch.Tensor | Sequence) -> "FewShotCalibrator":
         """Build the memory from K normal images (K, 3, S, S) in [0, 1], and score the calibration
         images (:func:`calibration_indices`) held out: their s_ctx maps (n_cal, S, S) are
-        ``held_out_s_ctx``, from which :mod:`samllava.coarse.verdict` derives the thresholds."""
-        if isinstance(support_images, torch.Tensor) and support_images.ndim == 4 and support_images.shape[0] == 0:
+        ``held_out_s_ctx``, from which :mod:`samllava.coarse.verdict` derives the thresholds.
+
+        ``support_images`` is a tensor, or any sequence whose slices are such tensors (e.g.
+        :class:`samllava.data.ImageFiles`): it is read ``SUPPORT_CHUNK`` images at a time, so a large
+        folder is never held in memory whole."""
+        if isinstance(support_images, torch.Tensor):
+            if support_images.ndim == 4 and support_images.shape[0] == 0:
+                raise ValueError("few-shot support: no support images (K = 0); need K >= 1 normal images")
+            check_images(support_images, "support_images")
+        k = len(support_images)
+        if k == 0:
             raise ValueError("few-shot support: no support images (K = 0); need K >= 1 normal images")
-        check_images(support_images, "support_images")
         self.clear()
-        chunks = [self.extractor(support_images[i:i + SUPPORT_CHUNK])
-                  for i in range(0, support_images.shape[0], SUPPORT_CHUNK)]  # per chunk, per level (k, C, h, w)
-        grids = [tuple(m.shape[-2:]) for m in chunks[0]]
-        feats = [torch.cat(level) for level in zip(*(patch_features(c) for c in chunks))]  # per level (K, h*w, C)
-        del chunks
+        device = self.extractor.preprocess.mean.device
+        levels = []  # per chunk, per level (k, h*w, C)
+        for i in range(0, k, SUPPORT_CHUNK):
+            chunk = support_images[i:i + SUPPORT_CHUNK].to(device)
+            check_images(chunk, "support_images")
+            maps = self.extractor(chunk)
+            grids = [tuple(m.shape[-2:]) for m in maps]
+            levels.append(patch_features(maps))
+        feats = [torch.cat(level) for level in zip(*levels)]  # per level (K, h*w, C)
+        del levels
         for i, f in enumerate(feats):
             self.register_buffer(f"memory_{i}", f.reshape(-1, f.shape[-1]), persistent=False)
         self._levels = len(feats)
-        cal = calibration_indices(support_images.shape[0], MAX_CALIBRATION_IMAGES)
+        cal = calibration_indices(k, MAX_CALIBRATION_IMAGES)
         held = [held_out_distances(f, g, self.exclusion_radius, cal) for f, g in zip(feats, grids)]
         self.scales = torch.stack([d.median() for d in held]).clamp_min(self.eps)
-        side = support_images.shape[-1]
+        side = chunk.shape[-1]
         self.held_out_s_ctx = torch.stack([upsample(d, side) / sc for d, sc in zip(held, self.scales)]).mean(0)
-        self.calibration_images = support_images[cal.to(support_images.device)]
-        self._k = support_images.shape[0]
+        self.calibration_images = support_images[cal].to(device)
+        self._k = k
         self.support_side = side
         return self
 

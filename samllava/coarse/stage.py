@@ -19,6 +19,7 @@ their highest-scoring region. Per-image Otsu alone splits every map in two, norm
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -92,8 +93,9 @@ class CoarseLocalizer(nn.Module):
     def has_support(self) -> bool:
         return self.calibrator is not None and self.calibrator.fitted
 
-    def set_support(self, images: torch.Tensor) -> None:
-        """Fit the few-shot memory on K normal images (K, 3, S, S) in [0, 1]."""
+    def set_support(self, images: torch.Tensor | Sequence) -> None:
+        """Fit the few-shot memory on K normal images (K, 3, S, S) in [0, 1] (or a sequence of them read in
+        chunks, :meth:`FewShotCalibrator.fit`)."""
         if self.calibrator is None:
             raise ValueError("this CoarseLocalizer has no few-shot calibrator; build it with one to set a support set")
         self.calibrator.fit(images)

@@ -8,7 +8,7 @@ image conversions (greyscale and RGBA to RGB, 16-bit scaling).
 from .dataset import CategoryData, Sample, balanced_subset
 from .fewshot import FEWSHOT_SEEDS, FEWSHOT_SHOTS, sample_support, support_indices
 from .folder import load_dataset, load_folder
-from .images import load_image, load_mask
+from .images import ImageFiles, load_image, load_mask
 from .instructions import instruction_records, position_on_grid
 from .mvtec import MVTEC_CATEGORIES, load_mvtec
 from .realtex import REALTEX_CATEGORIES, generate_realtex
@@ -27,6 +27,7 @@ __all__ = [
     "CategoryData",
     "Sample",
     "balanced_subset",
+    "ImageFiles",
     "load_image",
     "load_mask",
     "load_mvtec",

@@ -14,6 +14,7 @@ and resized with nearest-neighbour interpolation, so they stay binary.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,28 @@ def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
     _check_size(size)
     pixels = torch.from_numpy(to_rgb(path)).permute(2, 0, 1)  # (3, H, W)
     return _resize(pixels.contiguous(), size, "bilinear")
+
+
+class ImageFiles:
+    """Image files read on demand: ``files[i:j]`` (or ``files[index_tensor]``) is an ``(n, 3, size, size)``
+    float32 tensor in [0, 1] (:func:`load_image`), ``len(files)`` the number of files.
+
+    What :meth:`samllava.coarse.memory.FewShotCalibrator.fit` takes besides a tensor, so a support folder
+    of hundreds of images is read a chunk at a time instead of held in memory as one tensor (about 0.8 MB
+    per image at 256 px)."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], size: int) -> None:
+        _check_size(size)
+        self.paths, self.size = list(paths), size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: slice | torch.Tensor | Sequence[int]) -> torch.Tensor:
+        picked = self.paths[index] if isinstance(index, slice) else [self.paths[int(i)] for i in index]
+        if not picked:
+            return torch.zeros(0, 3, self.size, self.size)
+        return torch.stack([load_image(f, self.size) for f in picked])
 
 
 def load_mask(path: str | os.PathLike, size: int, image_path: str | os.PathLike | None = None) -> torch.Tensor:

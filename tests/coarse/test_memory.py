@@ -91,6 +91,32 @@ def test_fit_in_chunks_equals_one_pass(monkeypatch):
     assert torch.equal(chunked.calibration_images, support[calibration_indices(5, 3)])
 
 
+def test_fit_from_image_files_reads_chunks_and_equals_the_tensor(monkeypatch, tmp_path):
+    from PIL import Image
+
+    from samllava.data import ImageFiles, load_image
+
+    rng = torch.Generator().manual_seed(2)
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray((torch.rand(4, 4, 3, generator=rng) * 255).byte().numpy()).save(paths[-1])
+    files = ImageFiles(paths, 4)
+    support = torch.stack([load_image(f, 4) for f in paths])
+    monkeypatch.setattr(memory_module, "SUPPORT_CHUNK", 2)
+    read = []
+    getitem = ImageFiles.__getitem__
+    monkeypatch.setattr(ImageFiles, "__getitem__", lambda self, i: read.append(i) or getitem(self, i))
+    lazy = FewShotCalibrator(PixelFeatures()).fit(files)
+    whole = FewShotCalibrator(PixelFeatures()).fit(support)
+    assert [i for i in read if isinstance(i, slice)] == [slice(0, 2), slice(2, 4), slice(4, 6)]  # never all at once
+    assert all(torch.equal(a, b) for a, b in zip(lazy.memory, whole.memory))
+    assert torch.equal(lazy.held_out_s_ctx, whole.held_out_s_ctx)
+    assert torch.equal(lazy.calibration_images, support) and lazy.support_size == 5
+    with pytest.raises(ValueError, match="no support images"):
+        FewShotCalibrator(PixelFeatures()).fit(ImageFiles([], 4))
+
+
 def test_normal_scale_leave_one_image_out():
     # Image i holds two almost identical patches; they must not match each other.
     memory = torch.stack([torch.stack([unit(a), unit(a + 1)]) for a in (0, 20, 50)])  # (3, 2, 2)
