@@ -64,12 +64,18 @@ HEADLINES: tuple[Headline, ...] = (
 )
 
 
+def _cell_text(v) -> str:
+    """A cell as a pattern sees it: a whole number read as a float (an integer column with a blank cell,
+    e.g. Table 11's ``batch``) is written as an integer, ``1`` and not ``1.0``."""
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
 def _rows(df: pd.DataFrame, select: dict[str, str]) -> pd.DataFrame:
     keep = pd.Series(True, index=df.index)
     for col, pattern in select.items():
         if col not in df.columns:
             return df.iloc[0:0]
-        keep &= df[col].map(lambda v, p=pattern: fnmatch.fnmatchcase(str(v), p))
+        keep &= df[col].map(lambda v, p=pattern: fnmatch.fnmatchcase(_cell_text(v), p))
     return df[keep]
 
 
