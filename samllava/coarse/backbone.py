@@ -14,6 +14,7 @@ The modules never touch files: :func:`build_feature_extractor` does the I/O.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -101,6 +102,13 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.extract(self.preprocess(images))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the extractor's weights are (its buffers' device for one without weights; else the CPU)."""
+        for t in itertools.chain(self.parameters(), self.buffers()):
+            return t.device
+        return torch.device("cpu")
 
     def train(self, mode: bool = True) -> "FeatureExtractor":
         return super().train(False)

@@ -229,7 +229,7 @@ class FewShotCalibrator(nn.Module):
         if k == 0:
             raise ValueError("few-shot support: no support images (K = 0); need K >= 1 normal images")
         self.clear()
-        device = self.extractor.preprocess.mean.device
+        device = self.extractor.device
         levels = []  # per chunk, per level (k, h*w, C)
         for i in range(0, k, SUPPORT_CHUNK):
             chunk = support_images[i:i + SUPPORT_CHUNK].to(device)
@@ -264,7 +264,7 @@ class FewShotCalibrator(nn.Module):
     def load_support_state(self, state: dict) -> "FewShotCalibrator":
         """Restore :meth:`support_state` (onto this module's device)."""
         self.clear()
-        device = self.extractor.preprocess.mean.device
+        device = self.extractor.device
         for i, m in enumerate(state["memory"]):
             self.register_buffer(f"memory_{i}", m.to(device), persistent=False)
         self._levels, self._k, self.support_side = len(state["memory"]), int(state["k"]), int(state["side"])

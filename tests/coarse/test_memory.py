@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from samllava.coarse.backbone import FeatureExtractor
+from samllava.coarse.backbone import CachedExtractor, FeatureExtractor
 from samllava.coarse import memory as memory_module
 from samllava.coarse.memory import (
     FewShotCalibrator,
@@ -107,7 +107,7 @@ def test_fit_from_image_files_reads_chunks_and_equals_the_tensor(monkeypatch, tm
     read = []
     getitem = ImageFiles.__getitem__
     monkeypatch.setattr(ImageFiles, "__getitem__", lambda self, i: read.append(i) or getitem(self, i))
-    lazy = FewShotCalibrator(PixelFeatures()).fit(files)
+    lazy = FewShotCalibrator(CachedExtractor(PixelFeatures())).fit(files)  # a wrapper has no preprocess of its own
     whole = FewShotCalibrator(PixelFeatures()).fit(support)
     assert [i for i in read if isinstance(i, slice)] == [slice(0, 2), slice(2, 4), slice(4, 6)]  # never all at once
     assert all(torch.equal(a, b) for a, b in zip(lazy.memory, whole.memory))
