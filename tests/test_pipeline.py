@@ -149,3 +149,11 @@ def test_position_baseline_from_the_predicted_mask():
     assert b["from_m_fine"] == pytest.approx(50.0) and b["n_defective"] == 2
     ex.gt = masks.float()  # the same masks as ground truth: the oracle reading gives the same score
     assert position_baselines([ex], oracle_masks=True)["from_m_fine"] == pytest.approx(50.0)
+
+
+def test_table11_names_the_machine_in_a_column_not_in_the_row_label():
+    from samllava.pipeline.complexity import _this_device
+    from samllava.provenance import cpu_model
+
+    assert _this_device("CPU (x86_64, 2 threads)") == f"CPU ({cpu_model()}, 2 threads)"
+    assert _this_device("NVIDIA H200") == "NVIDIA H200"
