@@ -138,7 +138,7 @@ def write_outputs(diagnosis: Diagnosis, image: torch.Tensor, out_dir: str | Path
 
 
 def diagnose_files(model: SamLlava, files: list[Path], out_dir: str | Path, *, category: str | None, size: int,
-                   batch_size: int = 16, max_new_tokens: int | None = None, extra: dict | None = None,
+                   batch_size: int = 32, max_new_tokens: int | None = None, extra: dict | None = None,
                    progress: bool = True) -> pd.DataFrame:
     """Diagnose ``files`` in batches with the support already set; write every output and the summary.
 

@@ -79,7 +79,7 @@ def _diagnose_parser(sub) -> None:
     d.add_argument("--profile", default=None)
     d.add_argument("--checkpoint", default=None,
                    help="trained SamLlava checkpoint (default: the profile's default model, trained on first use)")
-    d.add_argument("--batch-size", type=int, default=16,
+    d.add_argument("--batch-size", type=int, default=32,
                    help="images per batch (on a GPU: at most, as many as fit)")
     d.add_argument("--max-new-tokens", type=int, default=None, help="default: the profile's")
     d.add_argument("--no-progress", action="store_true")
