@@ -30,23 +30,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from samllava.config import load_profile  # noqa: E402
-from samllava.provenance import provenance  # noqa: E402
+from samllava.provenance import cpu_model, provenance  # noqa: E402
 from samllava.results import write_json  # noqa: E402
 from samllava.evaluate import CoarseMethod  # noqa: E402
 from samllava.pipeline import synthetic  # noqa: E402
 from samllava.widgets import USED_MAP, heatmap_explorer  # noqa: E402
 
 TARGET_S = 1.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def moves(explorer) -> list[tuple[str, object]]:

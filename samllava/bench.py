@@ -14,7 +14,6 @@ generating, a compiled decode step; :class:`BenchSettings`) are off by default; 
 from __future__ import annotations
 
 import gc
-import platform
 import resource
 import statistics
 import time
@@ -29,6 +28,7 @@ from .data.instructions import ANSWER_ANOMALY, QUESTION
 from .describe.fast_decode import StaticGreedyDecoder, prompt_embeds
 from .describe.lora import PAPER_TEXT_CONFIG, PAPER_VISION_CONFIG
 from .model import build_model
+from .provenance import cpu_model
 from .sam.sdpa import SdpaAttention
 from .train import param_groups
 
@@ -391,4 +391,4 @@ def train_step(model, prec: Precision, batch: int, category: str, runs: int = 3)
 def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"

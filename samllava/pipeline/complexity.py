@@ -15,7 +15,6 @@ from ..describe.lora import paper_parameter_counts
 from ..device import resolve_device
 from ..model import build_model
 from ..paper_values import INFERENCE_BATCH, TABLE11
-from ..provenance import cpu_model
 from ..sam import SamCascade
 from ..sam.build import SAM_REGISTRY
 from ..sasa import Sasa
@@ -74,7 +73,7 @@ def complexity_table(profile: Profile, device: str | torch.device | None = "cpu"
     hist_time = _training_time(profile)
     # the machine goes in its own column, not in the label: the reproduction check matches rows by label, and a
     # rerun on another CPU or thread count is the same row measured elsewhere (docs/reproduction.md)
-    rows = [{"model": f"SAM-LLaVA, {profile.name} profile (this run)", "device": _this_device(r["device"]), "batch": 1,
+    rows = [{"model": f"SAM-LLaVA, {profile.name} profile (this run)", "device": r["device"], "batch": 1,
              "total_M": r["params"]["total_M"], "trainable_M": r["params"]["trainable_M"],
              "lora_M": r["params"]["lora_M"], "training_time_h": hist_time, "latency_ms": e2e.get("mean_ms", np.nan),
              "throughput_img_s": e2e.get("images_per_s", np.nan), "peak_memory_GB": r["peak_memory_GB"]}]
@@ -93,13 +92,6 @@ def complexity_table(profile: Profile, device: str | torch.device | None = "cpu"
     df = pd.DataFrame(rows)
     df["batch"] = df["batch"].astype("Int64")  # printed as 1, not 1.00; empty for the counted-only row
     return df
-
-
-def _this_device(name: str) -> str:
-    """The bench's device name with the CPU model: "CPU (x86_64, 2 threads)" -> "CPU (AMD EPYC, 2 threads)"."""
-    if not name.startswith("CPU ("):
-        return name
-    return f"CPU ({cpu_model()}, {name.rsplit(', ', 1)[-1]}"
 
 
 def _training_time(profile: Profile) -> float:
