@@ -40,7 +40,7 @@ from .metrics import parse_yes_no
 from .sam import SamCascade, SamOutput, build_cascade, place_cascade
 from .sam.prompts import resize_pad_mask
 from .sasa import Sasa
-from .seeding import seeded
+from .seeding import seeded, training_init_seed
 
 
 @dataclass
@@ -324,7 +324,9 @@ def build_model(profile: Profile, lora: bool = True, seed: int = 0, device: str 
     :mod:`samllava.seeding`), so that the frozen random parts of the tiny and offline profiles
     (CLIP, SAM's encoder and its positional buffers, LLaVA's vision tower) are the same in every
     process and in every builder (``build_cascade(profile, seed)`` gives this model's cascade): a
-    checkpoint of the trainable parts then fully determines the model.
+    checkpoint of the trainable parts then fully determines the model. The parts that learn (and the
+    random stand-ins built with them) are drawn from ``seed`` offset by the training seed
+    ``profile.train.seed`` (:func:`samllava.seeding.training_init_seed`); the coarse stage from ``seed``.
 
     ``device`` (:func:`samllava.device.resolve_device`; None: CUDA when available) is where the model
     runs. It is built on ``init_device`` (the CPU: the seeded random parts are then the same whatever the
@@ -345,14 +347,15 @@ def _assemble(profile: Profile, lora: bool, seed: int, llm_dtype: torch.dtype) -
     extractor = coarse.calibrator.extractor
     width = pooled_tokens(extractor(torch.zeros(1, 3, 8, 8, device=extractor.preprocess.mean.device)), 1).shape[-1] \
         if profile.llm.vision == "fewshot_backbone" else None
-    describer = build_describer(profile, seed=seed, vision_channels=width, dtype=llm_dtype)
+    init = training_init_seed(seed, profile.train.seed)  # the parts that learn (seeding.training_init_seed)
+    describer = build_describer(profile, seed=init, vision_channels=width, dtype=llm_dtype)
     if lora:
-        with seeded(seed, "lora"):
+        with seeded(init, "lora"):
             describer = apply_lora(describer, profile.lora)
     if describer.vision_grid is not None:  # a new projector for the backbone's features learns (LLaVA's stage 1)
         describer.llava.model.multi_modal_projector.requires_grad_(True)
     text_dim = coarse.zero_shot.model.visual.output_dim  # CLIP's joint embedding width D
-    with seeded(seed, "sasa"):
+    with seeded(init, "sasa"):
         sasa = Sasa(
             profile.sasa, vis_dim=cascade.sam.prompt_encoder.embed_dim, text_dim=text_dim, llm_dim=describer.llm_dim
         )

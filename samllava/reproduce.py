@@ -45,17 +45,17 @@ _NUMBERED = re.compile(r"^(\d{2})_.+\.ipynb$")
 
 
 # Parameters that make each notebook a quick smoke run (used with the tiny profile in CI):
-# fewer seeds, shots and steps; the code path is the same.
+# fewer seeds, shots and steps; the code path is the same (two training seeds: the pooling over runs included).
 SMOKE_PARAMETERS: dict[str, dict] = {
     "02": {"shots": [1], "seeds": [0], "n_examples": 2},
-    "03": {"steps": 10, "seeds": [0], "n_examples": 2},
+    "03": {"steps": 10, "seeds": [0], "n_examples": 2, "train_seeds": [0, 1]},
     "04": {"count_profiles": ["tiny"], "max_new_tokens": 4},
-    "05": {"max_new_tokens": 4, "n_show": 1},
-    "06": {"steps": 5},
-    "07": {"shots": [1], "seeds": [0], "steps": 5},
-    "08": {"shots": [1], "seeds": [0], "max_new_tokens": 4},
+    "05": {"max_new_tokens": 4, "n_show": 1, "train_seeds": [0, 1]},
+    "06": {"steps": 5, "train_seeds": [0, 1]},
+    "07": {"shots": [1], "seeds": [0], "steps": 5, "train_seeds": [0, 1]},
+    "08": {"shots": [1], "seeds": [0], "max_new_tokens": 4, "train_seeds": [0, 1]},
     "09": {"steps": 5, "n_examples": 2},
-    "10": {"steps": 3, "seeds": [0], "accuracy_variants": ["w/o SASA"]},
+    "10": {"steps": 3, "seeds": [0], "accuracy_variants": ["SAM-LLaVA (full)"], "train_seeds": [0, 1]},
     "11": {"runs": 1, "warmup": 1, "new_tokens": 2},
 }
 

@@ -98,7 +98,9 @@ def _numbers(df: pd.DataFrame, select: dict[str, str], patterns: tuple[str, ...]
         return "not in the table"
     parts = []
     for c in dict.fromkeys(cols):
-        vals = " / ".join(_number(v) for v in rows[c])
+        std = rows[f"{c}_std"] if f"{c}_std" in df.columns else pd.Series(float("nan"), index=rows.index)
+        # a number pooled over training seeds shows its std (pipeline.training_seeds)
+        vals = " / ".join(_number(v) + ("" if pd.isna(sd) else f" ± {_number(sd)}") for v, sd in zip(rows[c], std))
         parts.append(vals if len(cols) == 1 or not labels else f"{c}: {vals}")
     return ("; " if labels else " / ").join(parts)
 

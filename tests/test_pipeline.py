@@ -156,3 +156,57 @@ def test_table11_names_the_machine_in_a_column_not_in_the_row_label():
     from samllava.provenance import cpu_model
 
     assert _device_name(torch.device("cpu")) == f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+def test_pool_training_seeds_by_hand():
+    """Mean and sample std per cell over the runs; labels, paper columns and counts kept; paper rows no std."""
+    import pandas as pd
+
+    def run(a, b):
+        return pd.DataFrame({"method": ["ours", "X (paper)"], "auroc": [a, np.nan], "n": [12, 12],
+                             "paper auroc": [np.nan, 90.0]})
+
+    t = pipeline.pool_training_seeds([run(80.0, 0), run(84.0, 0), run(86.0, 0)])
+    assert list(t.columns) == ["method", "auroc", "auroc_std", "n", "paper auroc"]
+    assert t.loc[0, "auroc"] == pytest.approx(250 / 3)
+    assert t.loc[0, "auroc_std"] == pytest.approx(np.std([80, 84, 86], ddof=1))
+    assert np.isnan(t.loc[1, "auroc"]) and np.isnan(t.loc[1, "auroc_std"])
+    assert t["n"].tolist() == [12, 12] and t.loc[1, "paper auroc"] == 90.0
+    one = pipeline.pool_training_seeds([run(80.0, 0)])
+    assert one.loc[0, "auroc"] == 80.0 and np.isnan(one.loc[0, "auroc_std"])  # one run: no spread to state
+    with pytest.raises(ValueError, match="run 1"):
+        pipeline.pool_training_seeds([run(80.0, 0), run(80.0, 0).iloc[:1]])
+    other = run(80.0, 0)
+    other.loc[1, "paper auroc"] = 91.0
+    with pytest.raises(ValueError, match="paper auroc"):
+        pipeline.pool_training_seeds([run(80.0, 0), other])
+    half = run(80.0, 0)
+    half.loc[1, "auroc"] = 3.0  # measured in one run only: a failed run must not shrink the mean
+    with pytest.raises(ValueError, match="NaN"):
+        pipeline.pool_training_seeds([run(80.0, 0), half])
+
+
+def test_training_seed_rules():
+    p = _profile()
+    assert pipeline.with_training_seed(p, 2).train.seed == 2 and p.train.seed == 0
+    verdict = p.replace(**{"llm.answer_from_verdict": True})
+    own = p.replace(**{"llm.answer_from_verdict": False})
+    assert pipeline.answer_training_seeds(verdict, [3, 4, 5]) == (3,)
+    assert pipeline.answer_training_seeds(own, [3, 4, 5]) == (3, 4, 5)
+    variants = ["SAM-LLaVA (full)", "w/o SASA"]
+    assert pipeline.accuracy_variants_for(verdict, variants) == ["SAM-LLaVA (full)"]
+    assert pipeline.accuracy_variants_for(own, variants) == variants
+
+
+def test_training_seeds_give_their_own_cached_sam_sides(dirs):
+    """Each training seed trains (and caches) its own SAM side; segmentation_table pools them."""
+    p = _profile()
+    sides = [pipeline.train_cascade(pipeline.with_training_seed(p, s), steps=2, progress=False) for s in (0, 1)]
+    a, b = (pipeline.sam_side_state(c) for _, c, _ in sides)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    coarse = sides[0][0]
+    data = pipeline.synthetic(p, "eval")
+    table = pipeline.segmentation_table(coarse, [c for _, c, _ in sides], data, shots=1)
+    assert table["method"].tolist() == ["coarse only (Eq. 1-2)", "coarse + SAM cascade (Eq. 3-4)"]
+    assert table.loc[0, "pixel_auroc_std"] == 0.0  # the coarse stage does not train
+    assert "mask_iou_std" in table.columns and np.isfinite(table.loc[1, "mask_iou_std"])

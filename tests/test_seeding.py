@@ -35,3 +35,16 @@ def test_builders_agree_with_build_model():
     assert _same(build_cascade(p), model.cascade)
     assert _same(build_coarse(p)[0], model.coarse)
     assert not _same(build_cascade(p, seed=1), model.cascade)
+
+
+def test_a_training_seed_draws_what_learns_anew_and_keeps_the_coarse_stage():
+    """train.seed 0 is the model `seed` builds; another training seed changes the parts that learn (SAM's
+    decoder, SASA, LoRA) and leaves the coarse stage, which never trains, as it is."""
+    p = load_profile("tiny")
+    a, b = build_model(p), build_model(p.replace(**{"train.seed": 1}))
+    assert _same(a.coarse, b.coarse)
+    for part in ("cascade", "sasa"):
+        assert not _same(getattr(a, part), getattr(b, part)), part
+    lora = [k for k in a.describer.state_dict() if "lora_A" in k]
+    assert lora and not torch.equal(a.describer.state_dict()[lora[0]], b.describer.state_dict()[lora[0]])
+    assert _same(build_cascade(p.replace(**{"train.seed": 1})), b.cascade)  # the builders still agree

@@ -27,21 +27,29 @@ device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllav
 steps = None  # None: the profile's SAM warm-up budget, one cached SAM side shared by notebooks 03, 05, 07-09
 lr = None
 shots = 1
-seeds = [0, 1, 2]
+seeds = [0, 1, 2]  # support seeds
+train_seeds = [0, 1, 2]  # one SAM side trained per seed; the table is their mean and std (issue #19)
 n_examples = 3
 
 # %%
 from samllava import results
 from samllava.config import load_profile
-from samllava.pipeline import cascade_figure, prompt_types_figure, segmentation_table, synthetic, train_cascade
+from samllava.evaluate import CoarseMethod
+from samllava.pipeline import (cascade_figure, prompt_types_figure, segmentation_table, synthetic, train_cascade,
+                               training_seeds_note, with_training_seed)
 from samllava.provenance import provenance
 from samllava.viz import loss_figure
 
 P = load_profile(profile)
 data = synthetic(P, "eval")
-run = provenance(profile=P, data={"synthetic train": synthetic(P, "train"), "synthetic eval": data}, seeds=seeds)
-coarse, cascade, losses = train_cascade(P, steps=steps, lr=lr, shots=shots, device=device)
-results.save_figure(loss_figure({"segmentation loss (Eq. 6)": losses}), "sam_training_loss", run=run)
+run = provenance(profile=P, data={"synthetic train": synthetic(P, "train"), "synthetic eval": data},
+                 seeds={"support": seeds, "training": train_seeds})
+coarse = CoarseMethod(P, device=device)  # the coarse stage never trains: one for every training seed
+trained = {s: train_cascade(with_training_seed(P, s), steps=steps, lr=lr, shots=shots, coarse=coarse)[1:]
+           for s in train_seeds}
+cascade, losses = trained[train_seeds[0]]  # the figures show the first training seed's SAM side
+results.save_figure(loss_figure({f"Eq. 6, training seed {s}": l for s, (_, l) in trained.items()}), "sam_training_loss",
+                    run=run)
 
 # %% [markdown]
 # ## Coarse mask → prompt → candidate masks (predicted IoU in the row title) → fine mask
@@ -61,7 +69,8 @@ results.save_figure(prompt_types_figure(coarse, cascade, data, n=n_examples, sho
 # masks with the ground truth on defective images.
 
 # %%
-table = segmentation_table(coarse, cascade, data, shots=shots, seeds=seeds)
+table = segmentation_table(coarse, [c for c, _ in trained.values()], data, shots=shots, seeds=seeds)
 results.write_table(table, "segmentation_coarse_vs_fine", run=run, dataset="synthetic (train seed 1, eval seed 0)",
-                    note=f"SAM side trained {len(losses)} steps at lr {lr or P.train.sam_warmup_lr}; K={shots}; seeds {seeds}")
+                    note=f"SAM side trained {len(losses)} steps at lr {lr or P.train.sam_warmup_lr}; K={shots}; "
+                         f"support seeds {seeds}; {training_seeds_note(train_seeds)} (the coarse row does not train: std 0)")
 table

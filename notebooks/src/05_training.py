@@ -6,7 +6,8 @@
 # multi-scale parts, SASA and its projections, LoRA. The frozen work is computed once per image and reused
 # every epoch; a checkpoint is written after each epoch and an interrupted run resumes.
 #
-# Trained on the synthetic training set (seed 1) with K = 4 normal support images (the default model's K), evaluated
+# Trained on the synthetic training set (seed 1) with K = 4 normal support images (the default model's K), once per
+# training seed (its own initialisation of what learns and its own example order), evaluated
 # on the held-out synthetic set (seed 0) and, for the yes/no answer, on the packaged textile photographs and the
 # held-out real-texture set. The checkpoint is shared with notebooks 06-10. **Offline profile:** SmolLM2-135M with real
 # weights as the language model; everything visual is tiny and random apart from the EfficientNet memory.
@@ -32,19 +33,22 @@ max_new_tokens = 20  # the answer sentence, which names the position, is at most
 per_label = 6  # before/after answers on 6 normal + 6 anomalous held-out images per category
 odds_per_label = 6  # first-token yes/no log-odds (no decoding, cheap) on 6 + 6 images per category
 n_show = 4
+train_seeds = [0, 1, 2]  # one model trained per seed; the tables are their mean and std (issue #19)
 
 # %%
 from samllava import results
 from samllava.config import load_profile
+from samllava.metrics import mean_std
 from samllava.model import build_model
-from samllava.pipeline import (answers_table, description_eval, log_odds_eval, log_odds_table, position_baselines, realtex,
-                               synthetic, textiles, trained_model)
+from samllava.pipeline import (answers_table, description_eval, log_odds_eval, log_odds_table, pool_training_seeds, realtex,
+                               synthetic, textiles, trained_runs, training_seeds_note)
 from samllava.provenance import provenance
 from samllava.viz import loss_figure
 
 P = load_profile(profile)
 eval_data = synthetic(P, "eval")
-run = provenance(profile=P, data={"synthetic train": synthetic(P, "train"), "synthetic eval": eval_data}, seeds=[0])
+run = provenance(profile=P, data={"synthetic train": synthetic(P, "train"), "synthetic eval": eval_data},
+                 seeds={"support": [0], "training": train_seeds})
 
 # %% [markdown]
 # ## Before training (LoRA B = 0: the base language model; SAM side and SASA untrained)
@@ -58,13 +62,19 @@ del untrained
 before
 
 # %% [markdown]
-# ## Training
+# ## Training, once per training seed, and the answers of each trained model on held-out images
+# Each run's model is cached (keyed by profile, budget, code and seed); the frozen work is computed once per run.
 
 # %%
-model, history = trained_model(P, epochs=epochs, shots=shots, device=device)
-curves = {k: [h[k] for h in history] for k in ("total", "seg", "gen")}
+sets = {"synthetic (held-out)": eval_data, "textiles (packaged photographs)": textiles(),
+        "real textures (held-out)": realtex(P, "heldout")}
+runs = trained_runs(P, train_seeds, eval_data, sets, shots=shots, max_new_tokens=max_new_tokens, per_label=per_label,
+                    odds_per_label=odds_per_label, epochs=epochs, device=device)
+curves = {f"{k}, training seed {r.seed}": [h[k] for h in r.history] for r in runs for k in ("total", "seg", "gen")}
 results.save_figure(loss_figure(curves), "training_loss", run=run)
-print(f"{len(history)} steps; first total loss {history[0]['total']:.3f}, last {history[-1]['total']:.3f}")
+for r in runs:
+    print(f"training seed {r.seed}: {len(r.history)} steps; first total loss {r.history[0]['total']:.3f}, "
+          f"last {r.history[-1]['total']:.3f}")
 
 # %% [markdown]
 # ## After training: yes/no accuracy (Table 5 rule) and position accuracy on held-out images
@@ -72,16 +82,19 @@ print(f"{len(history)} steps; first total loss {history[0]['total']:.3f}, last {
 # the share of the most frequent true position for always naming it (both in the table's note). The note also
 # gives the position of M_fine's own centre of mass: an answer that reads the predicted mask cannot beat it
 # (with `sasa.region_text` that position is stated in the prompt, so the model has to learn to repeat it).
+# Every number after training is the mean over the training seeds, with its std in the `_std` column.
 
 # %%
-after, after_answers, examples = description_eval(model, eval_data, shots=shots, max_new_tokens=max_new_tokens, per_label=per_label)
-summary = answers_table(before, after)
-chance = position_baselines(examples, model)
+summary = pool_training_seeds([answers_table(before, r.answers) for r in runs])
+chance = runs[0].chance  # uniform and most frequent do not depend on the model; M_fine's centre does
+m_fine, m_fine_std = mean_std([r.chance["from_m_fine"] for r in runs])
+steps_run = len(runs[0].history)
 results.write_table(summary, "training_before_after", run=run, dataset="synthetic (train seed 1, held-out eval seed 0)",
-                    note=f"K={shots}; {len(history)} steps; {per_label} normal + {per_label} anomalous held-out images per category; "
-                         f"accuracy in percent; position chance: uniform {chance['uniform']:.1f}, always the most frequent "
+                    note=f"K={shots}; {steps_run} steps; {per_label} normal + {per_label} anomalous held-out images per category; "
+                         f"accuracy in percent; {training_seeds_note(train_seeds)} (before training: one untrained model, std 0); "
+                         f"position chance: uniform {chance['uniform']:.1f}, always the most frequent "
                          f"({chance['most_frequent_position']}) {chance['most_frequent']:.1f} of {chance['n_defective']} defective images; "
-                         f"M_fine's own centre of mass (the ceiling of an answer that follows the predicted mask) {chance['from_m_fine']:.1f}")
+                         f"M_fine's own centre of mass (the ceiling of an answer that follows the predicted mask) {m_fine:.1f} ± {m_fine_std:.1f}")
 summary
 
 # %% [markdown]
@@ -89,11 +102,11 @@ summary
 # AUROC 50 = the answer ignores the image; `said_yes` = share of images answered "yes" (sign of the log-odds).
 
 # %%
-odds = log_odds_table({"before training": odds_before,
-                       "after training": log_odds_eval(model, eval_data, shots=shots, per_label=odds_per_label)})
+odds = pool_training_seeds([log_odds_table({"before training": odds_before, "after training": r.follow["synthetic (held-out)"]})
+                            for r in runs])
 results.write_table(odds, "training_yes_no_log_odds", run=run, dataset="synthetic (train seed 1, held-out eval seed 0)",
-                    note=f"K={shots}; {len(history)} steps; {odds_per_label} normal + {odds_per_label} anomalous held-out images per "
-                         "category; percent")
+                    note=f"K={shots}; {steps_run} steps; {odds_per_label} normal + {odds_per_label} anomalous held-out images per "
+                         f"category; percent; {training_seeds_note(train_seeds)} (before training: std 0)")
 odds
 
 # %% [markdown]
@@ -105,16 +118,14 @@ odds
 # split (seed 200); the rule was chosen on the development split (seed 100, docs/verdict.md).
 
 # %%
-sets = {"synthetic (held-out)": eval_data, "textiles (packaged photographs)": textiles(),
-        "real textures (held-out)": realtex(P, "heldout")}
-follow = log_odds_table({name: log_odds_eval(model, d, shots=shots, per_label=odds_per_label) for name, d in sets.items()},
-                        key="data")
+follow = pool_training_seeds([log_odds_table(r.follow, key="data") for r in runs])
 results.write_table(follow, "answers_vs_verdict", run=run, data=sets,
                     dataset="synthetic (held-out); conformal-clip-data textiles; real textures (scikit-image, held-out seed 200)",
                     note=f"K={shots}, support seed 0; {odds_per_label} normal + {odds_per_label} anomalous images per category; "
-                         "sign_accuracy: the answer's yes/no (first-token log-odds); oracle: best threshold on these labels; percent")
+                         "sign_accuracy: the answer's yes/no (first-token log-odds); oracle: best threshold on these labels; "
+                         f"percent; {training_seeds_note(train_seeds)} (verdict and oracle do not train: std 0)")
 follow
 
 # %%
-for ex, texts in zip(examples[:n_show], after_answers[:n_show]):
+for ex, texts in zip(runs[0].examples[:n_show], runs[0].texts[:n_show]):
     print(f"{ex.category}: label {ex.labels[0]}, position {ex.positions[0]!r}\n  -> {texts[0]}")

@@ -26,19 +26,21 @@ data_roots = {}
 device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
 steps = 150
 lr = 1e-3
+train_seeds = [0, 1, 2]  # one SAM side per seed and direction; SAM-LLaVA's row is their mean and std (issue #19)
 
 # %%
 from samllava import results
 from samllava.config import load_profile
-from samllava.pipeline import cross_domain_sets, table1_note, zero_shot_table
+from samllava.pipeline import cross_domain_sets, table1_note, training_seeds_note, zero_shot_table
 from samllava.provenance import provenance
 
 P = load_profile(profile)
 sets = cross_domain_sets(P, data_roots)
-run = provenance(profile=P, data={f"{name} ({part})": d for name, pair in sets.items() for part, d in zip(("train", "test"), pair)})
-table = zero_shot_table(P, data_roots, steps=steps, lr=lr, device=device)
+run = provenance(profile=P, data={f"{name} ({part})": d for name, pair in sets.items() for part, d in zip(("train", "test"), pair)},
+                 seeds={"training": train_seeds})
+table = zero_shot_table(P, data_roots, steps=steps, lr=lr, device=device, train_seeds=train_seeds)
 real = "mvtec" in data_roots and "visa" in data_roots
 results.write_table(table, "table1_zero_shot", run=run,
                     dataset="MVTec-AD and VisA" if real else "synthetic stand-ins (textures, objects), not MVTec-AD/VisA",
-                    note=table1_note(P, steps, lr, real))
+                    note=f"{table1_note(P, steps, lr, real)}; {training_seeds_note(train_seeds)}")
 table

@@ -9,6 +9,7 @@ One module per part of the paper, as the notebooks use them:
 
 * :mod:`.data` - the profile's synthetic splits, the TADD stand-in, the packaged textiles;
 * :mod:`.trained` - the SAM side and the end-to-end model, trained once and cached;
+* :mod:`.training_seeds` - the training runs behind every training-dependent table, pooled (mean, std);
 * :mod:`.detection` - segmentation and few-shot tables (Tables 1-4, Figs. 2, 5);
 * :mod:`.description` - Tables 5-6, Figs. 3-4, the training before/after tables (answers and their
   scores come from :mod:`samllava.answers`);
@@ -18,7 +19,7 @@ One module per part of the paper, as the notebooks use them:
 """
 from ..answers import description_eval, log_odds_eval, position_baselines
 from ..data import balanced_subset
-from .ablations import ABLATIONS, DEFINITIONS, ablation_note, ablation_table
+from .ablations import ABLATIONS, DEFINITIONS, ablation_note, ablation_table, accuracy_variants_for
 from .complexity import complexity_table, gpu_rows, parameter_table
 from .data import (
                    EVAL_SEED,
@@ -40,6 +41,7 @@ from .description import (
                    log_odds_table,
                    qualitative_figure,
                    sasa_attention_figure,
+                   trained_runs,
 )
 from .detection import (
                    cascade_figure,
@@ -54,6 +56,13 @@ from .detection import (
                    segmentation_table,
                    table1_note,
                    zero_shot_table,
+)
+from .training_seeds import (
+                   TRAINING_SEEDS,
+                   answer_training_seeds,
+                   pool_training_seeds,
+                   training_seeds_note,
+                   with_training_seed,
 )
 from .verdict import verdict_table
 from .trained import (
@@ -72,6 +81,7 @@ __all__ = [
     "DEFINITIONS",
     "ablation_note",
     "ablation_table",
+    "accuracy_variants_for",
     "complexity_table",
     "gpu_rows",
     "parameter_table",
@@ -96,6 +106,12 @@ __all__ = [
     "position_baselines",
     "qualitative_figure",
     "sasa_attention_figure",
+    "trained_runs",
+    "TRAINING_SEEDS",
+    "answer_training_seeds",
+    "pool_training_seeds",
+    "training_seeds_note",
+    "with_training_seed",
     "cascade_figure",
     "coarse_figure",
     "fewshot_benchmark",

@@ -13,10 +13,13 @@ from ..config import Profile
 from ..data import CategoryData
 from ..evaluate import CascadeMethod, CoarseMethod, evaluate
 from ..memo import ContentMemo
+from ..metrics import mean_std
 from ..paper_values import ABLATIONS as PAPER
 from .data import synthetic
 from .detection import seed_stats
 from .trained import cascade_inputs, placed_cascade, train_cascade, trained_model
+from .training_seeds import (TRAINING_SEEDS, answer_training_seeds, pool_training_seeds, training_seeds_note,
+                             with_training_seed)
 
 # Tables 7-10: each variant is a set of configuration changes.
 ABLATIONS: dict[str, dict] = {
@@ -57,52 +60,77 @@ DEFINITIONS: dict[str, str] = {
 }
 
 
-def ablation_note(seeds, steps: int, lr: float, epochs: int, accuracy_variants, per_label) -> str:
-    """The note of the ablation table: budgets and, for every row, what it removes and keeps."""
+def ablation_note(seeds, steps: int, lr: float, epochs: int, accuracy_variants, per_label,
+                  train_seeds=TRAINING_SEEDS, answer_seeds=None) -> str:
+    """The note of the ablation table: budgets, what the ± covers and, for every row, what it removes and keeps.
+    ``answer_seeds``: the training seeds behind the accuracy column (:func:`answer_training_seeds`)."""
     rows = "; ".join(f"[{name}] {text}" for name, text in DEFINITIONS.items())
-    return (f"1-shot, support seeds {list(seeds)}; each SAM side trained {steps} steps at lr {lr}; accuracy: "
-            f"{epochs} epoch(s) end to end for {list(accuracy_variants)} ({per_label} normal + {per_label} "
-            f"anomalous images per category), empty elsewhere. Paper columns: the paper's MVTec-AD and VisA "
+    answer_seeds = list(train_seeds if answer_seeds is None else answer_seeds)
+    return (f"1-shot, support seeds {list(seeds)}; each SAM side trained {steps} steps at lr {lr}, once per training "
+            f"seed: image and pixel AUROC are the {training_seeds_note(train_seeds)}; accuracy: {epochs} epoch(s) end "
+            f"to end for {list(accuracy_variants)} ({per_label} normal + {per_label} anomalous images per category), "
+            f"training seeds {answer_seeds}, empty elsewhere. Paper columns: the paper's MVTec-AD and VisA "
             f"numbers. Rows: {rows}")
+
+
+def accuracy_variants_for(profile: Profile, variants) -> list[str]:
+    """The variants whose yes/no accuracy is worth a training run: all of ``variants`` where the language
+    model answers by itself; the full model alone where the answer's yes/no is the calibrated verdict's
+    (``llm.answer_from_verdict``): every variant keeps the coarse stage the verdict comes from, so each
+    would score exactly the full model's accuracy (the committed w/o-SASA row did, 87.5 both)."""
+    full = "SAM-LLaVA (full)"
+    return [v for v in variants if v == full] if profile.llm.answer_from_verdict else list(variants)
 
 
 def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int = 150, lr: float | None = None,
                    seeds=(0,), accuracy_variants=(), per_label: int | None = None,
-                   device: str | torch.device | None = None) -> pd.DataFrame:
-    """Tables 7-10 in one table: image/pixel AUROC per variant (SAM side trained ``steps`` per variant,
-    1-shot; image score = max of the variant's pixel map, :data:`PIXEL_MAP`) and, for ``accuracy_variants``,
-    the yes/no accuracy of the variant trained end to end with the profile's budget (the full variant is the
-    main model of notebook 05, cached), on a balanced subset of ``per_label`` images per label and category.
-    :data:`DEFINITIONS` says what each row removes and keeps."""
+                   device: str | torch.device | None = None, train_seeds=TRAINING_SEEDS) -> pd.DataFrame:
+    """Tables 7-10 in one table: image/pixel AUROC per variant (SAM side trained ``steps`` per variant and
+    training seed, 1-shot; image score = max of the variant's pixel map, :data:`PIXEL_MAP`), mean and
+    ``_std`` over ``train_seeds``; and, for ``accuracy_variants`` (:func:`accuracy_variants_for`), the yes/no
+    accuracy of the variant trained end to end with the profile's budget (the full variant is the main model
+    of notebook 05, cached) over :func:`answer_training_seeds`, on a balanced subset of ``per_label``
+    images per label and category. :data:`DEFINITIONS` says what each row removes and keeps."""
     # The variants differ only in SAM's prompting and decoder, so the frozen work is shared: the few-shot
-    # backbone's features and SAM's image embeddings are computed once for all variants and seeds, and
-    # the SAM-side training inputs (coarse masks, embeddings of the training set) once for all variants.
+    # backbone's features are computed once for all variants and seeds; SAM's image embeddings and the
+    # SAM-side training inputs once per training seed (a random stand-in encoder is drawn with the seed).
     coarse = CoarseMethod(profile, device=device)
     coarse.coarse.calibrator.extractor = CachedExtractor(coarse.coarse.calibrator.extractor)
-    encoder = placed_cascade(profile, coarse.device)  # every variant's image encoder is this one (same config, seed)
-    embed = ContentMemo(encoder.embed, max_batches=64)
     train_data = synthetic(profile, "train")
-    train_inputs = lru_cache(maxsize=1)(lambda: cascade_inputs(coarse, encoder, train_data, shots=1))
     size = profile.data.image_size
-    rows, trained_sam = [], {}
-    for name, changes in ABLATIONS.items():
-        variant = profile.replace(**changes) if changes else profile
-        sam_key = (variant.sam.prompt, variant.multiscale.prompt_learner, variant.multiscale.decoder)
-        if sam_key not in trained_sam:  # "w/o SASA" shares the full model's SAM side
-            cascade = train_cascade(variant, steps=steps, lr=lr, shots=1, coarse=coarse, data=train_data,
-                                    progress=False, inputs=train_inputs)[1]
-            cascade.sam.image_encoder = encoder.sam.image_encoder  # frozen and identical (test_pipeline): share it
-            trained_sam[sam_key] = cascade
-        scored = [(name, PIXEL_MAP.get(name, "combined"))]
-        if name == "SAM-LLaVA (full)":
-            scored.append((FULL_SAM_ONLY, "sam"))
-        for row_name, pixel_map in scored:
-            method = CascadeMethod(coarse, trained_sam[sam_key], score="map_max", embed=embed, pixel_map=pixel_map)
-            st = seed_stats(evaluate(method, data, shots=1, seeds=tuple(seeds), image_size=size, progress=False))
-            acc = _accuracy(variant, data, per_label, coarse.device) if row_name in accuracy_variants else np.nan
-            rows.append({"variant": row_name, "image_auroc": st["image_auroc"], "pixel_auroc": st["pixel_auroc"],
-                         "accuracy": acc, **_paper(row_name)})
-    return pd.DataFrame(rows)
+    runs = []
+    for train_seed in train_seeds:
+        seeded = with_training_seed(profile, train_seed)
+        encoder = placed_cascade(seeded, coarse.device)  # every variant's image encoder is this one (same config, seed)
+        embed = ContentMemo(encoder.embed, max_batches=64)
+        train_inputs = lru_cache(maxsize=1)(lambda e=encoder: cascade_inputs(coarse, e, train_data, shots=1))
+        rows, trained_sam = [], {}
+        for name, changes in ABLATIONS.items():
+            variant = seeded.replace(**changes) if changes else seeded
+            sam_key = (variant.sam.prompt, variant.multiscale.prompt_learner, variant.multiscale.decoder)
+            if sam_key not in trained_sam:  # "w/o SASA" shares the full model's SAM side
+                cascade = train_cascade(variant, steps=steps, lr=lr, shots=1, coarse=coarse, data=train_data,
+                                        progress=False, inputs=train_inputs)[1]
+                cascade.sam.image_encoder = encoder.sam.image_encoder  # frozen and identical (test_pipeline): share it
+                trained_sam[sam_key] = cascade
+            scored = [(name, PIXEL_MAP.get(name, "combined"))]
+            if name == "SAM-LLaVA (full)":
+                scored.append((FULL_SAM_ONLY, "sam"))
+            for row_name, pixel_map in scored:
+                method = CascadeMethod(coarse, trained_sam[sam_key], score="map_max", embed=embed, pixel_map=pixel_map)
+                st = seed_stats(evaluate(method, data, shots=1, seeds=tuple(seeds), image_size=size, progress=False))
+                rows.append({"variant": row_name, "image_auroc": st["image_auroc"], "pixel_auroc": st["pixel_auroc"],
+                             **_paper(row_name)})
+        runs.append(pd.DataFrame(rows))
+    table = pool_training_seeds(runs)
+    acc = {name: mean_std([_accuracy(with_training_seed(profile, s).replace(**ABLATIONS[name]), data, per_label,
+                                     coarse.device)
+                           for s in answer_training_seeds(profile, train_seeds)])
+           for name in accuracy_variants_for(profile, accuracy_variants)}
+    at = table.columns.get_loc("pixel_auroc_std") + 1
+    table.insert(at, "accuracy", [acc.get(v, (np.nan, np.nan))[0] for v in table["variant"]])
+    table.insert(at + 1, "accuracy_std", [acc.get(v, (np.nan, np.nan))[1] for v in table["variant"]])
+    return table
 
 
 def _paper(name: str) -> dict[str, float]:

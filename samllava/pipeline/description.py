@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,10 +12,13 @@ import pandas as pd
 import torch
 
 from .. import metrics, viz
-from ..answers import description_eval
+from ..answers import description_eval, log_odds_eval, position_baselines
+from ..config import Profile
 from ..coarse.prompts import ANOMALOUS_STATES, NORMAL_STATES
 from ..data import CategoryData, balanced_subset, sample_support
 from ..paper_values import TABLE5, TABLE6
+from .trained import trained_model
+from .training_seeds import with_training_seed
 
 
 def log_odds_table(runs: dict[str, dict], key: str = "model") -> pd.DataFrame:
@@ -54,6 +58,36 @@ def sasa_attention_figure(model, data: dict[str, CategoryData], shots: int = 1, 
     return viz.image_grid([panels], col_titles=titles), out
 
 
+@dataclass
+class TrainedRun:
+    """One training seed's end-to-end model, evaluated as notebook 05 reports it (the model itself is not kept)."""
+
+    seed: int
+    history: list[dict]  # one dict per step: epoch, step, total, seg, gen
+    answers: pd.DataFrame  # description_eval's table: accuracy and position accuracy per category
+    texts: list[list[str]]  # the generated answers, per category
+    examples: list  # description_eval's Examples
+    chance: dict  # position_baselines (uniform, most frequent, M_fine's own centre)
+    follow: dict[str, dict]  # log_odds_eval per named data set
+
+
+def trained_runs(profile: Profile, train_seeds, eval_data: dict[str, CategoryData], sets: dict[str, dict], *,
+                 shots: int, max_new_tokens: int, per_label: int | None, odds_per_label: int | None,
+                 epochs: int | None = None, device=None) -> list[TrainedRun]:
+    """Notebook 05 per training seed: the end-to-end model trained with that seed (:func:`trained_model`,
+    cached), its answers on ``eval_data`` (yes/no and position) and its first-token yes/no log-odds on each
+    of ``sets``. One model is in memory at a time."""
+    runs = []
+    for seed in train_seeds:
+        model, history = trained_model(with_training_seed(profile, seed), epochs=epochs, shots=shots, device=device)
+        answers, texts, examples = description_eval(model, eval_data, shots=shots, max_new_tokens=max_new_tokens,
+                                                    per_label=per_label)
+        follow = {name: log_odds_eval(model, d, shots=shots, per_label=odds_per_label) for name, d in sets.items()}
+        runs.append(TrainedRun(seed, history, answers, texts, examples, position_baselines(examples, model), follow))
+        del model
+    return runs
+
+
 def answers_table(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """Per category and mean: accuracy and position accuracy before and after training."""
     t = before[["category", "accuracy", "position_accuracy"]].merge(
@@ -62,18 +96,24 @@ def answers_table(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([t, pd.DataFrame([mean])], ignore_index=True)
 
 
-def accuracy_table(model, data: dict[str, CategoryData], shots=(1, 2, 4), seeds=(0, 1, 2), max_new_tokens: int = 3,
+def accuracy_table(models, data: dict[str, CategoryData], shots=(1, 2, 4), seeds=(0, 1, 2), max_new_tokens: int = 3,
                    per_label: int | None = None) -> pd.DataFrame:
-    """Table 5: yes/no description accuracy, mean ± std over support seeds, per K, beside the paper's rows.
+    """Table 5: yes/no description accuracy, mean ± std over the runs (every model of ``models``, one per
+    training seed, with every support seed of ``seeds``), per K, beside the paper's rows.
 
-    The answer's first word decides (Table 5 rule), so a few generated tokens suffice;
-    ``per_label`` evaluates a balanced subset (:func:`balanced_subset`)."""
+    ``models`` is iterated once (a generator keeps one model in memory at a time). The answer's first word
+    decides (Table 5 rule), so a few generated tokens suffice; ``per_label`` evaluates a balanced subset
+    (:func:`balanced_subset`)."""
+    accs: dict[int, list[float]] = {k: [] for k in shots}
+    for model in models:
+        for k in shots:
+            accs[k] += [float(description_eval(model, data, shots=k, seed=s, max_new_tokens=max_new_tokens,
+                                               per_label=per_label)[0]["accuracy"].mean()) for s in seeds]
+    if not all(accs.values()):
+        raise ValueError("accuracy_table needs at least one model")
     rows = []
     for k in shots:
-        accs = [float(description_eval(model, data, shots=k, seed=s, max_new_tokens=max_new_tokens,
-                                       per_label=per_label)[0]["accuracy"].mean())
-                for s in seeds]
-        m, sd = metrics.mean_std(accs) if len(accs) > 1 else (accs[0], float("nan"))
+        m, sd = metrics.mean_std(accs[k])
         rows.append({"K": k, "method": "SAM-LLaVA (this run)", "accuracy": m, "std": sd,
                      "paper MVTec-AD": np.nan, "paper VisA": np.nan})
         for method, ((mv, _), (vi, _)) in TABLE5.get(k, {}).items():

@@ -18,6 +18,7 @@ from ..evaluate import CascadeMethod, CoarseMethod, KnnMethod, evaluate
 from ..paper_values import FIGURE2_MEAN, TABLE1, TABLES2_4
 from .data import cross_domain_sets
 from .trained import cascade_inputs, train_cascade
+from .training_seeds import TRAINING_SEEDS, pool_training_seeds, with_training_seed
 
 
 def fewshot_benchmark(profile: Profile, datasets: dict[str, dict[str, CategoryData]], shots=(1, 2, 4),
@@ -100,26 +101,32 @@ def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
     return float((inter / union.clamp(min=1)).mean()) if keep.any() else float("nan")
 
 
-def segmentation_table(coarse, cascade, data: dict[str, CategoryData], shots: int = 1, seeds=(0,),
+def segmentation_table(coarse, cascades, data: dict[str, CategoryData], shots: int = 1, seeds=(0,),
                        size: int | None = None) -> pd.DataFrame:
-    """Coarse only vs coarse + SAM: image/pixel AUROC, AUPRO and mask IoU (mean over categories and seeds)."""
+    """Coarse only vs coarse + SAM: image/pixel AUROC, AUPRO and mask IoU (mean over categories and support
+    ``seeds``), for each SAM side of ``cascades`` (one per training seed), pooled over them
+    (:func:`~samllava.pipeline.training_seeds.pool_training_seeds`: mean and ``_std`` columns); the coarse
+    row does not depend on training and is measured once."""
     size = size or coarse.profile.data.image_size
-    rows = []
-    for name, method in (
-        ("coarse only (Eq. 1-2)", coarse),
-        ("coarse + SAM cascade (Eq. 3-4)", CascadeMethod(coarse, cascade)),
-    ):
+
+    def row(name: str, method) -> dict:
         res = evaluate(method, data, shots=shots, seeds=tuple(seeds), image_size=size, progress=False)
-        row = {"method": name, **{k: v for k, v in seed_stats(res).items() if not k.endswith("_std")}}
-        row["aupro"] = 100 * float(np.mean([c.summary()["aupro"] for c in res.values()]))
-        rows.append(row)
-    emb, cmask, gt = cascade_inputs(coarse, cascade, data, shots=shots, seed=seeds[0], size=size)
-    dev = module_device(cascade)
-    with torch.no_grad():
-        fine = torch.cat([cascade(emb[i:i + 16].to(dev), cmask[i:i + 16].to(dev), size).mask.cpu()
-                          for i in range(0, len(emb), 16)])
-    rows[0]["mask_iou"], rows[1]["mask_iou"] = 100 * mask_iou(cmask, gt), 100 * mask_iou(fine, gt)
-    return pd.DataFrame(rows)
+        r = {"method": name, **{k: v for k, v in seed_stats(res).items() if not k.endswith("_std")}}
+        r["aupro"] = 100 * float(np.mean([c.summary()["aupro"] for c in res.values()]))
+        return r
+
+    base = row("coarse only (Eq. 1-2)", coarse)
+    tables = []
+    for cascade in cascades:
+        emb, cmask, gt = cascade_inputs(coarse, cascade, data, shots=shots, seed=seeds[0], size=size)
+        dev = module_device(cascade)
+        with torch.no_grad():
+            fine = torch.cat([cascade(emb[i:i + 16].to(dev), cmask[i:i + 16].to(dev), size).mask.cpu()
+                              for i in range(0, len(emb), 16)])
+        ours = row("coarse + SAM cascade (Eq. 3-4)", CascadeMethod(coarse, cascade))
+        ours["mask_iou"] = 100 * mask_iou(fine, gt)
+        tables.append(pd.DataFrame([{**base, "mask_iou": 100 * mask_iou(cmask, gt)}, ours]))
+    return pool_training_seeds(tables)
 
 
 @torch.no_grad()
@@ -175,34 +182,37 @@ def prompt_types_figure(
 
 def zero_shot_table(
     profile: Profile, data_roots: dict | None = None, steps: int = 200, lr: float | None = None,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = None, train_seeds=TRAINING_SEEDS,
 ) -> pd.DataFrame:
     """Table 1: train on one data set, test zero-shot on the other, both directions.
 
     Measured in one harness: the WinCLIP-style zero-shot CLIP map (the coarse stage without
-    support) and SAM-LLaVA's coarse + SAM cascade (SAM side trained on the source data set).
+    support, measured once) and SAM-LLaVA's coarse + SAM cascade (SAM side trained on the source data
+    set, once per training seed of ``train_seeds``; mean and ``_std`` columns over them).
     Columns follow the paper: VisA -> MVTec-AD first, then MVTec-AD -> VisA.
     """
     sets = cross_domain_sets(profile, data_roots)
     (name_a, (train_a, test_a)), (name_b, (train_b, test_b)) = sets.items()
     coarse = CoarseMethod(profile, device=device)
     size = profile.data.image_size
-    ours = {"WinCLIP-style zero-shot map (this harness)": [], "SAM-LLaVA coarse + SAM (this run)": []}
-    columns = []
+    zero_shot, ours = "WinCLIP-style zero-shot map (this harness)", "SAM-LLaVA coarse + SAM (this run)"
+    columns, base, runs = [], [], {s: [] for s in train_seeds}
     for src_name, train_data, dst_name, test_data in (
         (name_b, train_b, name_a, test_a),
         (name_a, train_a, name_b, test_b),
     ):
-        _, cascade, _ = train_cascade(
-            profile, steps=steps, lr=lr, shots=0, data=train_data, coarse=coarse, progress=False
-        )
         columns += [f"{src_name} -> {dst_name}: image AUROC", f"{src_name} -> {dst_name}: pixel AUROC"]
-        for name, method in zip(ours, (coarse, CascadeMethod(coarse, cascade))):
-            st = seed_stats(evaluate(method, test_data, shots=0, image_size=size, progress=False))
-            ours[name] += [st["image_auroc"], st["pixel_auroc"]]
-    rows = [[name, *vals] for name, vals in ours.items()]
-    rows += [[f"{m} (paper)", *TABLE1[m]] for m in ("WinCLIP", "SPGDD-GPT", "SAM-LLaVA")]
-    return pd.DataFrame(rows, columns=["method", *columns])
+        st = seed_stats(evaluate(coarse, test_data, shots=0, image_size=size, progress=False))
+        base += [st["image_auroc"], st["pixel_auroc"]]
+        for seed in train_seeds:
+            _, cascade, _ = train_cascade(with_training_seed(profile, seed), steps=steps, lr=lr, shots=0,
+                                          data=train_data, coarse=coarse, progress=False)
+            st = seed_stats(evaluate(CascadeMethod(coarse, cascade), test_data, shots=0, image_size=size,
+                                     progress=False))
+            runs[seed] += [st["image_auroc"], st["pixel_auroc"]]
+    paper = [[f"{m} (paper)", *TABLE1[m]] for m in ("WinCLIP", "SPGDD-GPT", "SAM-LLaVA")]
+    return pool_training_seeds([pd.DataFrame([[zero_shot, *base], [ours, *vals], *paper], columns=["method", *columns])
+                                for vals in runs.values()])
 
 
 def table1_note(profile: Profile, steps: int, lr: float, real_data: bool) -> str:
@@ -218,36 +228,43 @@ def table1_note(profile: Profile, steps: int, lr: float, real_data: bool) -> str
             "Rows marked (paper) are the paper's numbers, on the real data sets; the others are this run's")
 
 
-def fewshot_pixel_tables(profile: Profile, coarse: CoarseMethod, cascade, data: dict[str, CategoryData],
+def fewshot_pixel_tables(profile: Profile, coarse: CoarseMethod, cascades, data: dict[str, CategoryData],
                          shots=(1, 2, 4), seeds=FEWSHOT_SEEDS) -> dict[int, pd.DataFrame]:
-    """Tables 2-4: pixel AUROC per TADD (stand-in) subset, mean over seeds, for each K; methods in
-    one harness (SAM-LLaVA, coarse only, PatchCore-style k-NN, WinCLIP-style zero-shot) beside
-    the paper's SAM-LLaVA, PatchCore and WinCLIP columns."""
+    """Tables 2-4: pixel AUROC per TADD (stand-in) subset, mean over support ``seeds``, for each K; methods
+    in one harness (SAM-LLaVA, coarse only, PatchCore-style k-NN, WinCLIP-style zero-shot) beside the
+    paper's SAM-LLaVA, PatchCore and WinCLIP columns. SAM-LLaVA's column is measured with each SAM side of
+    ``cascades`` (one per training seed) and pooled over them (mean and ``_std`` columns); the methods
+    that do not train are measured once."""
     size = profile.data.image_size
     if not isinstance(coarse.coarse.calibrator.extractor, CachedExtractor):
         coarse.coarse.calibrator.extractor = CachedExtractor(coarse.coarse.calibrator.extractor)
-    methods = {"SAM-LLaVA (this run)": CascadeMethod(coarse, cascade), "coarse only (this run)": coarse,
+    ours = "SAM-LLaVA (this run)"
+    methods = {"coarse only (this run)": coarse,
                "PatchCore-style k-NN (this run)": KnnMethod(profile, extractor=coarse.coarse.calibrator.extractor)}
     zero = {
         name: r.summary()["pixel_auroc"]
         for name, r in evaluate(coarse, data, shots=0, image_size=size, progress=False).items()
     }
+    def pixel(method, k: int) -> dict[str, float]:
+        res = evaluate(method, data, shots=k, seeds=tuple(seeds), image_size=size, progress=False)
+        return {subset: 100 * r.summary()["pixel_auroc"] for subset, r in res.items()}
+
     tables = {}
     for k in shots:
-        cols = {
-            name: evaluate(m, data, shots=k, seeds=tuple(seeds), image_size=size, progress=False)
-            for name, m in methods.items()
-        }
-        rows = []
-        for subset in data:
-            row = {"subset": subset}
-            row.update({name: 100 * res[subset].summary()["pixel_auroc"] for name, res in cols.items()})
-            row["WinCLIP-style zero-shot (this harness)"] = 100 * zero[subset]
-            paper = TABLES2_4.get(subset, {})
-            for m in ("SAM-LLaVA", "PatchCore", "WinCLIP"):
-                row[f"{m} (paper)"] = paper.get(m, (np.nan,) * 3)[(1, 2, 4).index(k)]
-            rows.append(row)
-        tables[k] = with_mean_rows(pd.DataFrame(rows), k)
+        fixed = {name: pixel(m, k) for name, m in methods.items()}
+        runs = []
+        for cascade in cascades:
+            cols = {ours: pixel(CascadeMethod(coarse, cascade), k), **fixed}
+            rows = []
+            for subset in data:
+                row = {"subset": subset, **{name: col[subset] for name, col in cols.items()}}
+                row["WinCLIP-style zero-shot (this harness)"] = 100 * zero[subset]
+                paper = TABLES2_4.get(subset, {})
+                for m in ("SAM-LLaVA", "PatchCore", "WinCLIP"):
+                    row[f"{m} (paper)"] = paper.get(m, (np.nan,) * 3)[(1, 2, 4).index(k)]
+                rows.append(row)
+            runs.append(with_mean_rows(pd.DataFrame(rows), k))
+        tables[k] = pool_training_seeds(runs)
     return tables
 
 

@@ -35,7 +35,7 @@ from torch import nn
 from samllava import weights
 from samllava.config import MultiScaleConfig, Profile, SamConfig
 from samllava.device import resolve_device, tower_dtype
-from samllava.seeding import seeded
+from samllava.seeding import seeded, training_init_seed
 from samllava.coarse.backbone import FeatureExtractor, build_feature_extractor
 from samllava.sam.backbone_encoder import Adapter, BackboneEncoder, FrameOnly
 from samllava.sam.build import build_sam
@@ -232,8 +232,9 @@ class SamCascade(nn.Module):
 def build_cascade(profile: Profile, seed: int = 0, extractor: FeatureExtractor | None = None) -> SamCascade:
     """The profile's SAM (its weights, or random where the profile allows) as a cascade, in eval mode.
 
-    Random weights and the multi-scale parts' initialisation are drawn from ``seed``
-    (:mod:`samllava.seeding`): every caller gets the same cascade for the same profile and seed.
+    Random weights and the multi-scale parts' initialisation are drawn from ``seed`` offset by the
+    training seed ``profile.train.seed`` (:func:`samllava.seeding.training_init_seed`): every caller gets
+    the same cascade for the same profile and seed.
     With ``sam.encoder = "fewshot_backbone"`` F_sam comes from the few-shot backbone: ``extractor``
     (the coarse stage's, so both share one module and, in :class:`~samllava.model.SamLlava`, one
     forward pass) or a new one (timm backbones only).
@@ -249,7 +250,7 @@ def build_cascade(profile: Profile, seed: int = 0, extractor: FeatureExtractor |
     else:
         raise ValueError(f"sam.encoder {profile.sam.encoder!r}: expected 'vit' or 'fewshot_backbone'")
     checkpoint = weights.require(profile, "sam", profile.sam.weights)
-    with seeded(seed, "sam"):
+    with seeded(training_init_seed(seed, profile.train.seed), "sam"):  # what learns starts from the training seed
         sam = build_sam(profile.sam, checkpoint)
         return SamCascade(sam, profile.sam, profile.multiscale, extractor=extractor).eval()
 
