@@ -11,7 +11,8 @@ def test_summary_reads_numbers_and_labels_from_the_tables(tmp_path):
     df = pd.DataFrame({"subset": ["Aitex"], "SAM-LLaVA (this run)": [90.04], "SAM-LLaVA (paper)": [95.6]})
     pooled = pipeline.pool_training_seeds([detection.with_mean_rows(df.assign(**{"SAM-LLaVA (this run)": v}), 2)
                                            for v in (89.04, 91.04)])  # two training seeds: 90.04 ± 1.41
-    results.write_table(pooled, "table3_fewshot_2shot", run=run, dataset="TADD stand-in (synthetic)", directory=tmp_path)
+    results.write_table(pooled, "table3_fewshot_2shot", run=run, dataset="TADD stand-in (synthetic)",
+                        directory=tmp_path)
     # a row without a batch (counted from the configuration) makes the batch column float: 1.0 must match "1"
     t11 = pd.DataFrame({"model": ["SAM-LLaVA, tiny profile (this run)",
                                   "SAM-LLaVA, paper profile (counted from its configuration)",
