@@ -172,6 +172,8 @@ def test_pool_training_seeds_by_hand():
     assert t.loc[0, "auroc_std"] == pytest.approx(np.std([80, 84, 86], ddof=1))
     assert np.isnan(t.loc[1, "auroc"]) and np.isnan(t.loc[1, "auroc_std"])
     assert t["n"].tolist() == [12, 12] and t.loc[1, "paper auroc"] == 90.0
+    same = pipeline.pool_training_seeds([run(93.6, 0)] * 3)  # equal in every run: kept exactly, std 0
+    assert same.loc[0, "auroc"] == 93.6 and same.loc[0, "auroc_std"] == 0.0
     one = pipeline.pool_training_seeds([run(80.0, 0)])
     assert one.loc[0, "auroc"] == 80.0 and np.isnan(one.loc[0, "auroc_std"])  # one run: no spread to state
     with pytest.raises(ValueError, match="run 1"):

@@ -2,10 +2,11 @@
 # # 08 · Table 5 (description accuracy), Table 6 (judged quality), Figures 3-4 (qualitative)
 #
 # *SAM-LLaVA*, Sec. 5.1.2 and 5.2. Accuracy follows the paper's rule: an anomalous image is right when the
-# answer says yes, a normal one when it says no; mean and std over support seeds for each K. Table 6 uses a
-# pluggable judge: an OpenAI-compatible endpoint when `judge` is configured (`{"base_url": ..., "model": ...}`;
-# the paper used GPT-4V), else the offline mask- and annotation-grounded consistency score. The table names the
-# judge. The model is the one trained in notebook 05 (trained here if missing).
+# answer says yes, a normal one when it says no; mean and std over the runs (trained models x support seeds) for
+# each K. Table 6 uses a pluggable judge: an OpenAI-compatible endpoint when `judge` is configured
+# (`{"base_url": ..., "model": ...}`; the paper used GPT-4V), else the offline mask- and annotation-grounded
+# consistency score. The table names the judge. The models are the ones trained in notebook 05, one per training
+# seed (trained here if missing).
 
 # %%
 import sys

@@ -71,7 +71,9 @@ def pool_training_seeds(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
                 raise ValueError(f"column {col!r} is not measured, yet differs between training runs")
             out[col] = first[col].to_numpy()
             continue
-        stats = [mean_std(values[:, r]) for r in range(values.shape[1])]
+        # a cell every run measured alike is kept exactly (a float mean of equal values may not return it)
+        stats = [(float(values[0, r]), 0.0) if len(tables) > 1 and (values[:, r] == values[0, r]).all()
+                 else mean_std(values[:, r]) for r in range(values.shape[1])]
         out[col] = np.array([m for m, _ in stats])
         out[f"{col}_std"] = np.where(paper_rows, np.nan, [s for _, s in stats])
     return pd.DataFrame(out)
