@@ -77,7 +77,7 @@ def accuracy_variants_for(profile: Profile, variants) -> list[str]:
     """The variants whose yes/no accuracy is worth a training run: all of ``variants`` where the language
     model answers by itself; the full model alone where the answer's yes/no is the calibrated verdict's
     (``llm.answer_from_verdict``): every variant keeps the coarse stage the verdict comes from, so each
-    would score exactly the full model's accuracy (the committed w/o-SASA row did, 87.5 both)."""
+    would score exactly the full model's accuracy."""
     full = "SAM-LLaVA (full)"
     return [v for v in variants if v == full] if profile.llm.answer_from_verdict else list(variants)
 
