@@ -245,6 +245,7 @@ def fewshot_pixel_tables(profile: Profile, coarse: CoarseMethod, cascades, data:
         name: r.summary()["pixel_auroc"]
         for name, r in evaluate(coarse, data, shots=0, image_size=size, progress=False).items()
     }
+
     def pixel(method, k: int) -> dict[str, float]:
         res = evaluate(method, data, shots=k, seeds=tuple(seeds), image_size=size, progress=False)
         return {subset: 100 * r.summary()["pixel_auroc"] for subset, r in res.items()}
