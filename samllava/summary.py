@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import results
 from .pipeline.detection import MEAN_ROW, PAPER_MEAN_ROW
+from .reproduction import std_column
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,8 @@ def _numbers(df: pd.DataFrame, select: dict[str, str], patterns: tuple[str, ...]
         return "not in the table"
     parts = []
     for c in dict.fromkeys(cols):
-        std = rows[f"{c}_std"] if f"{c}_std" in df.columns else pd.Series(float("nan"), index=rows.index)
-        # a number pooled over training seeds shows its std (pipeline.training_seeds)
+        sc = std_column(c, list(df.columns))  # the spread the table states, as the reproduction check reads it
+        std = rows[sc] if sc else pd.Series(float("nan"), index=rows.index)
         vals = " / ".join(_number(v) + ("" if pd.isna(sd) else f" ± {_number(sd)}") for v, sd in zip(rows[c], std))
         parts.append(vals if len(cols) == 1 or not labels else f"{c}: {vals}")
     return ("; " if labels else " / ").join(parts)
