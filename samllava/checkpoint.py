@@ -2,9 +2,11 @@
 
 A checkpoint holds the trainable parts only (:meth:`SamLlava.trainable_state`: SAM's prompt encoder
 and mask decoder with the multi-scale parts, SASA, LoRA), the optimiser state, the epoch, the loss
-history and the RNG state (so that :func:`samllava.train.train` resumes exactly), and the names of
-the profile and of the base language model. The frozen parts are rebuilt by
-:func:`samllava.model.build_model` from the profile (seeded), so the file fully determines the model.
+history and the RNG state (so that :func:`samllava.train.train` resumes exactly), the names of the
+profile and of the base language model, and the training answers (the describer's phrasebook: decoding
+one image drafts from it, :mod:`samllava.describe.lookup_decode`, which changes its speed, not its
+output). The frozen parts are rebuilt by :func:`samllava.model.build_model` from the profile (seeded),
+so the file fully determines the model.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def save_checkpoint(
     state = {"model": to_device(model.trainable_state(), CPU), "optimizer": to_device(optimizer.state_dict(), CPU),
              "epoch": epoch,
              "history": history, "rng": torch.get_rng_state(), "profile": model.profile.name,
-             "base": model.describer.base_id}
+             "base": model.describer.base_id, "phrasebook": list(model.describer.phrasebook)}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return path
@@ -57,6 +59,7 @@ def load_checkpoint(model: SamLlava, path: str | Path, optimizer: torch.optim.Op
         raise ValueError(f"checkpoint {path} was trained on base model {state.get('base')!r}, "
                          f"this model is {model.describer.base_id!r}")
     model.load_trainable_state(state["model"], source=str(path))
+    model.describer.set_phrasebook(state.get("phrasebook", []))  # absent in checkpoints written before it
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     return state

@@ -65,6 +65,11 @@ def test_checkpoint_of_another_model_is_refused(data, tmp_path):
     model = _model()
     ex = prepare(model, data, 64, shots=0, progress=False)
     train(model, ex, epochs=1, out_dir=tmp_path, progress=False)
+    # the training answers travel with the checkpoint: the loaded describer drafts from them
+    assert model.describer.phrasebook == sorted(set(t for e in ex for t in e.targets))
+    reloaded = _model()
+    load_checkpoint(reloaded, tmp_path)
+    assert reloaded.describer.phrasebook == model.describer.phrasebook and reloaded.describer._book_ids is not None
     other = _model(**{"sasa.align_dim": 16})
     with pytest.raises(ValueError, match="sasa"):
         load_checkpoint(other, tmp_path)

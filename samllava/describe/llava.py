@@ -10,6 +10,7 @@ The input sequence of the language model is the conversation template of
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from transformers import (
@@ -20,6 +21,7 @@ from transformers.models.llava.modeling_llava import LlavaCausalLMOutputWithPast
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from ..data.instructions import GENERIC_OBJECT, QUESTION
+from .lookup_decode import MAX_DRAFT, lookup_greedy
 from .template import IMAGE_TOKEN, SASA_TOKEN, SYSTEM, build_example, build_prompt, check_length
 
 IGNORE_INDEX = -100  # label of the positions that Eq. 10 does not sum over
@@ -50,6 +52,9 @@ class Describer(nn.Module):
         self.base_id = base_id
         self.system = system
         self.max_new_tokens = max_new_tokens
+        self.lookup_draft = MAX_DRAFT  # tokens drafted per pass when decoding one image (0: plain generate)
+        self.phrasebook: list[str] = []  # texts the answers follow (set_phrasebook)
+        self._book_ids: np.ndarray | None = None
         self.image_token_id = token_id(tokenizer, IMAGE_TOKEN)
         self.sasa_token_id = token_id(tokenizer, SASA_TOKEN)
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
@@ -270,17 +275,36 @@ class Describer(nn.Module):
         logp = logits.float().log_softmax(-1)
         return logp[:, self.answer_token_id("Yes")] - logp[:, self.answer_token_id("No")]
 
+    def set_phrasebook(self, texts: list[str]) -> None:
+        """Texts whose wording the answers follow (the training answers: :func:`samllava.train.train` sets them
+        and the checkpoint keeps them). Decoding one image drafts from them (:mod:`.lookup_decode`); they never
+        change what is generated, only how many passes it takes."""
+        self.phrasebook = sorted(set(texts))
+        eos = [self.tokenizer.eos_token_id]
+        ids = [t for text in self.phrasebook for t in self._token_ids(f" {text}") + eos]  # as after "ASSISTANT:"
+        self._book_ids = np.asarray(ids, dtype=np.int64) if ids else None
+
     @torch.no_grad()
     def generate_ids(self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str],
                      max_new_tokens: int | None = None, prefixes: list[str] | None = None) -> Tensor:
         """Greedy new token ids (B, <= max_new_tokens) after the prompt (and ``prefixes``); rows that stopped
-        early are padded after eos."""
+        early are padded after eos.
+
+        A batch of one image is decoded with up to :attr:`lookup_draft` tokens drafted from its own text per
+        pass (:func:`samllava.describe.lookup_decode.lookup_greedy`: greedy decoding's tokens in fewer
+        passes); a larger batch, or ``lookup_draft`` 0, with ``generate``."""
         n_sasa = self._check_batch(visual, sasa_tokens, questions, None)
         max_new = max_new_tokens or self.max_new_tokens
         ids, mask = self._left_padded(questions, n_sasa, max_new, visual.device, prefixes)
         was_training = self.training
         self.eval()  # no (LoRA) dropout while decoding
         try:
+            if self.lookup_draft and len(questions) == 1:
+                llava = self.llava
+                return lookup_greedy(llava.model.language_model, llava.lm_head, llava.get_input_embeddings(),
+                                     self._inputs_embeds(ids, visual, sasa_tokens), ids[0].tolist(), max_new,
+                                     self.tokenizer.eos_token_id, suppress=(self.image_token_id, self.sasa_token_id),
+                                     max_draft=self.lookup_draft, book=self._book_ids)
             # (B, <= max_new): with inputs_embeds only, generate returns the new tokens alone
             out = self.llava.generate(
                 inputs_embeds=self._inputs_embeds(ids, visual, sasa_tokens), attention_mask=mask,

@@ -86,6 +86,7 @@ def train(model: SamLlava, examples: list[Examples], *, epochs: int | None = Non
         state = load_checkpoint(model, ckpt, optimizer)
         start, history = state["epoch"] + 1, list(state["history"])
         torch.set_rng_state(state["rng"])
+    model.describer.set_phrasebook([t for ex in examples for t in ex.targets])  # kept in the checkpoint
     if start == 0 and warm_up and cfg.sam_warmup_steps > 0:
         warm_up_sam(model, examples, progress=progress and rank == 0)
     net = data_parallel(model, model.device) if world_size > 1 else model  # after the warm-up: DDP syncs from rank 0
