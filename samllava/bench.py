@@ -185,6 +185,8 @@ class BenchSettings:
     merge_lora: bool = False  # LoRA folded into the base weights for every generation (:func:`merged_lora`)
     compile_decode: str | None = None  # torch.compile mode of the fast decoder's step (None: eager)
     sam_float32: bool = False  # also time SAM's encoder with float32 weights, before any cast, without autocast
+    lookup_draft: int = 0  # batch 1 with prompt-lookup decoding (samllava.describe.lookup_decode, what diagnose
+    # does for one image); 0: one pass per token, as the paper's latencies and the GPU rows were measured
 
 
 class _Measurements:
@@ -229,7 +231,9 @@ def bench(profile: Profile, settings: BenchSettings | None = None, *, log=print,
         model = build_model(random_weights(profile) if st.random else profile, device=dev, dtype=torch.float32,
                             init_device=None)
     model = model.eval()
-    options = {"precision": prec.describe(), "cast_weights": prec.cast, "sam_chunk": st.sam_chunk,
+    model.describer.lookup_draft = st.lookup_draft
+    options = {"precision": prec.describe(), "lookup_draft": st.lookup_draft, "cast_weights": prec.cast,
+               "sam_chunk": st.sam_chunk,
                "sam_sdpa_attention_modules": sum(isinstance(m, SdpaAttention) for m in model.cascade.modules()),
                "lora_merged_for_generation": False, "compile_decode": st.compile_decode,
                "tf32_matmul": dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32}
