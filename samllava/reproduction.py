@@ -8,6 +8,8 @@ its rows) and columns by name. Each numeric cell is one of three kinds:
   labelled ``... (paper ...)``; typed in, so it must come back equal to :data:`PAPER_DECIMALS` decimals;
 * ``machine``: a timing, speed or memory column (:func:`is_machine_column`); it depends on the machine and
   its load, so it is shown but never judged;
+* ``spread``: a std column (:func:`is_std_column`); a std from a few runs is itself uncertain, so it is within
+  when the larger of the two stds (each raised to the floor) is at most :func:`spread_ratio` times the smaller;
 * ``computed``: everything else; within tolerance when ``|this run - committed| <= tolerance`` with
   ``tolerance = max(STD_FACTOR x the std the table states for the cell, floor)``, the std being the
   larger of the committed and this run's value in the cell's companion std column (:func:`std_column`),
@@ -29,6 +31,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pandas as pd
+import scipy.stats
 
 from . import provenance as prov
 from . import results
@@ -46,6 +49,10 @@ FLOORS: dict[str, tuple[str, float]] = {
     "count": ("absolute", 1e-6),
     "other": ("relative", 0.05),
 }
+# A std of n runs: two faithful reproductions' variances have the ratio F(n - 1, n - 1). The smallest spreads
+# here come from 3 training seeds; a std cell is judged at the two-sided SPREAD_LEVEL of that distribution.
+SPREAD_RUNS = 3
+SPREAD_LEVEL = 0.01
 MACHINE_WORDS = frozenset({"latency", "throughput", "seconds", "sec", "s", "ms", "h", "time", "memory", "gb", "mb",
                            "speed", "fps"})
 COUNT_NAMES = frozenset({"n", "k", "count", "batch", "steps", "images", "shots", "seed", "seeds"})
@@ -61,8 +68,8 @@ class Cell:
     column: str
     committed: float | None
     new: float | None
-    kind: str  # "paper", "machine" or "computed"
-    tolerance: float | None  # None: paper (equal to PAPER_DECIMALS decimals) or machine (not judged)
+    kind: str  # "paper", "machine", "spread" or "computed"
+    tolerance: float | None  # None: paper (equal to PAPER_DECIMALS decimals) or machine (not judged); spread: a ratio
     status: str  # "within", "outside", "not judged", "missing" or "new"
 
     @property
@@ -117,6 +124,24 @@ def floor(column: str, committed: float, integer: bool = False) -> float:
     """The smallest tolerance of a computed cell (:data:`FLOORS`)."""
     how, value = FLOORS[number_kind(column, committed, integer)]
     return value if how == "absolute" else value * abs(committed)
+
+
+def spread_ratio(runs: int = SPREAD_RUNS, level: float = SPREAD_LEVEL) -> float:
+    """How many times larger one std of ``runs`` runs may be than another's from the same distribution before
+    the pair is rarer than ``level`` (two-sided): the square root of F(runs - 1, runs - 1)'s upper quantile.
+    Three runs: 14.1 at 1 %."""
+    return float(scipy.stats.f.ppf(1 - level / 2, runs - 1, runs - 1)) ** 0.5
+
+
+def _judge_spread(column: str, old: float, new: float, integer: bool) -> tuple[float | None, str]:
+    """(ratio allowed, status) of a std cell on both sides; a std below the floor counts as the floor (three
+    runs that agree give 0)."""
+    if math.isnan(old) or math.isnan(new):
+        return None, "within" if math.isnan(old) and math.isnan(new) else "outside"
+    fl = floor(column, max(abs(old), abs(new)), integer)
+    a, b = max(abs(old), fl), max(abs(new), fl)
+    ratio = spread_ratio()
+    return ratio, "within" if max(a, b) <= ratio * min(a, b) * (1 + 1e-9) else "outside"
 
 
 def _is_paper_row(label: str) -> bool:
@@ -182,13 +207,16 @@ def compare_table(name: str, committed_df: pd.DataFrame, new_df: pd.DataFrame) -
             if old is None and new is None:
                 continue
             paper = results.is_paper_column(column) or _is_paper_row(key[0])
-            kind = "paper" if paper else "machine" if is_machine_column(column) else "computed"
+            kind = ("paper" if paper else "machine" if is_machine_column(column) else
+                    "spread" if is_std_column(column) else "computed")
+            integer = column in committed_df.columns and pd.api.types.is_integer_dtype(committed_df[column])
             if old is None or new is None:
                 tol, status = None, "missing" if new is None else "new"
             elif kind == "machine":
                 tol, status = None, "not judged"
+            elif kind == "spread":
+                tol, status = _judge_spread(column, old, new, integer)
             else:
-                integer = column in committed_df.columns and pd.api.types.is_integer_dtype(committed_df[column])
                 tol, status = _judge(column, old, new, paper, _spread(committed_df, new_df, at, column), integer)
             cells.append(Cell(name, label, str(column), old, new, kind, tol, status))
     return cells
@@ -253,6 +281,8 @@ def _tolerance_text(c: Cell) -> str:
         return "not judged"
     if c.kind == "paper":
         return f"equal to {PAPER_DECIMALS} decimals"
+    if c.kind == "spread" and c.tolerance is not None:
+        return f"within a factor {c.tolerance:.3g}"
     return "—" if c.tolerance is None else f"± {c.tolerance:.3g}"
 
 

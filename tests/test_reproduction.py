@@ -35,11 +35,25 @@ def test_std_column_widens_the_tolerance_with_the_larger_std():
     cells = _by(compare_table("t", old, new))
     assert cells[("a", "auroc")].tolerance == pytest.approx(3.0)  # 3 x max(0.2, 1.0)
     assert cells[("a", "auroc")].within and not cells[("b", "auroc")].within
-    assert cells[("a", "auroc_std")].tolerance == 1.0  # a std is judged with the floor
+    assert cells[("a", "auroc_std")].kind == "spread"  # a std is judged as a std (test below)
     # a column named "std" right after the number is its spread (table 5)
     old5 = pd.DataFrame({"K": [1], "method": ["x"], "accuracy": [78.0], "std": [2.0]})
     new5 = pd.DataFrame({"K": [1], "method": ["x"], "accuracy": [83.5], "std": [2.0]})
     assert _by(compare_table("t5", old5, new5))[("1", "accuracy")].tolerance == pytest.approx(6.0)
+
+
+def test_a_std_may_move_by_the_factor_two_stds_of_three_runs_differ_by():
+    # F(2, 2): P(F > x) = 1 / (1 + x), so the two-sided 1 % ratio of variances is 199 and of stds sqrt(199)
+    assert reproduction.spread_ratio() == pytest.approx(199 ** 0.5, rel=1e-6)
+    old = pd.DataFrame({"m": ["a", "b", "c", "d"], "acc": [50.0] * 4, "acc_std": [0.5, 0.0, 2.0, 0.5]})
+    new = pd.DataFrame({"m": ["a", "b", "c", "d"], "acc": [50.0] * 4, "acc_std": [3.2, 9.6, 20.0, 15.0]})
+    cells = _by(compare_table("t", old, new))
+    assert cells[("a", "acc_std")].within  # 3.2 against the floor of one point: a factor 3.2
+    assert cells[("b", "acc_std")].within  # three runs that agreed (0) against 9.6: a factor 9.6
+    assert cells[("c", "acc_std")].within  # 20 / 2: a factor 10
+    assert not cells[("d", "acc_std")].within  # 15 against the floor of 1: a factor 15
+    assert cells[("d", "acc_std")].kind == "spread"
+    assert "within a factor 14.1" in reproduction._tolerance_text(cells[("d", "acc_std")])
 
 
 def test_paper_cells_must_be_equal_to_two_decimals():
