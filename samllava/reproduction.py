@@ -2,7 +2,7 @@
 
 The committed tables are read from git (``git show REF:results/NAME.csv``); this run's from the folder.
 Rows are matched by their label (the first column; a label that repeats is matched by its order among
-its rows) and columns by name. Each numeric cell is one of three kinds:
+its rows) and columns by name. Each numeric cell is one of four kinds:
 
 * ``paper``: a column holding the paper's numbers (:func:`samllava.results.is_paper_column`) or a row
   labelled ``... (paper ...)``; typed in, so it must come back equal to :data:`PAPER_DECIMALS` decimals;
