@@ -41,6 +41,7 @@ def main() -> None:
     from samllava.config import load_profile
     from samllava.data import generate_synthetic, load_mvtec, sample_support
     from samllava.default_model import default_checkpoint
+    from samllava.describe.lookup_decode import MAX_DRAFT
     from samllava.provenance import cpu_model, provenance
     from samllava.results import write_json
 
@@ -57,7 +58,7 @@ def main() -> None:
             for s in cat.test:
                 image = cat.load_images([s], size)
                 row = {"category": name, "label": s.label}
-                for mode, draft in (("generate", 0), ("lookup", model.describer.lookup_draft or 8)):
+                for mode, draft in (("generate", 0), ("lookup", MAX_DRAFT)):
                     model.describer.lookup_draft = draft
                     t0 = time.perf_counter()
                     d = model.diagnose_with_support(image, name, max_new_tokens=40)[0]

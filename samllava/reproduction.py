@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from functools import lru_cache
 from io import BytesIO
 from pathlib import Path
 
@@ -126,6 +127,7 @@ def floor(column: str, committed: float, integer: bool = False) -> float:
     return value if how == "absolute" else value * abs(committed)
 
 
+@lru_cache(maxsize=None)  # one quantile for all the std cells of a report
 def spread_ratio(runs: int = SPREAD_RUNS, level: float = SPREAD_LEVEL) -> float:
     """How many times larger one std of ``runs`` runs may be than another's from the same distribution before
     the pair is rarer than ``level`` (two-sided): the square root of F(runs - 1, runs - 1)'s upper quantile.
