@@ -75,10 +75,11 @@ def test_wrong_root_is_clear_error(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 
-def test_evaluate_full_stage_adds_description_accuracy(root, tmp_path):
+def test_evaluate_full_stage_adds_description_accuracy(root, tmp_path, capsys):
     out = tmp_path / "full.json"
     assert main(["evaluate", "--profile", "tiny", "--data", str(root), "--shots", "1", "--stage", "full",
                  "--categories", "fabric", "--out", str(out)]) == 0
+    assert "describe" in capsys.readouterr().err  # the answers, most of the time, show a progress bar
     js = json.loads(out.read_text())
     acc = js["categories"]["fabric"]["summary"]["description_accuracy"]
     assert 0 <= acc <= 1 and js["mean"]["description_accuracy"] == acc

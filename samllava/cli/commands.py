@@ -113,7 +113,9 @@ def _add_description_accuracy(report: dict, model, data, shots: int, seeds: tupl
     """The yes/no rule of Table 5 on the generated answers, mean over seeds, into an evaluate report."""
     accs = {name: [] for name in data}
     for seed in seeds if shots > 0 else seeds[:1]:
-        table = description_eval(model, data, shots=shots, seed=seed, image_size=size, max_new_tokens=8)[0]
+        # the answers are most of a full evaluation's time: a progress bar per support seed, not minutes of silence
+        table = description_eval(model, data, shots=shots, seed=seed, image_size=size, max_new_tokens=8,
+                                 progress=True)[0]
         for row in table.itertuples():
             accs[row.category].append(row.accuracy / 100)
     for name, vals in accs.items():
