@@ -61,7 +61,7 @@ def answer(model: SamLlava, examples: list[Examples], batch_size: int = 24, max_
     about 27 s is the prompts' prefill; the answers are the same strings."""
     model.eval()
     sizer = _sizer(model, batch_size)
-    n = sum(len(ex) for ex in examples)
+    bounds = np.cumsum([0] + [len(ex) for ex in examples])  # each category's rows in the flat order
 
     def texts(start: int, stop: int) -> list[str]:
         visual, tokens, questions, prefixes = [], [], [], []
@@ -77,9 +77,8 @@ def answer(model: SamLlava, examples: list[Examples], batch_size: int = 24, max_
         bar.update(len(out))
         return out
 
-    with tqdm(total=n, desc="describe", unit="image", disable=not progress) as bar:
-        flat = [t for batch in sizer.run(n, texts) for t in batch]
-    bounds = np.cumsum([0] + [len(ex) for ex in examples])
+    with tqdm(total=int(bounds[-1]), desc="describe", unit="image", disable=not progress) as bar:
+        flat = [t for batch in sizer.run(int(bounds[-1]), texts) for t in batch]
     return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
