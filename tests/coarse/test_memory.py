@@ -43,18 +43,19 @@ def test_min_cosine_distance_hand_made():
 
 
 @pytest.mark.parametrize("k", [1, 3])
-def test_blocked_similarities_equal_one_product(monkeypatch, k):
-    # blocks of a few rows (uneven last block) give what one (rows, M) product gives
+def test_tiled_similarities_equal_one_product(monkeypatch, k):
+    # tiles of a few rows and columns (uneven last tiles, own columns cut by a tile edge) give what one
+    # (rows, M) product gives
     torch.manual_seed(0)
     query = torch.nn.functional.normalize(torch.randn(2, 7, 5), dim=-1)
     memory = torch.nn.functional.normalize(torch.randn(k, 12, 5), dim=-1)  # K images of a 3x4 grid
     flat = memory.reshape(-1, 5)
     whole = (1 - (query @ flat.t()).amax(-1)).clamp_min(0)
     held = held_out_distances(memory, (3, 4))
-    for block in (flat.shape[0] * 3, 1):  # 3 rows per block; and one row per block
-        assert torch.allclose(min_cosine_distance(query, flat, block=block), whole, atol=1e-6)
-        monkeypatch.setattr(memory_module, "SIMILARITY_BLOCK", block)
-        assert torch.allclose(held_out_distances(memory, (3, 4)), held, atol=1e-6)
+    for columns, tile in ((flat.shape[0], flat.shape[0] * 3), (5, 15), (5, 1), (7, 10)):
+        monkeypatch.setattr(memory_module, "TILE_COLUMNS", columns)
+        assert torch.allclose(min_cosine_distance(query, flat, tile=tile), whole, atol=1e-6)
+        assert torch.allclose(held_out_distances(memory, (3, 4), tile=tile), held, atol=1e-6)
     # the reference for held_out_distances: the full masked matrix
     idx = torch.arange(k * 12)
     if k > 1:
