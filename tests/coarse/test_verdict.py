@@ -6,7 +6,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from samllava.coarse.verdict import Verdict, block_maxima, calibrate, conformal_quantile, gumbel_quantile, verdict_masks
+from samllava.coarse.verdict import (Verdict, block_maxima, calibrate, conformal_quantile, conformal_rank,
+                                     gumbel_quantile, verdict_masks)
 
 
 def test_block_maxima_hand_computed():
@@ -43,13 +44,17 @@ def _normal_maps(n: int, seed: int, side: int = 32) -> torch.Tensor:
 
 
 def test_calibrate_picks_the_rule_by_the_number_of_normals():
-    few, many = calibrate(_normal_maps(3, 0), 0.2), calibrate(_normal_maps(4, 0), 0.2)  # conformal from 1/0.2 - 1 = 4
-    assert few.rule == "gumbel" and few.n_normals == 3
-    assert many.rule == "conformal" and many.n_normals == 4
-    assert many.image == float(_normal_maps(4, 0).flatten(1).amax(1).max())  # rank ceil(5 * 0.8) = 4 of 4: the maximum
+    # at 20 % the conformal rank ceil(0.8 (n + 1)) is n (the largest score) up to n = 8, n - 1 from n = 9
+    assert [conformal_rank(n, 0.2) for n in (3, 4, 8, 9)] == [4, 4, 8, 8]
+    few, many = calibrate(_normal_maps(8, 0), 0.2), calibrate(_normal_maps(9, 0), 0.2)
+    assert few.rule == "gumbel" and few.n_normals == 8
+    assert many.rule == "conformal" and many.n_normals == 9
+    maxima = torch.sort(_normal_maps(9, 0).flatten(1).amax(1)).values
+    assert many.image == float(maxima[7])  # rank 8 of 9: the second largest
     assert few.pixel <= few.image and many.pixel <= many.image
-    assert "3 held-out normal image(s)" in few.describe()
-    assert calibrate(_normal_maps(4, 0), 0.1).rule == "gumbel"  # 4 < 1/0.1 - 1
+    assert "8 held-out normal image(s)" in few.describe()
+    assert calibrate(_normal_maps(9, 0), 0.1).rule == "gumbel"  # rank ceil(0.9 * 10) = 9 of 9
+    assert calibrate(_normal_maps(19, 0), 0.1).rule == "conformal"  # rank 18 of 19
     with pytest.raises(ValueError, match="target_fpr"):
         calibrate(_normal_maps(4, 0), target_fpr=0.0)
 
