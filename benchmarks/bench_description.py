@@ -4,7 +4,7 @@
                                            [--out results/bench_description.json]
 
 Each variant (:data:`VARIANTS`, SASA settings over the profile's) starts from the cached SAM side
-(:func:`samllava.pipeline.train_cascade`, frozen here so that only the description stage differs), trains
+(:func:`samllava.notebook.tables.train_cascade`, frozen here so that only the description stage differs), trains
 SASA and LoRA with the trainer's optimiser groups on the synthetic training set (seed 1) with the answer
 sentence as target ("Yes, ... at the top left of the image." / "No, ..."; descriptions left out to keep
 CPU steps short), and every ``--every`` steps scores the 144 held-out images (seed 0, 1-shot): AUROC of
@@ -28,19 +28,19 @@ from sklearn.metrics import roc_auc_score
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from samllava import pipeline  # noqa: E402
-from samllava.config import load_profile  # noqa: E402
-from samllava.model import build_model  # noqa: E402
-from samllava.provenance import provenance  # noqa: E402
-from samllava.results import write_json  # noqa: E402
+from samllava.notebook import tables as pipeline  # noqa: E402
+from samllava.core.config import load_profile  # noqa: E402
+from samllava.model.sam_llava import build_model  # noqa: E402
+from samllava.core.provenance import provenance  # noqa: E402
+from samllava.core.results import write_json  # noqa: E402
 from samllava.data import CategoryData  # noqa: E402
 from samllava.data.instructions import parse_position  # noqa: E402
-from samllava.answers import answer, answer_log_odds  # noqa: E402
-from samllava.examples import prepare  # noqa: E402
-from samllava.train import epoch_batches, param_groups  # noqa: E402
+from samllava.evaluate.answers import answer, answer_log_odds  # noqa: E402
+from samllava.model.encoded_data import prepare  # noqa: E402
+from samllava.train.end_to_end import epoch_batches, param_groups  # noqa: E402
 
 # The variants "literal Eq. 8 keys" (all g*g cells as keys), "mask-cell keys" (without cell words) and
-# their settings were removed once measured (docs/choices.md keeps the numbers); what stays is the one
+# their settings were removed once measured (docs/decisions.md keeps the numbers); what stays is the one
 # SASA setting the shipped profiles still differ in.
 VARIANTS = {
     "mask-cell keys + cell words": {"sasa.region_text": False},

@@ -41,9 +41,9 @@ def _peak_gb() -> float:
 
 
 def _model(profile_name: str):
-    from samllava.checkpoint import load_model
-    from samllava.config import load_profile
-    from samllava.default_model import default_checkpoint
+    from samllava.model.checkpoint import load_model
+    from samllava.core.config import load_profile
+    from samllava.train.default_model import default_checkpoint
 
     profile = load_profile(profile_name)
     t0 = time.perf_counter()
@@ -55,8 +55,10 @@ def phase(name: str, profile_name: str, data: Path, k: int, cache: Path) -> dict
     """One measurement in this process (a child): returns its numbers and its peak memory."""
     import torch
 
-    from samllava import weights
-    from samllava.diagnose import diagnose_files, fit_support, gather_images, list_images, support_digest
+    from samllava.assets import weights
+    from samllava.data.mvtec import list_images
+    from samllava.diagnose.files import diagnose_files, gather_images
+    from samllava.diagnose.run import fit_support, support_digest
 
     profile, model, load_s = _model(profile_name)
     size = profile.data.image_size
@@ -115,10 +117,10 @@ def main() -> None:
     if args.phase:
         print(json.dumps(phase(args.phase, args.profile, Path(args.data), args.k, Path(args.cache))))
         return
-    from samllava.config import load_profile
+    from samllava.core.config import load_profile
     from samllava.data import generate_synthetic
-    from samllava.provenance import cpu_model, provenance
-    from samllava.results import write_json
+    from samllava.core.provenance import cpu_model, provenance
+    from samllava.core.results import write_json
 
     profile = load_profile(args.profile)
     with tempfile.TemporaryDirectory(prefix="bench-diagnose-") as tmp:

@@ -29,12 +29,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from samllava.config import load_profile  # noqa: E402
-from samllava.provenance import cpu_model, provenance  # noqa: E402
-from samllava.results import write_json  # noqa: E402
-from samllava.evaluate import CoarseMethod  # noqa: E402
-from samllava.pipeline import synthetic  # noqa: E402
-from samllava.widgets import USED_MAP, heatmap_explorer  # noqa: E402
+from samllava.core.config import load_profile  # noqa: E402
+from samllava.core.provenance import cpu_model, provenance  # noqa: E402
+from samllava.core.results import write_json  # noqa: E402
+from samllava.evaluate.harness import CoarseMethod  # noqa: E402
+from samllava.notebook.tables import synthetic  # noqa: E402
+from samllava.notebook.widgets import USED_MAP, heatmap_explorer  # noqa: E402
 
 TARGET_S = 1.0
 

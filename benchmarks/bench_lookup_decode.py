@@ -37,13 +37,13 @@ def main() -> None:
 
     import torch
 
-    from samllava.checkpoint import load_model
-    from samllava.config import load_profile
+    from samllava.model.checkpoint import load_model
+    from samllava.core.config import load_profile
     from samllava.data import generate_synthetic, load_mvtec, sample_support
-    from samllava.default_model import default_checkpoint
+    from samllava.train.default_model import default_checkpoint
     from samllava.describe.lookup_decode import MAX_DRAFT
-    from samllava.provenance import cpu_model, provenance
-    from samllava.results import write_json
+    from samllava.core.provenance import cpu_model, provenance
+    from samllava.core.results import write_json
 
     profile = load_profile(args.profile)
     model = load_model(profile, default_checkpoint(profile, train_if_missing=False)).eval()

@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"abs error {report['abs_error']:.2e} (bound {hist['bound']:.2e}), speedup {report['speedup']:.1f}x")
     report["checks"] = checks
     sys.path.insert(0, str(REPO))
-    from samllava.provenance import provenance
-    from samllava.results import write_json
+    from samllava.core.provenance import provenance
+    from samllava.core.results import write_json
 
     run = provenance(data=f"generated: {hist['pixels']} pixels in {hist['images']} maps", seeds={"data": args.seed})
     print(f"wrote {write_json(args.out, report, run=run)}; checks: {checks}")

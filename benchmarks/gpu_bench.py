@@ -4,7 +4,7 @@ Run as a whole:  python benchmarks/gpu_bench.py --out DIR
 1. checks the same code and options on the CPU with the tiny profile in bf16 (a minute or two,
    most of it compiling the decode step; --skip-cpu-check skips it);
 2. on CUDA, builds the paper profile's architectures (CLIP ViT-B/16 at 240 px, SAM ViT-H, LLaVA-1.5-7B;
-   random weights: weights do not change speed) and runs them the fast way (docs/gpu_benchmark.md): every weight in
+   random weights: weights do not change speed) and runs them the fast way (docs/gpu.md): every weight in
    bf16 (autocast only around SAM's prompt encoder), SAM's encoder attention through SDPA, in chunks of
    --sam-chunk images, LoRA merged into the base weights while generating, the decode step compiled
    (--compile-mode) and captured as a CUDA graph;
@@ -23,17 +23,23 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from samllava.bench import BenchSettings, bench  # noqa: E402
-from samllava.config import load_profile  # noqa: E402
-from samllava.provenance import provenance  # noqa: E402
-from samllava.results import write_json  # noqa: E402
+from samllava.evaluate.bench import BenchSettings, bench  # noqa: E402
+from samllava.core.config import load_profile  # noqa: E402
+from samllava.core.provenance import provenance  # noqa: E402
+from samllava.core.results import write_json  # noqa: E402
+from fast_decode import FastDecodeBench  # noqa: E402  (benchmarks/fast_decode.py)
 
 
 def fast_options(args) -> dict:
     """The bench options of the fast path, the same for the CPU check and the GPU run."""
-    return dict(dtype="bfloat16", cast_weights=True, merge_lora=True, sam_float32=True,
-                compile_decode=None if args.compile_mode == "none" else args.compile_mode)
+    return dict(dtype="bfloat16", cast_weights=True, merge_lora=True, sam_float32=True)
+
+
+def fast_decoding(args, batch_sizes: tuple[int, ...]) -> FastDecodeBench:
+    """The static-cache decoder's end-to-end measurements (benchmarks/fast_decode.py)."""
+    return FastDecodeBench(batch_sizes, None if args.compile_mode == "none" else args.compile_mode)
 
 
 def main():
@@ -75,10 +81,10 @@ def main():
                 new_tokens=4,
                 batch_sizes=(),
                 train_batch=2,
-                fast_batch_sizes=(1, 3),
                 sam_chunk=2,
                 **fast_options(args),
             ),
+            extra=fast_decoding(args, (1, 3)),
         )
         report["cpu_check_s"] = time.perf_counter() - t
         print(f"[gpu_bench] CPU check passed in {report['cpu_check_s']:.1f} s", flush=True)
@@ -91,9 +97,9 @@ def main():
         # transformers' generate() end to end is left out (batch_sizes=()): the stage
         # llava_generate_<n>_tokens still times it at batch 1
         settings = BenchSettings(device="cuda", runs=args.runs, warmup=args.warmup, new_tokens=args.new_tokens,
-                                 batch_sizes=(), train_batch=4, fast_batch_sizes=(1, 8, 32), sam_chunk=args.sam_chunk,
-                                 **fast_options(args))
-        report["gpu"] = bench(load_profile("paper"), settings, log=lambda m: print(m, flush=True), on_update=save)
+                                 batch_sizes=(), train_batch=4, sam_chunk=args.sam_chunk, **fast_options(args))
+        report["gpu"] = bench(load_profile("paper"), settings, log=lambda m: print(m, flush=True), on_update=save,
+                              extra=fast_decoding(args, (1, 8, 32)))
     finally:
         save()
     print(json.dumps(report, indent=1))

@@ -3,7 +3,7 @@
 Run as a whole:  python benchmarks/gpu_device_check.py --out DIR   (about 5-8 minutes on one H200)
 1. the tiny profile on the GPU: build, prepare, one epoch of training (micro-batches chosen from free memory),
    answers, evaluation of three methods, a diagnosis; the checkpoint read back on the CPU and on the GPU;
-2. the paper profile's architectures with random weights (samllava.bench.random_weights: weights do not
+2. the paper profile's architectures with random weights (samllava.evaluate.bench.random_weights: weights do not
    change what runs where), built with the default device and dtype policy: the frozen encodings of a few
    256-px images, one training step of the paper's batch of 8 (micro-batches from free memory), evaluation
    of the full method, answers and one diagnosis; the batch sizes chosen and the peak memory;
@@ -26,17 +26,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from samllava.answers import answer  # noqa: E402
-from samllava.batching import BatchSizer  # noqa: E402
-from samllava.bench import random_weights  # noqa: E402
-from samllava.checkpoint import load_checkpoint, load_model  # noqa: E402
-from samllava.config import load_profile  # noqa: E402
+from samllava.evaluate.answers import answer  # noqa: E402
+from samllava.core.batching import BatchSizer  # noqa: E402
+from samllava.evaluate.bench import random_weights  # noqa: E402
+from samllava.model.checkpoint import load_checkpoint, load_model  # noqa: E402
+from samllava.core.config import load_profile  # noqa: E402
 from samllava.data import generate_synthetic, load_dataset  # noqa: E402
-from samllava.device import describe, resolve_device  # noqa: E402
-from samllava.evaluate import CascadeMethod, CoarseMethod, FullMethod, evaluate  # noqa: E402
-from samllava.examples import prepare  # noqa: E402
-from samllava.model import build_model  # noqa: E402
-from samllava.train import epoch_batches, param_groups, train, train_step  # noqa: E402
+from samllava.core.device import describe, resolve_device  # noqa: E402
+from samllava.evaluate.harness import CascadeMethod, CoarseMethod, FullMethod, evaluate  # noqa: E402
+from samllava.model.encoded_data import prepare  # noqa: E402
+from samllava.model.sam_llava import build_model  # noqa: E402
+from samllava.diagnose.report import report_fields  # noqa: E402
+from samllava.train.end_to_end import epoch_batches, param_groups, train, train_step  # noqa: E402
 
 
 def peak_gb(device: torch.device) -> float | None:
@@ -66,7 +67,7 @@ def tiny_on_device(device: torch.device, work: Path) -> dict:
     same = all(torch.equal(on_cpu.trainable_state()[k], v.cpu()) and torch.equal(back.trainable_state()[k], v)
                for k, v in state.items())
     return {"device": describe(device), "steps": len(history), "last_loss": history[-1]["total"],
-            "answers": sum(len(t) for t in texts), "image_auroc": metrics, "diagnosis": diagnosis.report(),
+            "answers": sum(len(t) for t in texts), "image_auroc": metrics, "diagnosis": report_fields(diagnosis),
             "checkpoint_round_trip_equal": same, "peak_memory_GB": peak_gb(device)}
 
 
@@ -103,7 +104,7 @@ def paper_sizes(device: torch.device, work: Path) -> dict:
     cat = data["fabric"]
     diagnosis = model.diagnose(cat.load_images(cat.test[:1], 256), "fabric", cat.load_images(cat.train[:1], 256),
                                max_new_tokens=16)[0]
-    out["diagnosis"] = diagnosis.report()
+    out["diagnosis"] = report_fields(diagnosis)
     out["peak_memory_GB"] = peak_gb(device)
     return out
 
@@ -114,7 +115,7 @@ def several_gpus(work: Path) -> dict:
     env = {**os.environ, "SAMLLAVA_DATA_DIR": str(work / "data")}
     root = generate_synthetic(work / "syn_eval", categories=["fabric", "bottle_cap"], n_train=4, n_test=8, size=64)
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n)]
-    train_run = subprocess.run([*run, "-m", "samllava.train", "--profile", "tiny", "--epochs", "1", "--out",
+    train_run = subprocess.run([*run, "-m", "samllava", "train", "--profile", "tiny", "--epochs", "1", "--out",
                                 str(work / "ddp"), "--no-progress", "--device", "cuda"],
                                env=env, capture_output=True, text=True, timeout=900)
     args = ["evaluate", "--profile", "tiny", "--data", str(root), "--shots", "1", "--seeds", "0,1", "--device", "cuda"]

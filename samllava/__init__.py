@@ -4,4 +4,4 @@ describe (LLaVA + LoRA), model (assembled), train, metrics, reproduce."""
 
 __version__ = "0.1.0"
 
-from .config import Profile, load_profile  # noqa: E402,F401
+from samllava.core.config import Profile, load_profile  # noqa: E402,F401

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from samllava.results import read_header
+from samllava.core.results import read_header
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 RECORD = ("date", "git", "profile", "weights", "data", "seeds", "device", "versions")

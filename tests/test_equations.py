@@ -15,10 +15,10 @@ EQUATIONS = {
     3: ["samllava.sam.cascade.SamCascade.embed", "samllava.sam.cascade.SamCascade.prompt_embeddings"],
     4: ["samllava.sam.multiscale.MultiScaleMaskDecoder.forward"],
     5: ["samllava.sam.multiscale.MultiScalePromptLearner.multi_scale_prompt"],
-    6: ["samllava.losses.segmentation_loss"],
-    7: ["samllava.sasa.BidirectionalCrossAttentionLayer.vision_to_text"],
-    8: ["samllava.sasa.BidirectionalCrossAttentionLayer.text_to_vision"],
-    9: ["samllava.losses.total_loss"],
+    6: ["samllava.sam.losses.segmentation_loss"],
+    7: ["samllava.describe.sasa.BidirectionalCrossAttentionLayer.vision_to_text"],
+    8: ["samllava.describe.sasa.BidirectionalCrossAttentionLayer.text_to_vision"],
+    9: ["samllava.model.sam_llava.total_loss"],
     10: ["samllava.describe.llava.Describer.loss"],
 }
 

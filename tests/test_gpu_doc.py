@@ -1,4 +1,4 @@
-"""docs/gpu_benchmark.md quotes results/gpu_bench.json by hand: its "this run" and "runs" columns must say
+"""docs/gpu.md quotes results/gpu_bench.json by hand: its "this run" and "runs" columns must say
 what the JSON records (targets and the paper's values have columns of their own)."""
 import json
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = (ROOT / "docs" / "gpu_benchmark.md").read_text()
+DOC = (ROOT / "docs" / "gpu.md").read_text()
 GPU = json.loads((ROOT / "results" / "gpu_bench.json").read_text())["gpu"]
 FAST = GPU["end_to_end_fast"]
 
@@ -33,7 +33,7 @@ def _row(label: str) -> list[str]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("|") and cells[0].startswith(label):
             return cells
-    raise AssertionError(f"no row starting {label!r} in docs/gpu_benchmark.md")
+    raise AssertionError(f"no row starting {label!r} in docs/gpu.md")
 
 
 def _first_number(text: str) -> tuple[float, int]:

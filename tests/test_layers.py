@@ -21,15 +21,28 @@ def test_samllava_has_no_cycle_no_upward_import_and_no_oversized_code():
 
 def test_checker_finds_upward_imports_cycles_hidden_imports_and_unassigned_modules(tmp_path):
     pkg = tmp_path / "samllava"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "config.py").write_text("from .cli import main\n")  # base imports the top layer
-    (pkg / "cli.py").write_text("def main():\n    from . import config\n")  # hidden in a function: a cycle
+    (pkg / "core").mkdir(parents=True)
+    (pkg / "cli").mkdir()
+    for init in (pkg, pkg / "core", pkg / "cli"):
+        (init / "__init__.py").write_text("")
+    (pkg / "core" / "config.py").write_text("from ..cli.main import main\n")  # base imports the top layer
+    (pkg / "cli" / "main.py").write_text("def main():\n    from ..core import config\n")  # hidden: a cycle
     (pkg / "stray.py").write_text("x = 1\n")  # in no layer
-    (pkg / "viz.py").write_text("def f():\n    import matplotlib\n")  # third-party, no reason given
+    (pkg / "core" / "viz.py").write_text("def f():\n    import matplotlib\n")  # third-party, no reason given
     out = _check(pkg).stdout
-    assert "upward import: samllava.config (base) imports samllava.cli (cli)" in out
-    assert "import cycle of 2 modules: samllava.cli, samllava.config" in out
-    assert "import of samllava.config inside a function" in out
+    assert "upward import: samllava.core.config (base) imports samllava.cli.main (cli)" in out
+    assert "import cycle of 2 modules: samllava.cli.main, samllava.core.config" in out
+    assert "samllava.core.config inside a function" in out
     assert "module in no layer: samllava.stray" in out
     assert "import of matplotlib inside a function without a comment" in out
+    assert "import loop between folders: cli <-> core" in out
+
+
+def test_checker_counts_loose_modules(tmp_path):
+    pkg = tmp_path / "samllava"
+    pkg.mkdir()
+    for i in range(9):
+        (pkg / f"m{i}.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    out = _check(pkg).stdout
+    assert "loose modules: 10 in" in out and "at most 8" in out

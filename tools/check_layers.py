@@ -8,7 +8,9 @@ Reads every module's source (nothing is imported) and reports:
 * an import of a ``samllava`` module written inside a function (it would hide a cycle from a reader
   and from Python), or of another package without a comment, beside it or on the line above, that
   gives the reason (a heavy or optional dependency: say which);
-* a module over ``--max-module`` lines or a function over ``--max-function`` lines.
+* a module over ``--max-module`` lines or a function over ``--max-function`` lines;
+* more than :data:`MAX_LOOSE` modules loose in the package folder, and an import loop between two of its
+  folders (folder A imports folder B and B imports A, whatever the modules).
 
 Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so those packages count as
 imported. Edges from a module into its own ancestor packages are ignored (a package's ``__init__``
@@ -28,21 +30,35 @@ from pathlib import Path
 # Bottom to top: a module may import its own layer and the layers below it, never a higher one.
 # A name covers the module and, for a package, every module inside it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("samllava", "samllava.config", "samllava.paper_values", "samllava.seeding", "samllava.memo",
-              "samllava.provenance", "samllava.metrics", "samllava.results", "samllava.download",
-              "samllava.weights", "samllava.device", "samllava.batching", "samllava.distributed")),
-    ("data", ("samllava.data", "samllava.paths", "samllava.viz")),
-    ("stages", ("samllava.coarse", "samllava.sam", "samllava.sasa", "samllava.describe", "samllava.losses")),
-    ("model", ("samllava.model", "samllava.examples")),
-    ("checkpoint", ("samllava.checkpoint",)),
-    ("train/evaluate", ("samllava.train", "samllava.evaluate", "samllava.answers", "samllava.diagnose",
-                        "samllava.default_model",
-                        "samllava.judge")),
-    ("notebook helpers/bench", ("samllava.pipeline", "samllava.bench", "samllava.explorer_views", "samllava.widgets",
-                                "samllava.try_image", "samllava.reproduce", "samllava.summary",
-                                "samllava.reproduction")),
-    ("cli", ("samllava.cli", "samllava.__main__", "samllava.train.__main__")),
+    ("base", ("samllava", "samllava.core", "samllava.metrics")),
+    ("data", ("samllava.data",)),
+    ("assets", ("samllava.assets",)),
+    ("stages", ("samllava.coarse", "samllava.sam", "samllava.describe")),
+    ("model", ("samllava.model",)),
+    ("train", ("samllava.train",)),
+    ("evaluate", ("samllava.evaluate",)),
+    ("report", ("samllava.report",)),
+    ("diagnose", ("samllava.diagnose",)),
+    ("notebook", ("samllava.notebook",)),
+    ("cli", ("samllava.cli", "samllava.__main__")),
 ]
+# What each layer holds, for the README's map (tests/test_readme.py keeps the two equal).
+LAYER_ROLES = {
+    "base": "typed profiles, device, seeds, batching, caching, where files live and how they are written "
+            "(`core/`); the paper's metrics (`metrics/`)",
+    "data": "MVTec-AD, VisA, own folders, synthetic and real-texture generators, few-shot supports, instructions",
+    "assets": "weight resolution, verified downloads, the data sets' archives, packaged assets",
+    "stages": "coarse (Sec. 3.1, Eq. 1-2, the verdict), sam (Sec. 3.1-3.2, Eq. 3-6), describe (SASA, LLaVA, "
+              "LoRA, wording; Sec. 3.3-3.4, Eq. 7-8, 10)",
+    "model": "SAM-LLaVA assembled (Eq. 9), its checkpoint, a data set encoded once",
+    "train": "end-to-end training, the SAM side alone, the profile's default model",
+    "evaluate": "the evaluation harness, answers and their accuracy, the judge, the complexity benchmark",
+    "report": "figures, the paper's values, results/SUMMARY.md, CLAIMS.md and the comparison of two runs",
+    "diagnose": "`samllava diagnose`: one entry (`diagnose.run`), reading images, writing masks and reports",
+    "notebook": "the notebooks' tables, the heatmap explorer, try-your-own-image, the papermill runner",
+    "cli": "the `samllava` command",
+}
+MAX_LOOSE = 8  # modules directly in the package folder (the rest live in a folder named after their layer)
 
 
 @dataclass
@@ -201,29 +217,80 @@ def cycles(modules: dict[str, Module]) -> list[list[str]]:
     return out
 
 
+def readme_table() -> str:
+    """The README's map of the layers, bottom to top (tests/test_readme.py checks the README quotes it)."""
+    rows = ["| layer | folders | what |", "|---|---|---|"]
+    for name, members in LAYERS:
+        shown = [m.removeprefix("samllava.") for m in members if m != "samllava"]
+        folders = ", ".join(f"`{m}/`" if not m.startswith("__") else f"`{m}.py`" for m in shown)
+        rows.append(f"| {name} | {folders} | {LAYER_ROLES[name]} |")
+    return "\n".join(rows)
+
+
+def folder_of(name: str) -> str:
+    """The package's top-level folder (or loose module) a module belongs to: ``samllava.sam.cascade`` -> ``sam``."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def folder_findings(modules: dict[str, Module], root: Path) -> list[str]:
+    """Too many loose modules; import loops between folders (each pair once)."""
+    loose = sorted(m.path.name for m in modules.values() if m.path.parent == root)
+    findings = [f"loose modules: {len(loose)} in {root} ({', '.join(loose)}), at most {MAX_LOOSE}"] \
+        if len(loose) > MAX_LOOSE else []
+    edges: dict[str, set[str]] = {}
+    for mod in modules.values():
+        for t in mod.imports:
+            if folder_of(t) != folder_of(mod.name):
+                edges.setdefault(folder_of(mod.name), set()).add(folder_of(t))
+
+    def reaches(a: str, b: str) -> bool:
+        seen, todo = set(), [a]
+        while todo:
+            x = todo.pop()
+            if x == b:
+                return True
+            if x not in seen:
+                seen.add(x)
+                todo += edges.get(x, ())
+        return False
+
+    folders = {p.name for p in root.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    loops = sorted({tuple(sorted((a, b))) for a in edges for b in edges[a] if (a in folders or b in folders)
+                    and reaches(b, a)})
+    return findings + [f"import loop between folders: {a} <-> {b}" for a, b in loops]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("package", nargs="?", default="samllava")
     p.add_argument("--max-module", type=int, default=400)
     p.add_argument("--max-function", type=int, default=60)
     p.add_argument("--table", action="store_true", help="print the layer table and exit")
+    p.add_argument("--readme", action="store_true", help="print the README's layer map (Markdown) and exit")
     args = p.parse_args(argv)
     if args.table:
         for i, (name, members) in enumerate(LAYERS):
             print(f"{i} {name}: {', '.join(members)}")
         return 0
+    if args.readme:
+        print(readme_table())
+        return 0
     modules, findings = scan(Path(args.package), args.max_module, args.max_function)
     findings += layer_findings(modules)
+    findings += folder_findings(modules, Path(args.package))
     found_cycles = cycles(modules)
     findings += [f"import cycle of {len(c)} modules: {', '.join(c)}" for c in found_cycles]
     for f in findings:
         print(f)
     kinds = {k: sum(f.startswith(k) for f in findings) for k in ("import cycle", "upward import", "module in no layer",
-                                                                   "import of", "module over", "function over")}
+                                                                   "import of", "module over", "function over",
+                                                                   "loose modules", "import loop between folders")}
     print(f"{len(modules)} modules in {len(LAYERS)} layers: {kinds['import cycle']} import cycles, "
           f"{kinds['upward import']} upward imports, {kinds['module in no layer']} modules in no layer, "
           f"{kinds['import of']} imports inside functions to fix, {kinds['module over']} modules over "
-          f"{args.max_module} lines, {kinds['function over']} functions over {args.max_function} lines")
+          f"{args.max_module} lines, {kinds['function over']} functions over {args.max_function} lines, "
+          f"{kinds['import loop between folders']} import loops between folders")
     return 1 if findings else 0
 
 

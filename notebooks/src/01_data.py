@@ -20,16 +20,17 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device); no model runs here
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device); no model runs here
 n_show = 6
 
 # %%
-from samllava import results, viz
-from samllava.config import load_profile
+from samllava.core import results
+from samllava.report import figures as viz
+from samllava.core.config import load_profile
 from samllava.data import generate_mvtec_miniature, generate_visa_miniature, load_dataset, load_mvtec, load_visa
-from samllava.paths import data_dir
-from samllava.pipeline import dataset_summary, synthetic, synthetic_gallery
-from samllava.provenance import provenance
+from samllava.core.paths import data_dir
+from samllava.notebook.tables import dataset_summary, synthetic, synthetic_gallery
+from samllava.core.provenance import provenance
 
 P = load_profile(profile)
 

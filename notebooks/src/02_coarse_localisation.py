@@ -22,7 +22,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device)
 shots = [1, 2, 4]
 seeds = [0, 1, 2]
 n_examples = 4
@@ -30,12 +30,12 @@ n_examples = 4
 # %%
 from IPython.display import display
 
-from samllava import results
-from samllava.config import load_profile
-from samllava.evaluate import CoarseMethod
-from samllava.pipeline import coarse_figure, fewshot_benchmark, synthetic, textiles
-from samllava.provenance import provenance
-from samllava.widgets import heatmap_explorer
+from samllava.core import results
+from samllava.core.config import load_profile
+from samllava.evaluate.harness import CoarseMethod
+from samllava.notebook.tables import coarse_figure, fewshot_benchmark, synthetic, textiles
+from samllava.core.provenance import provenance
+from samllava.notebook.widgets import heatmap_explorer
 
 P = load_profile(profile)
 method = CoarseMethod(P, device=device)

@@ -23,7 +23,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device)
 steps = None  # None: the profile's SAM warm-up budget, one cached SAM side shared by notebooks 03, 05, 07-09
 lr = None
 shots = 1
@@ -32,13 +32,15 @@ train_seeds = [0, 1, 2]  # one SAM side trained per seed; the table is their mea
 n_examples = 3
 
 # %%
-from samllava import results
-from samllava.config import load_profile
-from samllava.evaluate import CoarseMethod
-from samllava.pipeline import (cascade_figure, prompt_types_figure, segmentation_table, synthetic, train_cascade,
-                               training_seeds_note, with_training_seed)
-from samllava.provenance import provenance
-from samllava.viz import loss_figure
+from samllava.core import results
+from samllava.core.config import load_profile
+from samllava.evaluate.harness import CoarseMethod
+from samllava.notebook.tables import (
+    cascade_figure, prompt_types_figure, segmentation_table, synthetic, train_cascade, training_seeds_note,
+    with_training_seed,
+)
+from samllava.core.provenance import provenance
+from samllava.report.figures import loss_figure
 
 P = load_profile(profile)
 data = synthetic(P, "eval")

@@ -22,20 +22,20 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device)
 shots = 1
 max_new_tokens = 40
 count_profiles = ["tiny", "offline"]
 
 # %%
-from samllava import results
-from samllava.config import load_profile
+from samllava.core import results
+from samllava.core.config import load_profile
 from samllava.describe.template import build_prompt
-from samllava.model import build_model
+from samllava.model.sam_llava import build_model
 from samllava.data import sample_support
 from samllava.data.instructions import QUESTION
-from samllava.pipeline import parameter_table, sasa_attention_figure, synthetic
-from samllava.provenance import provenance
+from samllava.notebook.tables import parameter_table, sasa_attention_figure, synthetic
+from samllava.core.provenance import provenance
 
 P = load_profile(profile)
 model = build_model(P, device=device).eval()

@@ -26,9 +26,9 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device)
 epochs = None  # None: the profile's train.epochs
-shots = 4  # the support the model is trained and evaluated with (samllava.default_model.DEFAULT_SHOTS)
+shots = 4  # the support the model is trained and evaluated with (samllava.train.default_model.DEFAULT_SHOTS)
 max_new_tokens = 20  # the answer sentence, which names the position, is at most 18 tokens
 per_label = 6  # before/after answers on 6 normal + 6 anomalous held-out images per category
 odds_per_label = 6  # first-token yes/no log-odds (no decoding, cheap) on 6 + 6 images per category
@@ -36,14 +36,16 @@ n_show = 4
 train_seeds = [0, 1, 2]  # one model trained per seed; the tables are their mean and std (issue #19)
 
 # %%
-from samllava import results
-from samllava.config import load_profile
+from samllava.core import results
+from samllava.core.config import load_profile
 from samllava.metrics import mean_std
-from samllava.model import build_model
-from samllava.pipeline import (answers_table, description_eval, log_odds_eval, log_odds_table, pool_training_seeds, realtex,
-                               synthetic, textiles, trained_runs, training_seeds_note)
-from samllava.provenance import provenance
-from samllava.viz import loss_figure
+from samllava.model.sam_llava import build_model
+from samllava.notebook.tables import (
+    answers_table, description_eval, log_odds_eval, log_odds_table, pool_training_seeds, realtex, synthetic,
+    textiles, trained_runs, training_seeds_note,
+)
+from samllava.core.provenance import provenance
+from samllava.report.figures import loss_figure
 
 P = load_profile(profile)
 eval_data = synthetic(P, "eval")

@@ -23,16 +23,16 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device)
 steps = 150
 lr = 1e-3
 train_seeds = [0, 1, 2]  # one SAM side per seed and direction; SAM-LLaVA's row is their mean and std (issue #19)
 
 # %%
-from samllava import results
-from samllava.config import load_profile
-from samllava.pipeline import cross_domain_sets, table1_note, training_seeds_note, zero_shot_table
-from samllava.provenance import provenance
+from samllava.core import results
+from samllava.core.config import load_profile
+from samllava.notebook.tables import cross_domain_sets, table1_note, training_seeds_note, zero_shot_table
+from samllava.core.provenance import provenance
 
 P = load_profile(profile)
 sets = cross_domain_sets(P, data_roots)

@@ -19,7 +19,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device)
 shots = [1, 2, 4]
 seeds = [0, 1, 2, 3, 4]
 steps = None  # None: the profile's SAM warm-up budget, one cached SAM side shared by notebooks 03, 05, 07-09
@@ -27,13 +27,14 @@ lr = None
 train_seeds = [0, 1, 2]  # one SAM side trained per seed; SAM-LLaVA's column is their mean and std (issue #19)
 
 # %%
-from samllava import results
-from samllava.config import load_profile
+from samllava.core import results
+from samllava.core.config import load_profile
 from samllava.data import TADD_STANDIN_NOTE
-from samllava.evaluate import CoarseMethod
-from samllava.pipeline import (fewshot_pixel_tables, figure2, synthetic, tadd_standin, train_cascade, training_seeds_note,
-                               with_training_seed)
-from samllava.provenance import provenance
+from samllava.evaluate.harness import CoarseMethod
+from samllava.notebook.tables import (
+    fewshot_pixel_tables, figure2, synthetic, tadd_standin, train_cascade, training_seeds_note, with_training_seed,
+)
+from samllava.core.provenance import provenance
 
 P = load_profile(profile)
 tadd = tadd_standin(P)

@@ -21,7 +21,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device)
 shots = [1, 2, 4]
 seeds = [0, 1]  # support seeds
 train_seeds = [0, 1, 2]  # Table 6: one model per training seed, mean and std; Table 5: see answer_training_seeds
@@ -31,13 +31,14 @@ max_new_tokens = 40
 judge = {}
 
 # %%
-from samllava import results
-from samllava.config import load_profile
-from samllava.judge import make_judge
-from samllava.pipeline import (accuracy_table, answer_training_seeds, judge_table, pool_training_seeds, qualitative_figure,
-                               realtex, synthetic, textiles, trained_model, training_seeds_note, verdict_table,
-                               with_training_seed)
-from samllava.provenance import provenance
+from samllava.core import results
+from samllava.core.config import load_profile
+from samllava.evaluate.judge import make_judge
+from samllava.notebook.tables import (
+    accuracy_table, answer_training_seeds, judge_table, pool_training_seeds, qualitative_figure, realtex,
+    synthetic, textiles, trained_model, training_seeds_note, verdict_table, with_training_seed,
+)
+from samllava.core.provenance import provenance
 
 P = load_profile(profile)
 data = synthetic(P, "eval")

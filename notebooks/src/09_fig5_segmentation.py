@@ -18,16 +18,16 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device)
 steps = None  # None: the profile's SAM warm-up budget, one cached SAM side shared by notebooks 03, 05, 07-09
 lr = None
 n_examples = 4
 
 # %%
-from samllava import results
-from samllava.config import load_profile
-from samllava.pipeline import segmentation_comparison_figure, synthetic, train_cascade
-from samllava.provenance import provenance
+from samllava.core import results
+from samllava.core.config import load_profile
+from samllava.notebook.tables import segmentation_comparison_figure, synthetic, train_cascade
+from samllava.core.provenance import provenance
 
 P = load_profile(profile)
 data = synthetic(P, "eval")

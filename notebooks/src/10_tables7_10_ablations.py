@@ -25,7 +25,7 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device)
 steps = 150
 lr = 1e-3
 seeds = [0, 1, 2]  # support seeds
@@ -34,10 +34,12 @@ accuracy_variants = ["SAM-LLaVA (full)", "w/o SASA"]
 per_label = 6
 
 # %%
-from samllava import results
-from samllava.config import load_profile
-from samllava.pipeline import ablation_note, ablation_table, accuracy_variants_for, answer_training_seeds, synthetic
-from samllava.provenance import provenance
+from samllava.core import results
+from samllava.core.config import load_profile
+from samllava.notebook.tables import (
+    ablation_note, ablation_table, accuracy_variants_for, answer_training_seeds, synthetic,
+)
+from samllava.core.provenance import provenance
 
 P = load_profile(profile)
 data = synthetic(P, "eval")

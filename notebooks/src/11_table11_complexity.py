@@ -20,25 +20,25 @@ if "google.colab" in sys.modules:  # Colab only: clone this repository and insta
 # %% tags=["parameters"]
 profile = "offline"
 data_roots = {}
-device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.device)
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device)
 runs = 5
 warmup = 1
 new_tokens = 32
 gpu_json = "../results/gpu_bench.json"  # the paper-size GPU benchmark (benchmarks/gpu_bench.py); None: leave out
 
 # %%
-from samllava import results
-from samllava.config import load_profile
-from samllava.device import resolve_device
-from samllava.pipeline import complexity_table
-from samllava.provenance import provenance
+from samllava.core import results
+from samllava.core.config import load_profile
+from samllava.core.device import resolve_device
+from samllava.notebook.tables import complexity_table
+from samllava.core.provenance import provenance
 
 P = load_profile(profile)
 device = str(resolve_device(device))
 table = complexity_table(P, device=device, runs=runs, warmup=warmup, new_tokens=new_tokens, gpu_json=gpu_json)
 results.write_table(table, "table11_complexity", run=provenance(profile=P, data="none (random inputs)", device=device),
                     note=f"this run: {device}, batch 1, latency over {runs} runs after {warmup} warm-up(s), {new_tokens} new "
-                         "tokens; paper: L40, batch 1, 200 runs after 50; GPU rows (docs/gpu_benchmark.md; provenance in the "
+                         "tokens; paper: L40, batch 1, 200 runs after 50; GPU rows (docs/gpu.md; provenance in the "
                          "JSON they name): batch 1 beside the paper's batch-1 row, then the batch with the best throughput",
                     float_format="{:.2f}")
 table

@@ -23,7 +23,7 @@ out_dir = None  # a folder: mask.png, overlay.png and report.json are written th
 # %%
 from IPython.display import display
 
-from samllava.try_image import try_your_own_image
+from samllava.notebook.try_image import try_your_own_image
 
 panel = try_your_own_image(profile, checkpoint, image_path=image_path, support_dir=support_dir, category=category,
                            out_dir=out_dir)

@@ -1,7 +1,7 @@
 """``samllava`` command line: evaluate, diagnose, train, reproduce, fetch-weights, fetch-data, make-data, bench.
 
 Every argument parser of the package lives here; the commands are in :mod:`samllava.cli.commands` and
-:mod:`samllava.cli.fetch` (``python -m samllava.train`` is ``samllava train``). A command that fails
+:mod:`samllava.cli.fetch` (``python -m samllava train`` is ``samllava train``). A command that fails
 on bad input prints one line, ``samllava <command>: <what is wrong>``, and exits with status 2;
 ``--debug`` shows the traceback instead.
 """
@@ -10,18 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import download, weights
-from ..default_model import MissingModelError
-from ..reproduce import ReproduceError
-from .commands import (
-    bench_cli,
-    diagnose_cli,
-    evaluate_cli,
-    make_data_cli,
-    reproduce_cli,
-    train_cli,
-)
-from .fetch import fetch_data_cli, fetch_weights_cli
+from samllava.assets import download, weights
+from samllava.train.default_model import MissingModelError
+from samllava.notebook.runner import ReproduceError
+from samllava.cli.commands import bench_cli, diagnose_cli, evaluate_cli, make_data_cli, reproduce_cli, train_cli
+from samllava.cli.fetch import fetch_data_cli, fetch_weights_cli
 
 COMMANDS = {"evaluate": evaluate_cli, "diagnose": diagnose_cli, "train": train_cli, "reproduce": reproduce_cli,
             "fetch-weights": fetch_weights_cli, "fetch-data": fetch_data_cli, "make-data": make_data_cli,
@@ -32,7 +25,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionErro
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
-    """``--device`` and ``--dtype`` (:mod:`samllava.device`)."""
+    """``--device`` and ``--dtype`` (:mod:`samllava.core.device`)."""
     p.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:N or auto (default: $SAMLLAVA_DEVICE, else cuda when available, else cpu)")
     p.add_argument("--dtype", default=None,

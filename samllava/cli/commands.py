@@ -6,21 +6,22 @@ import sys
 import numpy as np
 import torch
 
-from .. import distributed
-from ..answers import description_eval
-from ..bench import BenchSettings, bench
-from ..checkpoint import load_model
-from ..config import Profile, load_profile
-from ..data import generate_realtex, generate_synthetic, load_dataset
-from ..default_model import DEFAULT_SHOTS, default_checkpoint, train_default, train_on_data
-from ..device import resolve_device
-from ..diagnose import (check_readable, diagnose_files, fit_support, gather_images, no_signal_message, report_line,
-                        run_header)
-from ..evaluate import CoarseMethod, FullMethod, evaluate, results_json, results_table
-from ..reproduce import reproduce
-from ..provenance import provenance
-from ..results import write_json
-from ..train import world
+from samllava.core import distributed
+from samllava.evaluate.answers import description_eval
+from samllava.evaluate.bench import BenchSettings, bench
+from samllava.model.checkpoint import load_model
+from samllava.core.config import Profile, load_profile
+from samllava.data import generate_realtex, generate_synthetic, load_dataset
+from samllava.train.default_model import DEFAULT_SHOTS, default_checkpoint, train_default, train_on_data
+from samllava.core.device import resolve_device
+from samllava.diagnose.files import check_readable, gather_images
+from samllava.diagnose.report import report_line
+from samllava.diagnose.run import Diagnoser, no_signal_message
+from samllava.evaluate.harness import CoarseMethod, FullMethod, evaluate, results_json, results_table
+from samllava.notebook.runner import reproduce
+from samllava.core.provenance import provenance
+from samllava.core.results import write_json
+from samllava.train.end_to_end import world
 
 
 def _key_value(items: list[str] | None) -> dict[str, str]:
@@ -67,7 +68,7 @@ def _in_process_group(run, args) -> int:
 def evaluate_cli(args) -> int:
     """``samllava evaluate``: the metrics of the coarse stage or of the whole trained model, as JSON.
 
-    Under ``torchrun`` every rank scores its share of the images (:func:`samllava.evaluate.evaluate`);
+    Under ``torchrun`` every rank scores its share of the images (:func:`samllava.evaluate.harness.evaluate`);
     rank 0 adds the description accuracy and writes the report."""
     return _in_process_group(_evaluate, args)
 
@@ -129,14 +130,11 @@ def diagnose_cli(args) -> int:
     require_signal(profile, args.support is not None, "diagnose")
     files = gather_images(args.images)
     check_readable(files)
-    size = profile.data.image_size
-    device = resolve_device(args.device)
-    checkpoint = _checkpoint(profile, args.checkpoint, progress=not args.no_progress, device=device)
-    model = load_model(profile, checkpoint, device=device, dtype=args.dtype)
-    k = fit_support(model, args.support, size) if args.support else 0
-    header = run_header(model, checkpoint, args.support, k)
-    summary = diagnose_files(model, files, args.out, category=args.category, size=size, batch_size=args.batch_size,
-                             max_new_tokens=args.max_new_tokens, extra=header, progress=not args.no_progress)
+    diagnoser = Diagnoser(profile, args.checkpoint, device=resolve_device(args.device), dtype=args.dtype,
+                          progress=not args.no_progress)
+    diagnoser.set_support(args.support)
+    summary = diagnoser.run(files, args.out, category=args.category, batch_size=args.batch_size,
+                            max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
     for row in summary.to_dict("records"):
         print(report_line(row))
     print(f"written: {args.out}/<image>/{{mask.png,overlay.png,report.json}} and {args.out}/summary.csv")
@@ -146,7 +144,7 @@ def diagnose_cli(args) -> int:
 def train_cli(args) -> int:
     """``samllava train``: the profile's default model, or a model trained on ``--data`` into ``--out``
     (``torchrun`` for several processes: DistributedDataParallel, NCCL on GPUs and gloo on the CPU,
-    :mod:`samllava.distributed`)."""
+    :mod:`samllava.core.distributed`)."""
     return _in_process_group(_train, args)
 
 

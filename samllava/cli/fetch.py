@@ -6,9 +6,9 @@ import os
 import sys
 from pathlib import Path
 
-from .. import download, weights
-from ..config import load_profile
-from ..data import fetch as data_fetch
+from samllava.assets import download, weights
+from samllava.core.config import load_profile
+from samllava.assets import datasets as data_fetch
 
 
 def fetch_weights_cli(args) -> int:

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
-from ..config import FewShotConfig
-from ..memo import ContentMemo
-from .clip_model import CheckpointError, read_state_dict
+from samllava.core.config import FewShotConfig
+from samllava.core.memo import ContentMemo
+from samllava.coarse.clip_model import CheckpointError, read_state_dict
 
 
 def check_images(images: torch.Tensor, name: str = "images") -> None:
@@ -145,7 +145,7 @@ class TimmExtractor(FeatureExtractor):
     def __init__(self, model: nn.Module, image_size: int, label: str = "timm") -> None:
         super().__init__(image_size, IMAGENET_MEAN, IMAGENET_STD)
         # channels-last convolutions: oneDNN's direct kernels, about 1.8x faster on a 2-core CPU than the
-        # default layout for EfficientNet-Lite0 (docs/diagnose_benchmark.md); loading weights into the
+        # default layout for EfficientNet-Lite0 (docs/decisions.md); loading weights into the
         # model later keeps the layout (copy_ keeps the destination's strides)
         self.model = model.to(memory_format=torch.channels_last)
         self.label = label
@@ -224,7 +224,7 @@ def pooled_tokens(maps: list[torch.Tensor], grid: int) -> torch.Tensor:
 
 
 class CachedExtractor(FeatureExtractor):
-    """Memoises another extractor's features by image content (:class:`samllava.memo.ContentMemo`).
+    """Memoises another extractor's features by image content (:class:`samllava.core.memo.ContentMemo`).
 
     An evaluation over several support seeds and shot counts runs the backbone on the same query
     images again and again; with this wrapper each query batch is encoded once. Bounded by

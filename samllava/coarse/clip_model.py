@@ -20,7 +20,7 @@ import torch
 from open_clip.model import resize_pos_embed
 from torch import nn
 
-from ..config import ClipConfig
+from samllava.core.config import ClipConfig
 
 
 class CheckpointError(ValueError):

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import FeatureExtractor, check_images
+from samllava.coarse.backbone import FeatureExtractor, check_images
 
 
 class CalibrationOutput(NamedTuple):
@@ -64,9 +64,8 @@ def patch_features(maps: list[torch.Tensor]) -> list[torch.Tensor]:
 
 # Similarities per tile: TILE_COLUMNS memory patches by as many query rows as make TILE similarities (4 MB,
 # one buffer allocated once per call), the maximum kept running across the column tiles. A tile that fits in
-# the caches is written and read back there: with rows-only blocks of the whole memory (32 MB at K = 200 x 784
-# patches) each similarity went out to main memory and back, and the products over a 40-channel level were
-# bound by that traffic (a K = 200 support's held-out distances: 10.1 s, tiled 3.4 s; the maxima equal).
+# the caches is written and read back there; rows-only blocks of the whole memory send every similarity out
+# to main memory and back, and the products over a 40-channel level are bound by that traffic.
 TILE = 2**20
 TILE_COLUMNS = 4096
 
@@ -116,7 +115,7 @@ def min_cosine_distance(query: torch.Tensor, memory: torch.Tensor, tile: int = T
     and memory patches (:func:`max_similarity`: bounded memory whatever B, N and M).
 
     Every tile is written into one buffer allocated once: allocating and freeing a block of megabytes
-    per step made glibc's heap grow by gigabytes over a large support (docs/diagnose_benchmark.md).
+    per step made glibc's heap grow by gigabytes over a large support (docs/decisions.md).
 
     Args:
         query: (B, N, C) L2-normalised.
@@ -281,7 +280,7 @@ class FewShotCalibrator(nn.Module):
 
     def support_state(self) -> dict:
         """The fitted support (memory, scales, held-out maps, calibration images) as tensors and ints, for a
-        cache on disk (:func:`samllava.diagnose.fit_support`): fitting a folder of hundreds costs seconds."""
+        cache on disk (:func:`samllava.diagnose.files.fit_support`): fitting a folder of hundreds costs seconds."""
         if not self.fitted:
             raise RuntimeError("FewShotCalibrator: nothing fitted to save")
         return {"memory": [m.cpu() for m in self.memory], "scales": self.scales.cpu(), "k": self._k,

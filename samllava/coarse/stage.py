@@ -26,15 +26,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .. import weights
-from ..config import Profile
-from ..seeding import seeded
-from .backbone import build_feature_extractor
-from .clip_model import build_clip
-from .memory import FewShotCalibrator, knn_anomaly_map
-from .otsu import otsu_masks
-from .verdict import Verdict, calibrate, verdict_masks
-from .zero_shot import ZeroShotLocalizer
+from samllava.assets import weights
+from samllava.core.config import Profile
+from samllava.core.seeding import seeded
+from samllava.coarse.backbone import build_feature_extractor
+from samllava.coarse.clip_model import build_clip
+from samllava.coarse.memory import FewShotCalibrator, knn_anomaly_map
+from samllava.coarse.otsu import otsu_masks
+from samllava.coarse.verdict import Verdict, calibrate, verdict_masks
+from samllava.coarse.zero_shot import ZeroShotLocalizer
 
 __all__ = ["CoarseOutput", "CoarseLocalizer", "build_coarse", "knn_anomaly_map"]
 
@@ -199,9 +199,9 @@ def calibrated_map(heatmap: torch.Tensor | None, log_lam: torch.Tensor) -> tuple
 
 
 def build_coarse(profile: Profile, seed: int = 0) -> tuple[CoarseLocalizer, Callable]:
-    """The coarse stage of ``profile`` (weights resolved through :mod:`samllava.weights`) and CLIP's tokenizer.
+    """The coarse stage of ``profile`` (weights resolved through :mod:`samllava.assets.weights`) and CLIP's tokenizer.
 
-    Random weights (where the profile allows them) are drawn from ``seed`` (see :mod:`samllava.seeding`).
+    Random weights (where the profile allows them) are drawn from ``seed`` (see :mod:`samllava.core.seeding`).
     """
     clip_path = weights.require(profile, "clip", profile.clip.weights)
     with seeded(seed, "clip"):

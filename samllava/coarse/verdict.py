@@ -24,7 +24,7 @@ test label:
   ``tau_img`` (hysteresis). An image judged defective (its maximum exceeds ``tau_img``) thus always
   has a non-empty mask on its highest-scoring region, and an image judged normal an empty one.
 
-Measured on the development sets (README, docs/verdict.md): the rule and its constants (4 x 4
+Measured on the development sets (docs/verdict.md, docs/decisions.md): the rule and its constants (4 x 4
 blocks, target 20 %, 99th percentile, the fit up to 8 normals) were chosen on the real-texture
 development split and the synthetic training split, and are reported on held-out data.
 """

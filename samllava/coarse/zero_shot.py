@@ -4,7 +4,7 @@ For each chosen block, patch tokens go through the visual tower's final LayerNor
 and projection (``proj``) into the joint space, are L2-normalised and scored against the two
 state embeddings {normal, anomalous} with ``softmax(cos / temperature)``; the anomalous
 probability on the patch grid is upsampled bilinearly to the input side, averaged over blocks
-and Gaussian-blurred (WinCLIP / AnomalyCLIP practice, see ``shared/reference/peers.md``).
+and Gaussian-blurred (WinCLIP / AnomalyCLIP practice).
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import torchvision.transforms.functional as TF
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
-from ..config import ClipConfig
-from .backbone import ImagePreprocess, check_layers, clip_block_tokens
-from .prompts import prompt_sentences
+from samllava.core.config import ClipConfig
+from samllava.coarse.backbone import ImagePreprocess, check_layers, clip_block_tokens
+from samllava.coarse.prompts import prompt_sentences
 
 
 def gaussian_blur_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -5,23 +5,18 @@ Loaders return ``{category: CategoryData}``; pixels are read on demand with
 ``CategoryData.load_images`` / ``load_masks``. See ``samllava.data.images`` for the documented
 image conversions (greyscale and RGBA to RGB, 16-bit scaling).
 """
-from .dataset import CategoryData, Sample, balanced_subset
-from .fewshot import FEWSHOT_SEEDS, FEWSHOT_SHOTS, sample_support, support_indices
-from .folder import load_dataset, load_folder
-from .images import ImageFiles, load_image, load_mask
-from .instructions import instruction_records, position_on_grid
-from .mvtec import MVTEC_CATEGORIES, load_mvtec
-from .realtex import REALTEX_CATEGORIES, generate_realtex
-from .synthetic import (
-    SYNTHETIC_CATEGORIES,
-    TADD_STANDIN_NOTE,
-    TADD_STANDIN_SUBSETS,
-    SyntheticCategory,
-    generate_mvtec_miniature,
-    generate_synthetic,
-    generate_visa_miniature,
+from samllava.data.dataset import CategoryData, Sample, balanced_subset
+from samllava.data.fewshot import FEWSHOT_SEEDS, FEWSHOT_SHOTS, sample_support, support_indices
+from samllava.data.folder import load_dataset, load_folder
+from samllava.data.images import ImageFiles, load_image, load_mask
+from samllava.data.instructions import instruction_records, position_on_grid
+from samllava.data.mvtec import MVTEC_CATEGORIES, load_mvtec
+from samllava.data.realtex import REALTEX_CATEGORIES, generate_realtex
+from samllava.data.synthetic import (
+    SYNTHETIC_CATEGORIES, TADD_STANDIN_NOTE, TADD_STANDIN_SUBSETS, SyntheticCategory, generate_mvtec_miniature,
+    generate_synthetic, generate_visa_miniature,
 )
-from .visa import VISA_CATEGORIES, load_visa
+from samllava.data.visa import VISA_CATEGORIES, load_visa
 
 __all__ = [
     "CategoryData",

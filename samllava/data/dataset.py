@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .images import load_image, load_mask
+from samllava.data.images import load_image, load_mask
 
 GOOD = "good"  # defect type of normal images (MVTec's folder name)
 SPLITS = ("train", "test")

@@ -15,8 +15,8 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .dataset import GOOD
-from .instructions import NO_POSITION, position_on_grid, size_label
+from samllava.data.dataset import GOOD
+from samllava.data.instructions import NO_POSITION, position_on_grid, size_label
 
 REF_SIDE = 256.0  # geometry below is given in pixels of a 256-px image and scaled with the side
 

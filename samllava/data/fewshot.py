@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dataset import CategoryData, Sample, sort_samples
+from samllava.data.dataset import CategoryData, Sample, sort_samples
 
 FEWSHOT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 FEWSHOT_SHOTS: tuple[int, ...] = (1, 2, 4)

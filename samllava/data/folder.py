@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .dataset import CategoryData, require_dir
-from .mvtec import category_dirs, is_category_dir, load_mvtec, scan_category
-from .visa import SPLIT_FILE, load_visa
+from samllava.data.dataset import CategoryData, require_dir
+from samllava.data.mvtec import category_dirs, is_category_dir, load_mvtec, scan_category
+from samllava.data.visa import SPLIT_FILE, load_visa
 
 DATASET_KINDS = ("auto", "mvtec", "visa", "folder")
 

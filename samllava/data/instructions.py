@@ -13,8 +13,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .dataset import Sample
-from .images import read_array
+from samllava.data.dataset import Sample
+from samllava.data.images import read_array
 
 GENERIC_OBJECT = "object"  # the category phrase of the question when the category is not known
 QUESTION = "This is a photo of a {category} for anomaly detection. Is there any anomaly in the image?"

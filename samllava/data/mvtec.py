@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .dataset import GOOD, CategoryData, Sample, attach_descriptions, require_dir, sort_samples
-from .images import IMAGE_SUFFIXES, check_mask_matches
+from samllava.data.dataset import GOOD, CategoryData, Sample, attach_descriptions, require_dir, sort_samples
+from samllava.data.images import IMAGE_SUFFIXES, check_mask_matches
 
 MVTEC_CATEGORIES: tuple[str, ...] = (
     "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",

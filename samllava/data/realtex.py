@@ -31,9 +31,9 @@ import skimage.data
 from PIL import Image
 from scipy import ndimage
 
-from .drawing import DEFECT_TYPES, DEFECTS, Rendered
-from .instructions import NO_POSITION, position_on_grid, size_label
-from .writer import Item, prepare_folder, single_threaded, test_items, write_mvtec_layout
+from samllava.data.drawing import DEFECT_TYPES, DEFECTS, Rendered
+from samllava.data.instructions import NO_POSITION, position_on_grid, size_label
+from samllava.data.writer import Item, prepare_folder, single_threaded, test_items, write_mvtec_layout
 
 REALTEX_VERSION = 1
 REALTEX_CATEGORIES: dict[str, str] = {  # category -> subject phrase of its descriptions

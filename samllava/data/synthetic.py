@@ -23,11 +23,15 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from .dataset import GOOD
-from .drawing import DEFECT_SIZE_CLASSES, DEFECT_TYPES, SyntheticCategory, render
-from .visa import SPLIT_FILE, SPLIT_HEADER
-from .writer import (Item, commit_folder, image_rng, prepare_folder, scratch_folder, single_threaded, test_items,
-                     to_uint8, write_mvtec_layout)
+from samllava.core.config import Profile
+from samllava.core.paths import data_dir
+from samllava.data.dataset import GOOD
+from samllava.data.drawing import DEFECT_SIZE_CLASSES, DEFECT_TYPES, SyntheticCategory, render
+from samllava.data.visa import SPLIT_FILE, SPLIT_HEADER
+from samllava.data.writer import (
+    Item, commit_folder, image_rng, prepare_folder, scratch_folder, single_threaded, test_items, to_uint8,
+    write_mvtec_layout,
+)
 
 GENERATOR_VERSION = 1  # bump when drawing changes, so cached folders are not reused
 
@@ -271,3 +275,14 @@ def generate_visa_miniature(root: str | os.PathLike, categories: Iterable[str] =
     commit_folder(tmp, root, params)
     return root
 
+
+def ensure_synthetic(profile: Profile, seed: int = 0, name: str = "synthetic") -> Path:
+    """The profile's synthetic data set under :func:`samllava.core.paths.data_dir`, generated once
+    (deterministic by seed) and reused."""
+    size = profile.data.image_size
+    root = data_dir() / f"{name}_s{size}_n{profile.data.synthetic_images}_seed{seed}"
+    if not (root / ".complete").exists():
+        generate_synthetic(root, n_train=profile.data.synthetic_train, n_test=profile.data.synthetic_images,
+                           size=size, seed=seed, overwrite=True)
+        (root / ".complete").write_text("ok\n")
+    return root

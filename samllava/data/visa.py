@@ -23,9 +23,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from .dataset import GOOD, CategoryData, Sample, require_dir, sort_samples
-from .images import IMAGE_SUFFIXES, check_mask_matches
-from .mvtec import category_dirs, scan_category
+from samllava.data.dataset import GOOD, CategoryData, Sample, require_dir, sort_samples
+from samllava.data.images import IMAGE_SUFFIXES, check_mask_matches
+from samllava.data.mvtec import category_dirs, scan_category
 
 VISA_CATEGORIES: tuple[str, ...] = (
     "candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",

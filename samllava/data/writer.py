@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from .dataset import DESCRIPTIONS_FILE, GOOD
-from .drawing import DEFECT_SIZE_CLASSES, Rendered
-from .instructions import describe
-from .mvtec import MASK_SUFFIX
+from samllava.data.dataset import DESCRIPTIONS_FILE, GOOD
+from samllava.data.drawing import DEFECT_SIZE_CLASSES, Rendered
+from samllava.data.instructions import describe
+from samllava.data.mvtec import MASK_SUFFIX
 
 GENERATOR_FILE = "generator.json"
 PNG_LEVEL = 1  # zlib level: noisy textures compress poorly anyway, level 1 is several times faster

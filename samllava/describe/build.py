@@ -31,10 +31,10 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-from .. import weights
-from ..config import LlmConfig, Profile
-from .llava import Describer, token_id
-from .template import IMAGE_TOKEN, SASA_TOKEN, SYSTEM
+from samllava.assets import weights
+from samllava.core.config import LlmConfig, Profile
+from samllava.describe.llava import Describer, token_id
+from samllava.describe.template import IMAGE_TOKEN, SASA_TOKEN, SYSTEM
 
 
 def add_placeholder_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -86,7 +86,7 @@ def converted_lm_dir(gguf_path: Path) -> Path:
 def load_causal_lm(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal LM and its tokenizer from a HF folder or a GGUF file.
 
-    A GGUF file is de-quantised once (17 s for SmolLM2-135M on 2 cores) and saved as safetensors
+    A GGUF file is de-quantised once (slow) and saved as safetensors
     under :func:`converted_lm_dir`, written to a temporary folder and renamed into place, so a
     killed run never leaves half a cache; later calls load the safetensors.
     """
@@ -203,8 +203,8 @@ def build_describer(profile: Profile, system: str | None = None, seed: int = 0,
         seed: seed of the randomly initialised parts (vision tower, projector, a random LM).
         vision_channels: width C of the backbone features LLaVA reads with ``llm.vision =
             "fewshot_backbone"``: its projector is then built anew for C inputs (and trained).
-        dtype: the weights' dtype; None: ``profile.llm.dtype`` (:func:`samllava.model.build_model` passes
-            float32 on the CPU, :func:`samllava.device.tower_dtype`).
+        dtype: the weights' dtype; None: ``profile.llm.dtype`` (:func:`samllava.model.sam_llava.build_model` passes
+            float32 on the CPU, :func:`samllava.core.device.tower_dtype`).
     """
     cfg = profile.llm
     if cfg.kind not in BUILDERS:

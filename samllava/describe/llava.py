@@ -20,9 +20,9 @@ from transformers import (
 from transformers.models.llava.modeling_llava import LlavaCausalLMOutputWithPast
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from ..data.instructions import GENERIC_OBJECT, QUESTION
-from .lookup_decode import MAX_DRAFT, lookup_greedy
-from .template import IMAGE_TOKEN, SASA_TOKEN, SYSTEM, build_example, build_prompt, check_length
+from samllava.data.instructions import GENERIC_OBJECT, QUESTION
+from samllava.describe.lookup_decode import MAX_DRAFT, lookup_greedy
+from samllava.describe.template import IMAGE_TOKEN, SASA_TOKEN, SYSTEM, build_example, build_prompt, check_length
 
 IGNORE_INDEX = -100  # label of the positions that Eq. 10 does not sum over
 
@@ -276,8 +276,8 @@ class Describer(nn.Module):
         return logp[:, self.answer_token_id("Yes")] - logp[:, self.answer_token_id("No")]
 
     def set_phrasebook(self, texts: list[str]) -> None:
-        """Texts whose wording the answers follow (the training answers: :func:`samllava.train.train` sets them
-        and the checkpoint keeps them). Decoding one image drafts from them (:mod:`.lookup_decode`); they never
+        """Texts whose wording the answers follow (the training answers: :func:`samllava.train.train` sets them and the
+        checkpoint keeps them). Decoding one image drafts from them (:mod:`.lookup_decode`); they never
         change what is generated, only how many passes it takes."""
         self.phrasebook = sorted(set(texts))
         eos = [self.tokenizer.eos_token_id]

@@ -1,7 +1,7 @@
 """Greedy decoding of one answer that drafts its next tokens from the text so far (prompt-lookup decoding).
 
 On a CPU at batch 1 a decoding step is bound by reading the language model's weights once per token
-(docs/diagnose_benchmark.md): checking a dozen proposed tokens in one pass costs about two one-token passes.
+(docs/decisions.md): checking a dozen proposed tokens in one pass costs about two one-token passes.
 The proposal costs nothing: the answer repeats words of its prompt (the region sentence names the position,
 size and shape it describes), of its own first sentences and, above all, of the answers the model was
 trained on (its phrasebook, kept in the checkpoint), so the tokens that followed the latest earlier

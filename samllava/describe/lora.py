@@ -28,8 +28,8 @@ from peft import (
 from torch import nn
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-from ..config import LoraSettings, load_profile
-from .llava import Describer
+from samllava.core.config import LoraSettings, load_profile
+from samllava.describe.llava import Describer
 
 LANGUAGE_MODEL_PREFIX = r"model\.language_model\.layers\.\d+\.(?:self_attn|mlp)\."
 
@@ -81,9 +81,9 @@ def apply_lora(describer: Describer, settings: LoraSettings) -> Describer:
 def merge_lora(describer: Describer) -> Describer:
     """Fold the adapters into the language model's weights, W <- W + (alpha / r) B A (Sec. 3.4), for
     inference: each adapted layer then costs one matmul instead of three (decoding on a CPU is bound by
-    the number of small matmuls per token; docs/diagnose_benchmark.md). Greedy answers are unchanged up
+    the number of small matmuls per token; docs/decisions.md). Greedy answers are unchanged up
     to float rounding. A merged describer is for inference only: training it would update adapters that
-    no longer take part in the forward pass, so :func:`samllava.train` never receives one. A describer
+    no longer take part in the forward pass, so :func:`samllava.train.train` never receives one. A describer
     without adapters, or one already merged, is returned as it is."""
     model = describer.model
     if isinstance(model, PeftModel) and not any(getattr(m, "merged", False) for m in model.modules()):

@@ -23,18 +23,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
-from .inputs import ArrayLike, MapsLike, as_binary, as_numpy, scores_and_labels
-from .pixel import (
-    DEFAULT_BINS,
-    DEFAULT_CHUNK,
-    MVTEC_STRUCTURE,
-    PixelHistogram,
-    aupro,
-    aupro_with_bound,
-    pixel_auroc,
-    pixel_auroc_with_bound,
-    pixel_f1_max,
-    pixel_histogram,
+from samllava.metrics.inputs import ArrayLike, MapsLike, as_binary, as_numpy, scores_and_labels
+from samllava.metrics.pixel import (
+    DEFAULT_BINS, DEFAULT_CHUNK, MVTEC_STRUCTURE, PixelHistogram, aupro, aupro_with_bound, pixel_auroc,
+    pixel_auroc_with_bound, pixel_f1_max, pixel_histogram,
 )
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Input checks shared by the metrics: numpy views of arrays and tensors, binary labels and masks,
-one image at a time for pixel metrics. torch is never imported here (importing it costs ~0.8 GB of
-resident memory); a tensor can only be given by a caller that imported it already."""
+one image at a time for pixel metrics. torch is never imported here (importing it costs hundreds of MB
+of resident memory); a tensor can only be given by a caller that imported it already."""
 from __future__ import annotations
 
 import sys
@@ -16,7 +16,7 @@ ArrayLike = Union[np.ndarray, "torch.Tensor"]
 MapsLike = Union[ArrayLike, Sequence[ArrayLike]]
 
 def is_tensor(x: Any) -> bool:
-    # torch is not imported here: importing it costs ~0.8 GB of resident memory, and an object
+    # torch is not imported here (hundreds of MB of resident memory), and an object
     # can only be a tensor if the caller has imported torch already.
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .inputs import MapsLike, check_classes, image_pairs
-from .refine import DEFAULT_TOLERANCE, from_key, order_key, refine
+from samllava.metrics.inputs import MapsLike, check_classes, image_pairs
+from samllava.metrics.refine import DEFAULT_TOLERANCE, from_key, order_key, refine
 
 DEFAULT_BINS = 2**20  # bound ~ 0.5/bins * overlap of the two score densities: ~1e-7 on continuous maps
 DEFAULT_CHUNK = 2**22  # pixels binned at once: ~50 MB of buffers whatever the data set size

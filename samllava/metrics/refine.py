@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .inputs import MapsLike, image_pairs
+from samllava.metrics.inputs import MapsLike, image_pairs
 
 SPLIT = 256  # parts per refined bin and pass
 MAX_REFINED = 512  # bins refined per pass: <= SPLIT * MAX_REFINED new edges

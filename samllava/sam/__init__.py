@@ -4,7 +4,7 @@
 * :mod:`.prompts`: coarse mask -> mask logits, boxes, points;
 * :mod:`.multiscale`: multi-scale prompt learner (Eq. 5) and mask decoder (Eq. 6 branches);
 * :mod:`.cascade`: the CLIP-SAM cascade, batched over images;
-* :mod:`.train`: training of the prompt encoder, decoder and multi-scale parts.
+* :mod:`.losses`: the segmentation loss (Eq. 6) of the branches.
 """
 from samllava.sam.build import SAM_REGISTRY, build_sam
 from samllava.sam.cascade import PROMPTS, SamCascade, SamOutput, build_cascade, place_cascade

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from samllava.config import SamConfig
+from samllava.core.config import SamConfig
 from samllava.sam.sdpa import use_sdpa
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's normalisation, on the 0-255 scale

@@ -32,10 +32,10 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 
-from samllava import weights
-from samllava.config import MultiScaleConfig, Profile, SamConfig
-from samllava.device import resolve_device, tower_dtype
-from samllava.seeding import seeded, training_init_seed
+from samllava.assets import weights
+from samllava.core.config import MultiScaleConfig, Profile, SamConfig
+from samllava.core.device import resolve_device, tower_dtype
+from samllava.core.seeding import seeded, training_init_seed
 from samllava.coarse.backbone import FeatureExtractor, build_feature_extractor
 from samllava.sam.backbone_encoder import Adapter, BackboneEncoder, FrameOnly
 from samllava.sam.build import build_sam
@@ -156,7 +156,7 @@ class SamCascade(nn.Module):
         per image. SAM's own embedding (C' = C), or the stand-in backbone's stacked features (then
         :meth:`image_embedding` applies the trained adapter).
 
-        SAM's encoder runs in its own dtype (bfloat16 weights on a GPU, :mod:`samllava.device`); its
+        SAM's encoder runs in its own dtype (bfloat16 weights on a GPU, :mod:`samllava.core.device`); its
         embeddings come out in the dtype of the prompt encoder and decoder that read them."""
         if self.encoder is not None:
             return self.encoder(images)
@@ -233,10 +233,10 @@ def build_cascade(profile: Profile, seed: int = 0, extractor: FeatureExtractor |
     """The profile's SAM (its weights, or random where the profile allows) as a cascade, in eval mode.
 
     Random weights and the multi-scale parts' initialisation are drawn from ``seed`` offset by the
-    training seed ``profile.train.seed`` (:func:`samllava.seeding.training_init_seed`): every caller gets
+    training seed ``profile.train.seed`` (:func:`samllava.core.seeding.training_init_seed`): every caller gets
     the same cascade for the same profile and seed.
     With ``sam.encoder = "fewshot_backbone"`` F_sam comes from the few-shot backbone: ``extractor``
-    (the coarse stage's, so both share one module and, in :class:`~samllava.model.SamLlava`, one
+    (the coarse stage's, so both share one module and, in :class:`~samllava.model.sam_llava.SamLlava`, one
     forward pass) or a new one (timm backbones only).
     """
     if profile.sam.encoder == "vit":
@@ -257,9 +257,9 @@ def build_cascade(profile: Profile, seed: int = 0, extractor: FeatureExtractor |
 
 def place_cascade(cascade: SamCascade, profile: Profile, device: str | torch.device | None = None,
                   dtype: str | torch.dtype | None = None) -> SamCascade:
-    """``cascade`` moved to ``device`` (:func:`samllava.device.resolve_device`) with SAM's frozen image
+    """``cascade`` moved to ``device`` (:func:`samllava.core.device.resolve_device`) with SAM's frozen image
     encoder in its dtype there: ``gpu.sam_dtype`` on a GPU, float32 on the CPU, or ``dtype``
-    (:func:`samllava.device.tower_dtype`); the trainable parts (and a few-shot backbone standing in for
+    (:func:`samllava.core.device.tower_dtype`); the trainable parts (and a few-shot backbone standing in for
     the encoder, shared with the coarse stage) stay float32."""
     dev = resolve_device(device)
     cascade.sam.image_encoder.to(tower_dtype(profile.gpu.sam_dtype, dev, dtype))

@@ -3,7 +3,7 @@
 segment_anything's ``image_encoder.Attention`` materialises the whole attention matrix
 (B * heads, N, N) in ``q @ k^T``, adds the decomposed relative positions to it (a second copy)
 and softmaxes it (a third): at 1024 px a global layer of ViT-H has N = 4096 tokens and 16 heads,
-1 GiB per image in float32, which ran a batch of 32 out of memory on an H200.
+1 GiB per image in float32, so a batch of 32 does not fit on an 80 GB card.
 
 :func:`use_sdpa` makes every such module compute the same function with SDPA. The relative
 positions (``add_decomposed_rel_pos``: ``rel_h`` and ``rel_w``, einsums of the query with the

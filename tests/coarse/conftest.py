@@ -3,7 +3,7 @@ import torch
 
 from samllava.coarse.clip_model import build_clip
 from samllava.coarse.zero_shot import ZeroShotLocalizer
-from samllava.config import load_profile
+from samllava.core.config import load_profile
 
 
 @pytest.fixture(scope="session")

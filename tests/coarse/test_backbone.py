@@ -6,11 +6,12 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
-from samllava import weights
-from samllava.coarse.backbone import (ClipBlockExtractor, TimmExtractor, build_feature_extractor, load_timm_features,
-                                      map_state_dict_by_order)
+from samllava.assets import weights
+from samllava.coarse.backbone import (
+    ClipBlockExtractor, TimmExtractor, build_feature_extractor, load_timm_features, map_state_dict_by_order,
+)
 from samllava.coarse.clip_model import CheckpointError, read_state_dict
-from samllava.config import load_profile
+from samllava.core.config import load_profile
 
 
 @pytest.fixture(scope="module")

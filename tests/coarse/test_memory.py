@@ -6,12 +6,7 @@ import torch
 from samllava.coarse.backbone import CachedExtractor, FeatureExtractor
 from samllava.coarse import memory as memory_module
 from samllava.coarse.memory import (
-    FewShotCalibrator,
-    calibration_indices,
-    held_out_distances,
-    knn_anomaly_map,
-    min_cosine_distance,
-    normal_scale,
+    FewShotCalibrator, calibration_indices, held_out_distances, knn_anomaly_map, min_cosine_distance, normal_scale,
 )
 
 

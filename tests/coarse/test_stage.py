@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from samllava import weights
+from samllava.assets import weights
 from samllava.coarse.otsu import otsu_masks
 from samllava.coarse.stage import CoarseLocalizer, build_coarse, knn_anomaly_map
 from samllava.coarse.zero_shot import TextCache
-from samllava.config import load_profile
+from samllava.core.config import load_profile
 
 
 @pytest.fixture(scope="module")

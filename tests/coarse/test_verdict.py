@@ -6,8 +6,9 @@ import pytest
 import torch
 from scipy import ndimage
 
-from samllava.coarse.verdict import (Verdict, block_maxima, calibrate, conformal_quantile, conformal_rank,
-                                     gumbel_quantile, verdict_masks)
+from samllava.coarse.verdict import (
+    Verdict, block_maxima, calibrate, conformal_quantile, conformal_rank, gumbel_quantile, verdict_masks,
+)
 
 
 def test_block_maxima_hand_computed():

@@ -8,13 +8,7 @@ import torch
 from PIL import Image
 
 from samllava.data import (
-    CategoryData,
-    Sample,
-    generate_mvtec_miniature,
-    generate_visa_miniature,
-    load_dataset,
-    load_folder,
-    load_mvtec,
+    CategoryData, Sample, generate_mvtec_miniature, generate_visa_miniature, load_dataset, load_folder, load_mvtec,
     load_visa,
 )
 from samllava.data.synthetic import MVTEC_DEFECTS

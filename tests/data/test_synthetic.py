@@ -10,12 +10,7 @@ import torch
 from PIL import Image
 
 from samllava.data import (
-    SYNTHETIC_CATEGORIES,
-    TADD_STANDIN_SUBSETS,
-    generate_synthetic,
-    load_folder,
-    load_mvtec,
-    position_on_grid,
+    SYNTHETIC_CATEGORIES, TADD_STANDIN_SUBSETS, generate_synthetic, load_folder, load_mvtec, position_on_grid,
 )
 from samllava.data.drawing import DEFECT_SIZE_CLASSES, DEFECT_TYPES, render
 from samllava.data.instructions import size_label

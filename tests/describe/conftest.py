@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from samllava.config import load_profile
+from samllava.core.config import load_profile
 from samllava.describe.build import build_describer
 from samllava.describe.llava import Describer
 

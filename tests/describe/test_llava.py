@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from samllava import weights
-from samllava.config import load_profile
+from samllava.assets import weights
+from samllava.core.config import load_profile
 from samllava.describe import build as build_mod
 from samllava.describe.build import build_describer
 from samllava.describe.template import build_example

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from samllava.config import load_profile
+from samllava.core.config import load_profile
 from samllava.describe import lookup_decode
 from samllava.describe.build import build_describer
 from samllava.describe.lookup_decode import draft

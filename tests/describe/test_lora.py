@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from samllava.config import LoraSettings, load_profile
+from samllava.core.config import LoraSettings, load_profile
 from samllava.describe.build import build_describer
 from samllava.describe.lora import (
     apply_lora, load_lora, merge_lora, paper_parameter_counts, parameter_counts, save_lora, target_regex,

@@ -3,8 +3,8 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from samllava import weights
-from samllava.describe import make_tiny_tokenizer
+from samllava.assets import weights
+import make_tiny_tokenizer
 from samllava.describe.template import SYSTEM, build_example, build_prompt, check_length
 
 

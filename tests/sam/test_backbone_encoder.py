@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from samllava.coarse.stage import build_coarse
-from samllava.config import load_profile
+from samllava.core.config import load_profile
 from samllava.sam.backbone_encoder import BackboneEncoder, FrameOnly
 from samllava.sam.cascade import build_cascade
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from samllava.config import SamConfig, load_profile
+from samllava.core.config import SamConfig, load_profile
 from samllava.sam.build import SAM_REGISTRY, build_sam
 
 

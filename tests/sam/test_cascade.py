@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from samllava import weights
-from samllava.config import load_profile
+from samllava.assets import weights
+from samllava.core.config import load_profile
 from samllava.sam.build import build_sam
 from samllava.sam.cascade import SamCascade, build_cascade
 from samllava.sam.prompts import mask_to_logits

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from samllava.config import load_profile
+from samllava.core.config import load_profile
 from samllava.sam.build import build_sam
 from samllava.sam.multiscale import MultiScaleMaskDecoder, MultiScalePromptLearner, _PoolBranch
 

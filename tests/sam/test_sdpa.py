@@ -7,7 +7,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.image_encoder import Attention
 
-from samllava.config import load_profile
+from samllava.core.config import load_profile
 from samllava.sam.build import build_sam
 from samllava.sam.sdpa import SdpaAttention, use_sdpa
 

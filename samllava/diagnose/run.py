@@ -1,0 +1,118 @@
+"""The one road of a diagnosis, taken by ``samllava diagnose`` and by the try-your-own-image panel.
+
+:class:`Diagnoser` holds a loaded model (``--checkpoint``, else the profile's default model, trained
+on first use) and the support set it was given; :meth:`Diagnoser.diagnose` judges a batch of images
+and :meth:`Diagnoser.run` diagnoses files and writes every output (:mod:`samllava.diagnose.files`).
+
+A support folder's fitted memory is cached on disk by content (the images' bytes, the backbone and the
+image side), so a folder of hundreds of normal images is embedded once. Without a support set only the
+zero-shot CLIP term judges, which a profile with random CLIP weights refuses (:func:`no_signal_message`).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from samllava.assets import weights
+from samllava.core.config import Profile
+from samllava.core.results import atomic_path
+from samllava.data import ImageFiles
+from samllava.data.mvtec import list_images
+from samllava.diagnose.files import check_readable, diagnose_files
+from samllava.model.checkpoint import load_model
+from samllava.model.sam_llava import Diagnosis, SamLlava
+from samllava.train.default_model import default_checkpoint
+
+
+def no_signal_message(profile: Profile, what: str) -> str | None:
+    """Why ``profile`` cannot answer ``what`` without normal images, or None when it can: without them
+    only the zero-shot CLIP term judges, and random CLIP weights carry no signal (tiny, offline)."""
+    if profile.clip.weights is not None:
+        return None
+    give = ("--support DIR with a few normal images" if what == "diagnose"
+            else "--shots K (K normal train/good images per category)")
+    return (f"profile {profile.name!r} has no zero-shot signal (its CLIP has random weights), so {what} without "
+            f"normal images would answer at random; pass {give}, or use the paper profile with its weights")
+
+
+def support_digest(files: list[Path], size: int, backbone: str) -> str:
+    """Content key of a support set: the images' bytes in order, the image side and the backbone."""
+    h = hashlib.sha256(f"{size}|{backbone}".encode())
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def fit_support(model: SamLlava, folder: str | Path, size: int, cache: bool = True) -> int:
+    """Set ``model``'s support from a folder of normal images, from the on-disk cache when its content
+    was fitted before; returns K. An empty or missing folder is an error that names it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--support {folder}: not a folder of normal images")
+    files = list_images(folder)
+    if not files:
+        raise ValueError(f"--support {folder}: holds no images (png/jpg/bmp/tif)")
+    check_readable(files)
+    calibrator = model.coarse.calibrator
+    path = weights.cache_dir() / "support" / f"{support_digest(files, size, calibrator.extractor.label)}.pt"
+    if cache and path.is_file():
+        model.coarse.set_support_state(torch.load(path, map_location="cpu", weights_only=True))
+        return len(files)
+    model.set_support(ImageFiles(files, size))  # read in chunks: bounded memory for a folder of hundreds
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save(calibrator.support_state(), tmp)
+    return len(files)
+
+
+class Diagnoser:
+    """A model ready to diagnose: ``checkpoint`` (None: the profile's default model) on ``device``.
+
+    :meth:`set_support` fits a folder of normal images (or None: zero-shot); :attr:`header` is what every
+    report of the run states besides the diagnosis (profile, weights, checkpoint, device, support).
+    """
+
+    def __init__(self, profile: Profile, checkpoint: str | Path | None = None, *, device=None, dtype=None,
+                 progress: bool = True, model: SamLlava | None = None) -> None:
+        self.profile = profile
+        self.checkpoint = str(checkpoint if checkpoint is not None
+                              else default_checkpoint(profile, progress=progress, device=device))
+        self.model = model if model is not None else load_model(profile, self.checkpoint, device=device, dtype=dtype)
+        self.support: Path | None = None
+        self.shots = 0
+        self.image_size = profile.data.image_size
+
+    def set_support(self, folder: str | Path | None) -> int:
+        """Fit the normal images of ``folder`` (cached by content), or go zero-shot with None; returns K."""
+        if folder is None:
+            message = no_signal_message(self.profile, "diagnose")
+            if message:
+                raise ValueError(message)
+            self.model.set_support(None)
+            self.support, self.shots = None, 0
+            return 0
+        self.shots = fit_support(self.model, folder, self.image_size)
+        self.support = Path(folder)
+        return self.shots
+
+    @property
+    def header(self) -> dict:
+        support = None if self.support is None else {"folder": str(self.support), "images": self.shots}
+        return {"profile": self.profile.name, "weights": self.profile.weights_label(), "checkpoint": self.checkpoint,
+                "device": str(self.model.device), "support": support}
+
+    def diagnose(self, images: torch.Tensor, category: str | None = None,
+                 max_new_tokens: int | None = None) -> list[Diagnosis]:
+        """One diagnosis per image of (B, 3, S, S) in [0, 1], against the support set."""
+        return self.model.diagnose_with_support(images, category, max_new_tokens)
+
+    def run(self, files: list[Path], out_dir: str | Path, *, category: str | None = None, batch_size: int = 32,
+            max_new_tokens: int | None = None, progress: bool = True) -> pd.DataFrame:
+        """Diagnose image files in batches and write every output and ``summary.csv`` under ``out_dir``."""
+        return diagnose_files(self.model, files, out_dir, category=category, size=self.image_size,
+                              batch_size=batch_size, max_new_tokens=max_new_tokens, extra=self.header,
+                              progress=progress)

@@ -1,0 +1,78 @@
+"""The checkpoint of a trained model: what the file holds, how it is written and read.
+
+A checkpoint holds the trainable parts only (:meth:`SamLlava.trainable_state`: SAM's prompt encoder
+and mask decoder with the multi-scale parts, SASA, LoRA), the optimiser state, the epoch, the loss
+history and the RNG state (so that :func:`samllava.train.end_to_end.train` resumes exactly), the names of the
+profile and of the base language model, and the training answers (the describer's phrasebook: decoding
+one image drafts from it, :mod:`samllava.describe.lookup_decode`, which changes its speed, not its
+output). The frozen parts are rebuilt by :func:`samllava.model.sam_llava.build_model` from the profile (seeded),
+so the file fully determines the model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from samllava.core.config import Profile
+from samllava.describe.lora import merge_lora
+from samllava.core.device import CPU, to_device
+from samllava.model.sam_llava import SamLlava, build_model
+from samllava.core.results import atomic_path
+
+CHECKPOINT = "last.pt"  # the file name inside a training run's folder
+
+
+def save_checkpoint(
+    model: SamLlava, optimizer: torch.optim.Optimizer, epoch: int, history: list[dict], path: Path
+) -> Path:
+    """Write the trainable weights, optimiser and RNG state of ``epoch`` atomically to ``path``.
+
+    Every tensor is written from the CPU, so the file is the same whichever device trained it and loads
+    anywhere (:func:`load_checkpoint` moves the weights to the model's device, and the optimiser state
+    to its parameters').
+    """
+    state = {"model": to_device(model.trainable_state(), CPU), "optimizer": to_device(optimizer.state_dict(), CPU),
+             "epoch": epoch,
+             "history": history, "rng": torch.get_rng_state(), "profile": model.profile.name,
+             "base": model.describer.base_id, "phrasebook": list(model.describer.phrasebook)}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_checkpoint(model: SamLlava, path: str | Path, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Load trained weights (and the optimiser state); clear errors for a file of another model.
+
+    ``path`` is the file or the folder of a training run (then its :data:`CHECKPOINT`).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or not a torch file
+        raise ValueError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from None
+    if state.get("base") != model.describer.base_id:
+        raise ValueError(f"checkpoint {path} was trained on base model {state.get('base')!r}, "
+                         f"this model is {model.describer.base_id!r}")
+    model.load_trainable_state(state["model"], source=str(path))
+    model.describer.set_phrasebook(state.get("phrasebook", []))  # absent in checkpoints written before it
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def load_model(profile: Profile, checkpoint: str | Path | None, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None) -> SamLlava:
+    """A model for inference: trained weights from ``checkpoint``, or untrained (None), in eval mode, on
+    ``device`` (:func:`samllava.core.device.resolve_device`) with the frozen towers in ``dtype``
+    (:func:`build_model`) and LoRA merged into the language model (:func:`merge_lora`). Training starts
+    from :func:`build_model` and :func:`load_checkpoint` instead."""
+    model = build_model(profile, device=device, dtype=dtype)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    merge_lora(model.describer)
+    return model.eval()
