@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samllava.coarse.backbone import FeatureExtractor, check_images
+from samllava.coarse.nearest import held_out_distances, max_similarity, min_cosine_distance, patch_features
 
 
 class CalibrationOutput(NamedTuple):
@@ -57,75 +58,35 @@ def modulation(s_ctx: torch.Tensor, sharpness: float) -> tuple[torch.Tensor, tor
     return torch.sigmoid(logit), F.logsigmoid(logit)
 
 
-def patch_features(maps: list[torch.Tensor]) -> list[torch.Tensor]:
-    """(B, C, h, w) maps -> L2-normalised patch features (B, h*w, C)."""
-    return [F.normalize(m.flatten(2).transpose(1, 2), dim=-1) for m in maps]
+def calibration_scores(held: list[torch.Tensor], calibration: list[torch.Tensor], queries: list[torch.Tensor],
+                       scales: torch.Tensor, side: int, term: torch.Tensor | None = None) -> torch.Tensor:
+    """Each calibration image's score with each query image added to its memory (full conformal).
 
-
-# Similarities per tile: TILE_COLUMNS memory patches by as many query rows as make TILE similarities (4 MB,
-# one buffer allocated once per call), the maximum kept running across the column tiles. A tile that fits in
-# the caches is written and read back there; rows-only blocks of the whole memory send every similarity out
-# to main memory and back, and the products over a 40-channel level are bound by that traffic.
-TILE = 2**20
-TILE_COLUMNS = 4096
-
-
-def max_similarity(query: torch.Tensor, memory_t: torch.Tensor, *, own: tuple[int, int] | None = None,
-                   near: torch.Tensor | None = None, tile: int = TILE, buffer: torch.Tensor | None = None
-                   ) -> torch.Tensor:
-    """Each query row's largest dot product with the memory's columns, tile by tile (bounded memory).
+    A support image held out is scored against the other K - 1 images; a query is scored against all K.
+    Adding the query to the held-out image's memory makes the two scored alike (each against K images of
+    the same kind): a patch's distance becomes the smaller of its held-out distance and its distance to the
+    query's patches.
 
     Args:
-        query: (R, C).
-        memory_t: (C, M), the memory transposed.
-        own: columns [a, b) no row may match (a held-out image's own patches).
-        near: (R, M) bool, True where a row may not match a column (K = 1: the patch's grid neighbours).
-        tile: similarities per tile (at most TILE_COLUMNS columns wide).
-        buffer: a float tensor of at least ``max(tile, TILE_COLUMNS)`` elements to write the tiles into,
-            for a caller that calls many times (allocated here when None).
+        held: per level (n, h, w), the calibration images' held-out distances on the patch grid.
+        calibration: per level (n, h*w, C), their L2-normalised patch features.
+        queries: per level (B, h*w, C), the queries' L2-normalised patch features.
+        scales: (L,) m_s. side: the maps' side S.
+        term: (n, S, S) added to each calibration map (the decision map's zero-shot term), or None.
 
     Returns:
-        (R,); -inf for a row that may match nothing.
+        (n, B): the maximum of each calibration image's map with query b in its memory.
     """
-    r, m = query.shape[0], memory_t.shape[1]
-    cols = min(m, TILE_COLUMNS)
-    rows = max(1, min(r, tile // max(1, cols)))
-    flat = query.new_empty(rows * cols) if buffer is None else buffer  # each tile a contiguous view (mm's out=)
-    part = query.new_empty(rows)
-    best = query.new_full((r,), float("-inf"))
-    for j in range(0, m, cols):
-        jj = min(m, j + cols)
-        if own is not None and own[0] <= j and jj <= own[1]:
-            continue  # the whole tile is excluded
-        mem = memory_t[:, j:jj]
-        for i in range(0, r, rows):
-            ii = min(r, i + rows)
-            sim = torch.mm(query[i:ii], mem, out=flat[:(ii - i) * (jj - j)].view(ii - i, jj - j))
-            if own is not None and max(own[0], j) < min(own[1], jj):
-                sim[:, max(own[0], j) - j:min(own[1], jj) - j] = float("-inf")
-            if near is not None:
-                sim.masked_fill_(near[i:ii, j:jj], float("-inf"))
-            torch.amax(sim, dim=-1, out=part[:ii - i])
-            torch.maximum(best[i:ii], part[:ii - i], out=best[i:ii])
-    return best
-
-
-def min_cosine_distance(query: torch.Tensor, memory: torch.Tensor, tile: int = TILE) -> torch.Tensor:
-    """``1 - max cos`` of each query patch to the memory, as matrix products over tiles of query patches
-    and memory patches (:func:`max_similarity`: bounded memory whatever B, N and M).
-
-    Every tile is written into one buffer allocated once: allocating and freeing a block of megabytes
-    per step made glibc's heap grow by gigabytes over a large support (docs/decisions.md).
-
-    Args:
-        query: (B, N, C) L2-normalised.
-        memory: (M, C) L2-normalised.
-
-    Returns:
-        (B, N) distances in [0, 2].
-    """
-    best = max_similarity(query.reshape(-1, query.shape[-1]), memory.t(), tile=tile)
-    return (1 - best.view(query.shape[:-1])).clamp_min(0)  # clamp: rounding can give -1e-7
+    n, b = held[0].shape[0], queries[0].shape[0]
+    out = held[0].new_empty(n, b)
+    for j in range(b):
+        levels = []
+        for d, cal, q, sc in zip(held, calibration, queries, scales):
+            to_query = 1 - max_similarity(cal.reshape(-1, cal.shape[-1]), q[j].t())  # (n*h*w,)
+            levels.append(upsample(torch.minimum(d, to_query.clamp_min(0).view_as(d)), side) / sc)
+        maps = torch.stack(levels).mean(0)
+        out[:, j] = (maps if term is None else maps + term).flatten(1).amax(1)
+    return out
 
 
 def upsample(grid: torch.Tensor, side: int) -> torch.Tensor:
@@ -163,39 +124,6 @@ def normal_scale(memory: torch.Tensor, grid: tuple[int, int], exclusion_radius: 
     return held_out_distances(memory, grid, exclusion_radius).median()
 
 
-def held_out_distances(memory: torch.Tensor, grid: tuple[int, int], exclusion_radius: int = 1,
-                       queries: torch.Tensor | None = None, tile: int = TILE) -> torch.Tensor:
-    """(Q, h, w): each patch of the support images ``queries`` (default all K), at distance ``1 - max cos``
-    from the support patches it may not match (other images for K > 1; outside its grid neighbourhood
-    for K = 1): how far a *normal* patch lies from the memory, the reference for m_s and for the verdict.
-
-    The (Q*h*w, K*h*w) similarities are computed in tiles (:func:`max_similarity`) of one query image's
-    rows at a time, so that image's own columns are one slice to exclude, into one buffer allocated once:
-    bounded memory and no mask the size of the tile.
-
-    Args:
-        memory: (K, h*w, C) L2-normalised support features of one level.
-        grid: (h, w) of the level.
-        queries: (Q,) indices of the held-out images.
-    """
-    k, n, _ = memory.shape
-    h, w = grid
-    queries = torch.arange(k) if queries is None else queries
-    feats_t = memory.reshape(k * n, -1).t()
-    near = None
-    if k == 1:  # leave the patch's (2r+1)x(2r+1) grid neighbourhood out: (n, n), once
-        idx = torch.arange(n, device=memory.device)
-        near = torch.maximum(((idx // w)[:, None] - (idx // w)[None, :]).abs(),
-                             ((idx % w)[:, None] - (idx % w)[None, :]).abs()) <= exclusion_radius
-        if bool(near.all(1).any()):
-            raise ValueError(f"K=1 normal scale: a {h}x{w} grid leaves no patch outside radius {exclusion_radius}; "
-                             "use a smaller exclusion_radius or a finer level")
-    buffer = memory.new_empty(max(tile, TILE_COLUMNS))  # a tile is at most this big (one row when tile < columns)
-    best = torch.stack([max_similarity(memory[q], feats_t, own=None if near is not None else (q * n, (q + 1) * n),
-                                       near=near, tile=tile, buffer=buffer) for q in queries.tolist()])
-    return (1 - best).clamp_min(0).view(-1, h, w)
-
-
 class FewShotCalibrator(nn.Module):
     """Multi-level normal memory -> s_ctx and Lambda (Eq. 2).
 
@@ -223,6 +151,10 @@ class FewShotCalibrator(nn.Module):
         # (n_cal, S, S) s_ctx of the calibration images scored held out, and those images (n_cal, 3, S, S)
         self.register_buffer("held_out_s_ctx", None, persistent=False)
         self.register_buffer("calibration_images", None, persistent=False)
+        # the support images scored held out ((n_cal,) indices), or None when the calibration normals are
+        # other images than the support's (scored against the whole memory, as test images are)
+        self.register_buffer("calibration_index", None, persistent=False)
+        self.held_out_grids: list[torch.Tensor] | None = None  # per level (n_cal, h, w) held-out distances
 
     @property
     def fitted(self) -> bool:
@@ -238,15 +170,25 @@ class FewShotCalibrator(nn.Module):
         """Per level (K*h*w, C) L2-normalised support features (buffers, so ``.to()`` moves them)."""
         return [getattr(self, f"memory_{i}") for i in range(self._levels)]
 
-    @torch.no_grad()
-    def fit(self, support_images: torch.Tensor | Sequence) -> "FewShotCalibrator":
-        """Build the memory from K normal images (K, 3, S, S) in [0, 1], and score the calibration
-        images (:func:`calibration_indices`) held out: their s_ctx maps (n_cal, S, S) are
-        ``held_out_s_ctx``, from which :mod:`samllava.coarse.verdict` derives the thresholds.
+    @property
+    def left_out_calibration(self) -> bool:
+        """True when the calibration normals are support images scored leave-one-out (no other normals given)."""
+        return self.calibration_index is not None
 
-        ``support_images`` is a tensor, or any sequence whose slices are such tensors (e.g.
-        :class:`samllava.data.ImageFiles`): it is read ``SUPPORT_CHUNK`` images at a time, so a large
-        folder is never held in memory whole."""
+    @torch.no_grad()
+    def fit(self, support_images: torch.Tensor | Sequence, calibration: torch.Tensor | Sequence | None = None
+            ) -> "FewShotCalibrator":
+        """Build the memory from K normal images (K, 3, S, S) in [0, 1], and score the calibration normals
+        held out: their s_ctx maps (n_cal, S, S) are ``held_out_s_ctx``, from which
+        :mod:`samllava.coarse.verdict` derives the thresholds.
+
+        The calibration normals are ``calibration`` (other normal images, scored against the whole memory
+        exactly as test images are) when given, else the support images themselves
+        (:func:`calibration_indices`), each scored against the memory without it.
+
+        Image sets are tensors, or any sequence whose slices are such tensors (e.g.
+        :class:`samllava.data.ImageFiles`): read ``SUPPORT_CHUNK`` images at a time, so a large folder is
+        never held in memory whole."""
         if isinstance(support_images, torch.Tensor):
             if support_images.ndim == 4 and support_images.shape[0] == 0:
                 raise ValueError("few-shot support: no support images (K = 0); need K >= 1 normal images")
@@ -270,12 +212,18 @@ class FewShotCalibrator(nn.Module):
         self._levels = len(feats)
         cal = calibration_indices(k, MAX_CALIBRATION_IMAGES)
         held = [held_out_distances(f, g, self.exclusion_radius, cal) for f, g in zip(feats, grids)]
-        self.scales = torch.stack([d.median() for d in held]).clamp_min(self.eps)
+        self.scales = torch.stack([d.median() for d in held]).clamp_min(self.eps)  # m_s: always leave-one-out
         side = chunk.shape[-1]
-        self.held_out_s_ctx = torch.stack([upsample(d, side) / sc for d, sc in zip(held, self.scales)]).mean(0)
-        self.calibration_images = support_images[cal].to(device)
-        self._k = k
-        self.support_side = side
+        self._k, self.support_side = k, side
+        if calibration is None or len(calibration) == 0:
+            self.held_out_s_ctx = torch.stack([upsample(d, side) / sc for d, sc in zip(held, self.scales)]).mean(0)
+            self.calibration_images = support_images[cal].to(device)
+            self.calibration_index = cal.to(device)
+            self.held_out_grids = held
+        else:
+            self.held_out_s_ctx = torch.cat([self(calibration[i:i + SUPPORT_CHUNK].to(device)).s_ctx
+                                             for i in range(0, len(calibration), SUPPORT_CHUNK)])
+            self.calibration_images = calibration[:].to(device)
         return self
 
     def support_state(self) -> dict:
@@ -283,9 +231,11 @@ class FewShotCalibrator(nn.Module):
         cache on disk (:func:`samllava.diagnose.files.fit_support`): fitting a folder of hundreds costs seconds."""
         if not self.fitted:
             raise RuntimeError("FewShotCalibrator: nothing fitted to save")
+        index = None if self.calibration_index is None else self.calibration_index.cpu()
         return {"memory": [m.cpu() for m in self.memory], "scales": self.scales.cpu(), "k": self._k,
                 "side": self.support_side, "held_out_s_ctx": self.held_out_s_ctx.cpu(),
-                "calibration_images": self.calibration_images.cpu()}
+                "calibration_images": self.calibration_images.cpu(), "calibration_index": index,
+                "held_out_grids": None if index is None else [d.cpu() for d in self.held_out_grids]}
 
     def load_support_state(self, state: dict) -> "FewShotCalibrator":
         """Restore :meth:`support_state` (onto this module's device)."""
@@ -297,6 +247,9 @@ class FewShotCalibrator(nn.Module):
         self.scales = state["scales"].to(device)
         self.held_out_s_ctx = state["held_out_s_ctx"].to(device)
         self.calibration_images = state["calibration_images"].to(device)
+        index = state["calibration_index"]
+        self.calibration_index = None if index is None else index.to(device)
+        self.held_out_grids = None if index is None else [d.to(device) for d in state["held_out_grids"]]
         return self
 
     def clear(self) -> None:
@@ -304,7 +257,7 @@ class FewShotCalibrator(nn.Module):
         for i in range(self._levels):
             delattr(self, f"memory_{i}")
         self._levels, self._k, self.scales, self.support_side = 0, 0, None, None
-        self.held_out_s_ctx = self.calibration_images = None
+        self.held_out_s_ctx = self.calibration_images = self.calibration_index = self.held_out_grids = None
 
     def forward(self, images: torch.Tensor, maps: list[torch.Tensor] | None = None) -> CalibrationOutput:
         """s_ctx, Lambda and per-level distances for queries (B, 3, S, S) in [0, 1]; ``maps`` are the
@@ -320,6 +273,19 @@ class FewShotCalibrator(nn.Module):
         s_ctx = torch.stack([d / s for d, s in zip(distances, self.scales)]).mean(0)  # (B, S, S)
         lam, log_lam = modulation(s_ctx, self.sharpness)
         return CalibrationOutput(s_ctx, lam, log_lam, distances)
+
+    def scores_with(self, images: torch.Tensor, maps: list[torch.Tensor] | None = None,
+                    term: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_cal, B): each held-out support image's score with each query of (B, 3, S, S) in its memory
+        (:func:`calibration_scores`), the calibration of the leave-one-out verdict. ``term`` (n_cal, S, S)
+        is added to the calibration images' maps (the decision map's zero-shot term)."""
+        if not self.left_out_calibration:
+            raise ValueError("scores_with: the calibration normals are not support images held out")
+        maps = self.extractor(images) if maps is None else maps
+        index = self.calibration_index.to(self.memory[0].device)
+        cal = [m.view(self._k, -1, m.shape[-1])[index] for m in self.memory]
+        return calibration_scores(self.held_out_grids, cal, patch_features(maps), self.scales, images.shape[-1],
+                                  term)
 
 
 def level_distances(maps: list[torch.Tensor], memory: list[torch.Tensor], side: int) -> list[torch.Tensor]:

@@ -87,18 +87,21 @@ class CoarseLocalizer(nn.Module):
         self.use_zero_shot = use_zero_shot
         self.clip_label = clip_label or "CLIP"
         self.target_fpr = target_fpr
-        self._verdict: tuple[torch.Tensor | None, Verdict] | None = None  # (text features it was made with, verdict)
+        # (text features it was made with, verdict, the calibration images' zero-shot term or None)
+        self._verdict: tuple[torch.Tensor | None, Verdict, torch.Tensor | None] | None = None
 
     @property
     def has_support(self) -> bool:
         return self.calibrator is not None and self.calibrator.fitted
 
-    def set_support(self, images: torch.Tensor | Sequence) -> None:
+    def set_support(self, images: torch.Tensor | Sequence, calibration: torch.Tensor | Sequence | None = None
+                    ) -> None:
         """Fit the few-shot memory on K normal images (K, 3, S, S) in [0, 1] (or a sequence of them read in
-        chunks, :meth:`FewShotCalibrator.fit`)."""
+        chunks, :meth:`FewShotCalibrator.fit`); ``calibration``: other normal images that calibrate the
+        verdict (default: the support images, left out one at a time)."""
         if self.calibrator is None:
             raise ValueError("this CoarseLocalizer has no few-shot calibrator; build it with one to set a support set")
-        self.calibrator.fit(images)
+        self.calibrator.fit(images, calibration)
         self._verdict = None
 
     def set_support_state(self, state: dict) -> None:
@@ -133,7 +136,10 @@ class CoarseLocalizer(nn.Module):
         if self._verdict is None or self._verdict[0] is not key:
             cal = self.calibrator
             heatmap = self.zero_shot(cal.calibration_images, text_feats)[0] if key is not None else None
-            self._verdict = (key, calibrate(self.decision_map(heatmap, cal.held_out_s_ctx), self.target_fpr))
+            term = None if heatmap is None else self.decision_map(heatmap, torch.zeros_like(heatmap))
+            verdict = calibrate(self.decision_map(heatmap, cal.held_out_s_ctx), self.target_fpr,
+                                left_out=cal.left_out_calibration)
+            self._verdict = (key, verdict, term)
         return self._verdict[1]
 
     def zero_shot_active(self) -> bool:
@@ -172,13 +178,16 @@ class CoarseLocalizer(nn.Module):
             heatmap, zs_score = self.zero_shot(images, text_feats)
         terms = self.terms()
         if self.has_support:
+            verdict = self.verdict(text_feats)
+            maps = self.calibrator.extractor(images) if maps is None else maps
             cal = self.calibrator(images, maps)
             lam = cal.lam
             calibrated, log_map = calibrated_map(heatmap, cal.log_lam)  # Eq. 2 (H := 1 when inactive)
             decision = self.decision_map(heatmap, cal.s_ctx)
             score = decision.flatten(1).amax(1)
-            verdict = self.verdict(text_feats)
-            defective, mask = verdict_masks(decision, verdict)
+            calibration = (self.calibrator.scores_with(images, maps, self._verdict[2])
+                           if verdict.rule == "leave-one-out" else None)
+            defective, mask = verdict_masks(decision, verdict, calibration)
             terms["verdict"] = verdict.describe()
         else:
             calibrated, score = heatmap, zs_score

@@ -1,37 +1,39 @@
-"""The verdict: image and pixel thresholds calibrated on normal images only (the support set).
+"""The verdict: image and pixel thresholds calibrated on normal images only, never on a test label.
 
-The paper thresholds H' to get M'_coarse but says nothing about how a single image is judged
-normal or defective. Here both thresholds come from the K normal support images, never from a
-test label:
+The paper thresholds H' to get M'_coarse but says nothing about how a single image is judged normal
+or defective. Here an image is defective when its score (the maximum of its decision map) is unusually
+high *for a normal image scored the same way*. "Unusually" is a conformal p-value against n
+calibration normals with scores c_1 .. c_n:
 
-* every support image is scored *held out* (its patches may not match its own patches: leave one
-  image out for K > 1, leave the patch's grid neighbourhood out for K = 1), which gives maps of
-  the context score s_ctx of normal images, shape (n, S, S);
-* the **image threshold** ``tau_img`` is the score a normal image exceeds with probability
-  ``target_fpr``. With enough held-out images that their conformal quantile is not simply the
-  largest of them (:func:`conformal_rank` < n: n >= 9 at 20 %) it is that quantile
-  (:func:`conformal_quantile`: under exchangeability the false-positive rate is at most
-  ``target_fpr``; leaving one image out of the memory makes it conservative). With fewer it is
-  extrapolated (:func:`gumbel_quantile`): the image score is the maximum of its map, a maximum of
-  ``blocks**2`` block maxima, and block maxima of all held-out maps (16 n of them instead of n
-  image maxima) fix a Gumbel law whose maximum over ``blocks**2`` blocks is again Gumbel. That is
-  a model, not a guarantee: with n held-out normal scores no rule can promise a false-positive rate
-  below 1 / (n + 1). The largest of a few held-out scores would promise 1 / (n + 1), but it is one
-  image's score and swings with the draw of the support; the fit uses every block of every held-out
-  image and was the more accurate on the development split at K = 4, 6 and 8 (docs/verdict.md);
-* the **pixel threshold** ``tau_pix`` is the 99th percentile of the held-out normal pixels: the
-  coarse mask M'_coarse is every pixel above ``tau_pix`` that is connected to a pixel above
-  ``tau_img`` (hysteresis). An image judged defective (its maximum exceeds ``tau_img``) thus always
-  has a non-empty mask on its highest-scoring region, and an image judged normal an empty one.
+    p(x) = (1 + #{i : c_i >= s(x)}) / (n + 1),        defective  <=>  p(x) <= target_fpr,
 
-Measured on the development sets (docs/verdict.md, docs/decisions.md): the rule and its constants (4 x 4
-blocks, target 20 %, 99th percentile, the fit up to 8 normals) were chosen on the real-texture
-development split and the synthetic training split, and are reported on held-out data.
+where s(x) is the test image's score. When the test image and the calibration normals are exchangeable
+(drawn alike and scored alike), a normal test image is judged defective with probability at most
+``target_fpr``, and close to it (conformal prediction). Which normals calibrate, best first
+(:func:`calibrate` picks the rule, reported in every table and report):
+
+* ``"calibration set"``: normal images that are not in the memory (``--calibration``; evaluation's
+  train/good images beyond the K shots), scored against the whole memory exactly as test images are.
+  The rule is then a threshold, the :func:`conformal_quantile` of their scores.
+* ``"leave-one-out"``: the support images themselves, each held out of the memory and scored against the
+  other K - 1 images *and the test image* (full conformal: :func:`samllava.coarse.memory.calibration_scores`),
+  as the test image is scored against all K. Every image of the K + 1 is then scored against K others of
+  the same kind, and a normal test image is the highest of them with probability 1 / (K + 1). Held-out
+  scores against K - 1 images alone sit higher than a normal test image's (a larger memory lowers every
+  score), which made the earlier rule flag almost no normal image on real photographs (docs/verdict.md).
+* ``"gumbel"``: with so few normals that no p-value reaches the target ((n + 1) target < 1: K = 1-3
+  at 20 %), a model. The image score is a maximum over ``blocks**2`` blocks; block maxima of the
+  held-out maps fit a Gumbel law whose maximum over ``blocks**2`` blocks is again Gumbel
+  (:func:`gumbel_quantile`). No guarantee: with n normals no rule can promise a rate below 1 / (n + 1).
+
+The **pixel threshold** ``tau_pix`` is the 99th percentile of the calibration normals' pixels:
+M'_coarse is every pixel above it connected to the image's highest pixels (hysteresis), so an image
+judged defective always has a non-empty mask on its highest-scoring region and a normal one none.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -41,28 +43,48 @@ EULER_GAMMA = 0.5772156649015329
 # Held-out pixels sampled for the pixel quantile: torch.quantile refuses inputs over 2**24 elements,
 # and a strided subsample of a few hundred thousand pixels fixes a 99th percentile to a fraction of a percent.
 PIXEL_SAMPLE = 2**18
+RULES = ("calibration set", "leave-one-out", "gumbel")
+_HOW = {"calibration set": "conformal p-value against normal images outside the memory",
+        "leave-one-out": "conformal p-value against the support images, each scored against the others "
+                         "and the test image",
+        "gumbel": "Gumbel fit of held-out block maxima (a model: no guarantee with so few normals)"}
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Thresholds on the s_ctx scale of one support set, and where they came from."""
+    """Thresholds on the decision-map scale of one support set, and where they came from."""
 
-    image: float  # tau_img: an image whose score (map maximum) exceeds it is judged defective
+    image: float  # tau_img: the score threshold (for "leave-one-out": the held-out scores' conformal quantile)
     pixel: float  # tau_pix: the low threshold of the hysteresis mask (<= image)
-    rule: str  # "conformal" | "gumbel"
-    n_normals: int  # held-out normal images behind the thresholds
-    target_fpr: float  # the false-positive rate the image threshold aims at
+    rule: str  # one of RULES
+    n_normals: int  # calibration normals behind the thresholds
+    target_fpr: float  # the false-positive rate the verdict aims at
+    held_out: tuple[float, ...] = field(default=(), repr=False)  # c_1 .. c_n, the calibration normals' scores
 
     def describe(self) -> str:
         """One line for reports and tables."""
-        how = ("conformal quantile of the held-out scores" if self.rule == "conformal"
-               else "Gumbel fit of held-out block maxima (a model: no guarantee with so few normals)")
-        return (f"image threshold {self.image:.3f}, pixel threshold {self.pixel:.3f} (s_ctx), target false-positive "
-                f"rate {self.target_fpr:.0%}, {how}, from {self.n_normals} held-out normal image(s)")
+        return (f"image threshold {self.image:.3f}, pixel threshold {self.pixel:.3f}, target false-positive "
+                f"rate {self.target_fpr:.0%}, {_HOW[self.rule]}, from {self.n_normals} normal image(s)")
 
     def to_dict(self) -> dict:
         return {"image_threshold": self.image, "pixel_threshold": self.pixel, "rule": self.rule,
                 "normals": self.n_normals, "target_fpr": self.target_fpr, "text": self.describe()}
+
+    def p_values(self, scores: torch.Tensor, calibration: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) conformal p-values of test scores (B,) against the calibration scores: ``held_out``, or per
+        test image ``calibration`` (n, B) (the leave-one-out rule: each c_i with that test image in its memory)."""
+        c = torch.tensor(self.held_out, device=scores.device)[:, None] if calibration is None else calibration
+        return (1 + (c.double() >= scores[None].double()).sum(0)).double() / (c.shape[0] + 1)
+
+    def judge(self, scores: torch.Tensor, calibration: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) bool: defective (:meth:`p_values` at most the target; the Gumbel model: above its threshold)."""
+        if self.rule == "gumbel":
+            return scores > self.image
+        if self.rule == "leave-one-out" and calibration is None:
+            raise ValueError("the leave-one-out verdict needs the support images' scores with each test image "
+                             "in their memory")
+        # p <= target, with a tolerance: (n + 1) * target is an integer for the usual n and target
+        return self.p_values(scores, calibration) <= self.target_fpr + 1e-9
 
 
 def block_maxima(maps: torch.Tensor, blocks: int) -> torch.Tensor:
@@ -97,7 +119,7 @@ def gumbel_quantile(block_max: torch.Tensor, n_blocks: int, alpha: float) -> flo
 
 def conformal_rank(n: int, alpha: float) -> int:
     """ceil((n + 1)(1 - alpha)): the rank (1-based, ascending) of the split-conformal threshold among n scores."""
-    return math.ceil((n + 1) * (1 - alpha))
+    return math.ceil((n + 1) * (1 - alpha) - 1e-9)
 
 
 def conformal_quantile(scores: torch.Tensor, alpha: float) -> float:
@@ -109,16 +131,18 @@ def conformal_quantile(scores: torch.Tensor, alpha: float) -> float:
     return float(s[min(conformal_rank(s.numel(), alpha), s.numel()) - 1])
 
 
-def calibrate(held_out: torch.Tensor, target_fpr: float = 0.2, blocks: int = 4, pixel_quantile: float = 0.99
-              ) -> Verdict:
-    """Thresholds from held-out s_ctx maps of normal images.
+def calibrate(held_out: torch.Tensor, target_fpr: float = 0.2, left_out: bool = True, blocks: int = 4,
+              pixel_quantile: float = 0.99) -> Verdict:
+    """Thresholds from the decision maps of calibration normals.
 
     Args:
-        held_out: (n, S, S) s_ctx of n normal images scored without their own patches in the memory.
-        target_fpr: the false-positive rate the image threshold aims at, in (0, 1).
-        blocks: tiles per side for the Gumbel fit (used while the conformal quantile would be the largest
-            held-out score, :func:`conformal_rank` >= n).
-        pixel_quantile: quantile of the held-out pixels that starts the coarse mask.
+        held_out: (n, S, S) decision maps of n normal images, each scored without itself in the memory.
+        target_fpr: the false-positive rate the verdict aims at, in (0, 1).
+        left_out: True when the normals are the support images held out of the memory (the test images are
+            then judged against their scores with the test image in their memory); False for normal images
+            outside the memory.
+        blocks: tiles per side for the Gumbel model (used while no p-value reaches the target).
+        pixel_quantile: quantile of the calibration normals' pixels that starts the coarse mask.
     """
     if not 0 < target_fpr < 1:
         raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
@@ -126,29 +150,38 @@ def calibrate(held_out: torch.Tensor, target_fpr: float = 0.2, blocks: int = 4, 
         raise ValueError(f"held_out must be (n >= 1, S, S), got shape {tuple(held_out.shape)}")
     n = held_out.shape[0]
     maxima = held_out.flatten(1).amax(1)
-    if conformal_rank(n, target_fpr) < n:
-        rule, image = "conformal", conformal_quantile(maxima, target_fpr)
+    if conformal_rank(n, target_fpr) <= n:
+        rule, image = ("leave-one-out" if left_out else "calibration set"), conformal_quantile(maxima, target_fpr)
     else:
         rule, image = "gumbel", gumbel_quantile(block_maxima(held_out, blocks), blocks * blocks, target_fpr)
     flat = held_out.flatten().double()
     step = max(1, flat.numel() // PIXEL_SAMPLE)
     pixel = float(torch.quantile(flat[::step], pixel_quantile))
-    return Verdict(image=image, pixel=min(pixel, image), rule=rule, n_normals=n, target_fpr=target_fpr)
+    return Verdict(image=image, pixel=min(pixel, image), rule=rule, n_normals=n, target_fpr=target_fpr,
+                   held_out=tuple(maxima.double().tolist()))
 
 
-def verdict_masks(s_ctx: torch.Tensor, verdict: Verdict) -> tuple[torch.Tensor, torch.Tensor]:
+def verdict_masks(decision: torch.Tensor, verdict: Verdict, calibration: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Judge images and draw M'_coarse by hysteresis.
 
     Args:
-        s_ctx: (B, S, S) context scores.
+        decision: (B, S, S) decision maps.
+        calibration: (n, B) the calibration images' scores with each test image in their memory (the
+            leave-one-out rule), or None.
 
     Returns:
-        defective (B,) bool: the map maximum exceeds ``verdict.image``; masks (B, S, S) bool: the
-        pixels above ``verdict.pixel`` connected to a pixel above ``verdict.image`` (empty exactly
-        when the image is judged normal).
+        defective (B,) bool (:meth:`Verdict.judge`); masks (B, S, S) bool: on an image judged defective,
+        the pixels above ``verdict.pixel`` connected to a pixel above ``verdict.image`` (or to the image's
+        own maximum, when that is lower), empty on an image judged normal.
     """
-    maps = s_ctx.detach().float().cpu().numpy()
-    masks = np.stack([apply_hysteresis_threshold(m, verdict.pixel, verdict.image) for m in maps]) if len(maps) else \
-        np.zeros(maps.shape, bool)
-    masks = torch.from_numpy(masks).to(s_ctx.device)
-    return masks.flatten(1).any(1), masks
+    scores = decision.flatten(1).amax(1)
+    defective = verdict.judge(scores, calibration)
+    maps = decision.detach().float().cpu().numpy()
+    # hysteresis keeps pixels strictly above ``high``: just below the maximum, the image's own peak counts
+    peaks = scores.detach().float().cpu().numpy()
+    high = np.minimum(np.float32(verdict.image), np.nextafter(peaks, np.float32(-np.inf)))
+    masks = [apply_hysteresis_threshold(m, min(verdict.pixel, h), h) if d else np.zeros(m.shape, bool)
+             for m, h, d in zip(maps, high, defective.tolist())]
+    masks = torch.from_numpy(np.stack(masks) if masks else np.zeros(maps.shape, bool)).to(decision.device)
+    return defective, masks

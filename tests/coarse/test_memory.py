@@ -5,8 +5,10 @@ import torch
 
 from samllava.coarse.backbone import CachedExtractor, FeatureExtractor
 from samllava.coarse import memory as memory_module
+from samllava.coarse import nearest as nearest_module
+from samllava.coarse.nearest import held_out_distances, min_cosine_distance
 from samllava.coarse.memory import (
-    FewShotCalibrator, calibration_indices, held_out_distances, knn_anomaly_map, min_cosine_distance, normal_scale,
+    FewShotCalibrator, calibration_indices, knn_anomaly_map, normal_scale,
 )
 
 
@@ -48,7 +50,7 @@ def test_tiled_similarities_equal_one_product(monkeypatch, k):
     whole = (1 - (query @ flat.t()).amax(-1)).clamp_min(0)
     held = held_out_distances(memory, (3, 4))
     for columns, tile in ((flat.shape[0], flat.shape[0] * 3), (5, 15), (5, 1), (7, 10)):
-        monkeypatch.setattr(memory_module, "TILE_COLUMNS", columns)
+        monkeypatch.setattr(nearest_module, "TILE_COLUMNS", columns)
         assert torch.allclose(min_cosine_distance(query, flat, tile=tile), whole, atol=1e-6)
         assert torch.allclose(held_out_distances(memory, (3, 4), tile=tile), held, atol=1e-6)
     # the reference for held_out_distances: the full masked matrix
@@ -189,3 +191,43 @@ def test_knn_baseline():
     assert torch.allclose(scores, torch.tensor([0.0, 1.0]), atol=1e-6)
     with pytest.raises(ValueError, match="support set is 2 px"):
         knn_anomaly_map(PixelFeatures(2), support, torch.rand(1, 3, 4, 4))
+
+
+def test_calibration_scores_put_the_test_image_in_the_held_out_memory():
+    # full conformal: a held-out support image is scored against the other supports and the test image,
+    # K images as the test image is scored against K
+    from samllava.coarse.memory import upsample
+
+    g = torch.Generator().manual_seed(3)
+    support, query = torch.rand(4, 3, 4, 4, generator=g), torch.rand(3, 3, 4, 4, generator=g)
+    cal = FewShotCalibrator(PixelFeatures()).fit(support)
+    got = cal.scores_with(query)  # (n_cal, B)
+    assert got.shape == (4, 3)
+    sup, qf = memory_module.patch_features(cal.extractor(support)), memory_module.patch_features(cal.extractor(query))
+    for i in range(4):
+        for b in range(3):
+            maps = []
+            for s_lvl, q_lvl, sc in zip(sup, qf, cal.scales):
+                memory = torch.cat([s_lvl[[j for j in range(4) if j != i]].reshape(-1, s_lvl.shape[-1]), q_lvl[b]])
+                maps.append(upsample(min_cosine_distance(s_lvl[i:i + 1], memory).view(1, 4, 4), 4) / sc)
+            torch.testing.assert_close(got[i, b], torch.stack(maps).mean(0).max())
+    # never above the held-out score itself (a larger memory only lowers a distance)
+    assert (got <= cal.held_out_s_ctx.flatten(1).amax(1)[:, None] + 1e-6).all()
+
+
+def test_other_normal_images_calibrate_as_test_images_are_scored():
+    g = torch.Generator().manual_seed(4)
+    support, extra = torch.rand(3, 3, 4, 4, generator=g), torch.rand(5, 3, 4, 4, generator=g)
+    cal = FewShotCalibrator(PixelFeatures()).fit(support, calibration=extra)
+    assert not cal.left_out_calibration and cal.calibration_index is None
+    torch.testing.assert_close(cal.held_out_s_ctx, cal(extra).s_ctx)
+    assert torch.equal(cal.calibration_images, extra)
+    again = FewShotCalibrator(PixelFeatures()).load_support_state(cal.support_state())
+    assert again.calibration_index is None and torch.equal(again.held_out_s_ctx, cal.held_out_s_ctx)
+    with pytest.raises(ValueError, match="not support images held out"):
+        cal.scores_with(extra)
+    loo = FewShotCalibrator(PixelFeatures()).fit(support)
+    assert loo.left_out_calibration and loo.calibration_index.tolist() == [0, 1, 2]
+    restored = FewShotCalibrator(PixelFeatures()).load_support_state(loo.support_state())
+    assert torch.equal(restored.calibration_index, loo.calibration_index)
+    torch.testing.assert_close(restored.scores_with(extra), loo.scores_with(extra))
