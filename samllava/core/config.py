@@ -56,9 +56,12 @@ class FewShotConfig:
     image_size: int = 240  # backbone input side for the memory features
     sharpness: float = 4.0  # beta in Lambda = sigmoid(beta * (s_ctx - 1)); see coarse.memory
     use_zero_shot: bool = True  # False: the zero-shot term H is inactive (H := 1)
-    # False-positive rate the verdict's image threshold aims at, calibrated on the support's normal images
-    # alone (samllava.coarse.verdict): a conformal bound with enough normals, a Gumbel model with few.
+    # False-positive rate the verdict aims at, calibrated on normal images alone (samllava.coarse.verdict):
+    # a conformal p-value with enough normals, a Gumbel model with fewer.
     target_fpr: float = 0.2
+    # Normal training images beyond the K shots that calibrate the verdict when a data set offers them
+    # (samllava.data.fewshot.sample_calibration); the memory keeps the K shots. 0: the shots alone.
+    calibration: int = 64
 
 
 @dataclass
@@ -95,11 +98,6 @@ class SasaConfig:
     num_heads: int = 8
     num_layers: int = 2  # bidirectional cross-attention layers
     grid: int = 16  # SAM features pooled to grid x grid visual tokens
-    # M_fine's position stated in words before the question ("The segmentation marks a region at the top
-    # left of the image." / "... marks no region."), from the mask's centre of mass on the 3x3 grid, as
-    # grounded VLMs give regions as text: the language model then names the position by copying real
-    # tokens from its context. Derived from the predicted M_fine, never from the ground truth.
-    region_text: bool = False
 
 
 @dataclass
@@ -121,6 +119,10 @@ class LlmConfig:
     # model writes the rest (what, where, how large). For language models measured not to carry the verdict
     # through training (offline: docs/verdict.md); the paper profile's LLaVA answers by itself.
     answer_from_verdict: bool = False
+    # Report the model's text only when the measured facts support every claim of it (an object other than
+    # the category, a colour, defect type or position the measurements contradict), else the facts' own
+    # sentences (samllava.describe.wording.checked_words). Off in the paper profile: LLaVA writes its own words.
+    check_words: bool = False
     max_new_tokens: int = 128
     dtype: str = "bfloat16"  # weights of LLaVA (language model and vision tower) on a GPU; the CPU: float32
     system: str | None = None  # system message of the template; None = LLaVA-1.5's, "" = none (shorter sequences)

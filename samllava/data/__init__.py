@@ -6,11 +6,14 @@ Loaders return ``{category: CategoryData}``; pixels are read on demand with
 image conversions (greyscale and RGBA to RGB, 16-bit scaling).
 """
 from samllava.data.dataset import CategoryData, Sample, balanced_subset
-from samllava.data.fewshot import FEWSHOT_SEEDS, FEWSHOT_SHOTS, sample_support, support_indices
+from samllava.data.fewshot import (
+    FEWSHOT_SEEDS, FEWSHOT_SHOTS, sample_calibration, sample_support, support_images, support_indices,
+)
 from samllava.data.folder import load_dataset, load_folder
 from samllava.data.images import ImageFiles, load_image, load_mask
 from samllava.data.instructions import instruction_records, position_on_grid
 from samllava.data.mvtec import MVTEC_CATEGORIES, load_mvtec
+from samllava.data.photos import BACKGROUNDS, generate_photos
 from samllava.data.realtex import REALTEX_CATEGORIES, generate_realtex
 from samllava.data.synthetic import (
     SYNTHETIC_CATEGORIES, TADD_STANDIN_NOTE, TADD_STANDIN_SUBSETS, SyntheticCategory, generate_mvtec_miniature,
@@ -31,6 +34,8 @@ __all__ = [
     "load_dataset",
     "generate_synthetic",
     "generate_realtex",
+    "generate_photos",
+    "BACKGROUNDS",
     "REALTEX_CATEGORIES",
     "generate_mvtec_miniature",
     "generate_visa_miniature",
@@ -39,6 +44,8 @@ __all__ = [
     "TADD_STANDIN_NOTE",
     "SyntheticCategory",
     "sample_support",
+    "sample_calibration",
+    "support_images",
     "support_indices",
     "FEWSHOT_SEEDS",
     "FEWSHOT_SHOTS",

@@ -67,7 +67,7 @@ class Surface(NamedTuple):
 
 class Rendered(NamedTuple):
     image: np.ndarray  # (H, W, 3) float32 in [0, 1]
-    mask: np.ndarray  # (H, W) bool, exactly the pixels the defect changed
+    mask: np.ndarray | None  # (H, W) bool, exactly the pixels the defect changed; None: image labels only
     attrs: dict[str, str]  # defect_type, position, size, shape, colour ("good"/"none" for normal images)
 
 

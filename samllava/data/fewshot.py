@@ -6,6 +6,8 @@ permutation are taken, so for one seed the 1-shot set is inside the 2-shot set, 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from samllava.data.dataset import CategoryData, Sample, sort_samples
@@ -37,3 +39,26 @@ def sample_support(data: CategoryData, k: int, seed: int) -> list[Sample]:
         raise ValueError(f"category {data.category!r} ({data.root}): k={k} support images asked for "
                          f"but train/good holds only {len(train)}")
     return [train[i] for i in support_indices(len(train), k, seed)]
+
+
+def sample_calibration(data: CategoryData, k: int, seed: int, n: int, target_fpr: float) -> list[Sample]:
+    """Up to ``n`` normal training images of ``data`` that calibrate the verdict of the ``k``-shot support of
+    seed ``seed``: the next ``n`` of the same permutation, so never one of the support images.
+
+    Empty when ``n`` is 0 or train/good holds too few beyond the support for a p-value to reach
+    ``target_fpr`` (at least 1 / target_fpr - 1 images): the support images then calibrate, left out one
+    at a time (:mod:`samllava.coarse.verdict`).
+    """
+    train = sort_samples(list(data.train))
+    extra = np.random.default_rng(seed).permutation(len(train))[k:k + n] if n > 0 else []
+    return [train[i] for i in extra] if len(extra) >= math.ceil(1 / target_fpr - 1 - 1e-9) else []
+
+
+def support_images(data: CategoryData, k: int, seed: int, size: int, fewshot) -> tuple:
+    """The ``k``-shot support (k, 3, size, size) of seed ``seed`` and its calibration normals
+    (:func:`sample_calibration`, as ``fewshot`` (a :class:`~samllava.core.config.FewShotConfig`) asks; None
+    when there are none); (None, None) for ``k`` = 0."""
+    if k <= 0:
+        return None, None
+    extra = sample_calibration(data, k, seed, fewshot.calibration, fewshot.target_fpr)
+    return data.load_images(sample_support(data, k, seed), size), (data.load_images(extra, size) if extra else None)

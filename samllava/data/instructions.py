@@ -21,6 +21,7 @@ QUESTION = "This is a photo of a {category} for anomaly detection. Is there any 
 ANSWER_NORMAL = "No, there is no anomaly in the image."
 ANSWER_ANOMALY = "Yes, there is an anomaly in the image, at the {position} of the image."
 ANSWER_ANOMALY_NO_POSITION = "Yes, there is an anomaly in the image."  # image-level data: no mask, no position
+_QUESTION_RE = re.compile("^" + re.escape(QUESTION).replace(re.escape("{category}"), "(.+)") + "$")
 
 # The 3x3 grid, row-major; a mask's centre of mass picks the cell.
 GRID: tuple[tuple[str, str, str], ...] = (
@@ -30,6 +31,12 @@ GRID: tuple[tuple[str, str, str], ...] = (
 )
 POSITIONS: tuple[str, ...] = tuple(name for row in GRID for name in row)
 NO_POSITION = "none"
+
+
+def question_phrase(question: str) -> str | None:
+    """The category phrase a :data:`QUESTION` was asked with, or None for another text."""
+    found = _QUESTION_RE.match(question.strip())
+    return found.group(1) if found else None
 
 
 def position_on_grid(mask: Any) -> str:

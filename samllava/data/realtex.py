@@ -53,10 +53,12 @@ def _skimage_photo(name: str) -> np.ndarray:
     return getattr(skimage.data, name)().astype(np.float32) / 255.0
 
 
-def _textile_files() -> list[Path]:
-    from conformal_clip_data import nominal_dir  # optional data package: the textiles only
+def textile_files(kind: str = "nominal") -> list[Path]:
+    """The packaged simulated textile photographs: ``"nominal"`` (normal) or ``"local"`` (a local defect each)."""
+    import conformal_clip_data  # optional data package: the textiles only
 
-    return sorted(Path(nominal_dir()).glob("*.jpg"))
+    folder = {"nominal": conformal_clip_data.nominal_dir, "local": conformal_clip_data.local_dir}[kind]()
+    return sorted(Path(folder).glob("*.jpg"))
 
 
 def _crop_surface(photo: np.ndarray, rng: np.random.Generator, size: int, split: str) -> np.ndarray:
@@ -107,7 +109,7 @@ def _surfaces(category: str, size: int, n_train: int, n_test: int
               ) -> Callable[[np.random.Generator, str, int], np.ndarray]:
     """``draw(rng, split, index)`` of a category's normal surfaces (train and test from disjoint sources)."""
     if category == "textile":
-        files = _textile_files()
+        files = textile_files()
         if len(files) < n_train + n_test:
             raise ValueError(f"conformal-clip-data holds {len(files)} nominal textiles, fewer than {n_train + n_test}")
         return lambda rng, split, i: _textile_surface(files[i if split == "train" else n_train + i], size)

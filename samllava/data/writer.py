@@ -118,7 +118,7 @@ def write_mvtec_layout(folder: Path, items: list[Item], draw: Callable[[Item, np
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         image = Image.fromarray(to_uint8(out.image))
         (image.convert("L") if grey else image).save(tmp / rel, compress_level=PNG_LEVEL)
-        if item.defect is not None:
+        if item.defect is not None and out.mask is not None:  # image-level data (no mask) writes none
             mask_rel = Path("ground_truth") / item.folder / f"{item.index:03d}{MASK_SUFFIX}.png"
             (tmp / mask_rel).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(out.mask.astype(np.uint8) * 255).save(tmp / mask_rel, compress_level=PNG_LEVEL)

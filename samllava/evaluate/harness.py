@@ -2,7 +2,9 @@
 
 ``evaluate(...)`` runs a *method* over the test images of each category and each support seed and
 returns per-category metrics with mean and std over seeds. A method is a callable
-``(images (N,3,S,S), category, support (K,3,S,S) | None) -> (maps (N,S,S), scores (N,))``.
+``(images (N,3,S,S), category, support (K,3,S,S) | None, calibration (n,3,S,S) | None) -> (maps (N,S,S),
+scores (N,))``; ``calibration`` are normal training images beyond the support that calibrate the verdict
+(:func:`samllava.data.fewshot.sample_calibration`; None: the support's own).
 Every method lives here: :class:`CoarseMethod` (Eq. 1-2), :class:`KnnMethod` (the PatchCore-style
 baseline), :class:`CascadeMethod` (Eq. 1-4) and :class:`FullMethod` (the whole trained model).
 """
@@ -21,14 +23,15 @@ from samllava.core.batching import MEMORY_FRACTION, BatchSizer
 from samllava.model.checkpoint import load_model
 from samllava.coarse import TextCache, build_coarse, category_phrase
 from samllava.coarse.memory import knn_map, knn_memory
-from samllava.core.config import Profile
-from samllava.data import CategoryData, sample_support
+from samllava.core.config import FewShotConfig, Profile
+from samllava.data import CategoryData, support_images
 from samllava.core.device import CPU, module_device, resolve_device
 from samllava.core.distributed import broadcast, gather, shard, unshard, world
 from samllava.core.memo import ContentMemo
 from samllava.model.sam_llava import SamLlava
 
-Method = Callable[[torch.Tensor, str, "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor]"]
+Method = Callable[[torch.Tensor, str, "torch.Tensor | None", "torch.Tensor | None"],
+                  "tuple[torch.Tensor, torch.Tensor]"]
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
 
 
@@ -90,8 +93,8 @@ def evaluate(method: Method, data: dict[str, CategoryData], *, shots: int = 0, s
         masks = cat.load_masks(cat.test, image_size)[:, 0] if cat.has_masks and rank == 0 else None
         res = CategoryResult(name)
         for seed in seeds:
-            support = cat.load_images(sample_support(cat, shots, seed), image_size).to(device) if shots > 0 else None
-            outputs = gather(run_batched(method, images, name, support, sizer))
+            support, calibration = support_images(cat, shots, seed, image_size, _fewshot(method))
+            outputs = gather(run_batched(method, images, name, support, sizer, calibration))
             if rank == 0:
                 maps, scores = outputs[0] if world_size == 1 else _unshard_outputs(outputs, len(cat.test))
                 res.per_seed.append(score_category(maps, scores, labels, masks, cat.has_masks))
@@ -99,6 +102,12 @@ def evaluate(method: Method, data: dict[str, CategoryData], *, shots: int = 0, s
         results[name] = res
     bar.close()
     return broadcast(results)
+
+
+def _fewshot(method: Method):
+    """The few-shot settings behind a method's verdict (its profile's; a plain callable: no calibration normals)."""
+    profile = getattr(method, "profile", None)
+    return profile.fewshot if profile is not None else FewShotConfig(calibration=0)
 
 
 def method_device(method: Method) -> tuple[torch.device, int | None, float]:
@@ -114,12 +123,14 @@ def _unshard_outputs(parts: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> 
     return tuple(torch.stack(unshard([list(p[k]) for p in parts], n)) for k in range(2))
 
 
-def run_batched(method: Method, images: torch.Tensor, category: str, support, sizer: BatchSizer):
+def run_batched(method: Method, images: torch.Tensor, category: str, support, sizer: BatchSizer, calibration=None):
     """(maps (N, S, S), scores (N,)) of ``method`` on ``images``, on the CPU, in batches of ``sizer``."""
     device = sizer.device
+    support = None if support is None else support.to(device)
+    calibration = None if calibration is None else calibration.to(device)
 
     def batch(i: int, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        m, s = method(images[i:j].to(device), category, support)
+        m, s = method(images[i:j].to(device), category, support, calibration)
         return m.float().cpu(), s.float().cpu()
 
     out = sizer.run(len(images), batch)
@@ -161,6 +172,21 @@ def results_json(results: dict[str, CategoryResult], **header) -> dict:
 
 # --- methods -------------------------------------------------------------------------------------
 
+class SupportKey:
+    """Which support set (and calibration normals) a method was last fitted on, by tensor identity: the
+    tensors are held, so no other tensor can take their identity."""
+
+    def __init__(self) -> None:
+        self._held: tuple | None = None
+
+    def changed(self, support, calibration) -> bool:
+        """True (and remembered) when ``support``/``calibration`` are not the tensors of the last call."""
+        held = (support, calibration)
+        same = self._held is not None and all(a is b for a, b in zip(held, self._held))
+        self._held = held
+        return not same
+
+
 class CoarseMethod:
     """Stage 1 (Eq. 1-2) as a method: zero-shot map, or the calibrated map H' with support.
 
@@ -180,7 +206,7 @@ class CoarseMethod:
         self.coarse = coarse
         self.coarse.eval()
         self.text = TextCache(self.coarse.zero_shot)
-        self._support_id = None
+        self._support = SupportKey()
         self.last_terms: dict[str, str] = {}
 
     @property
@@ -188,14 +214,12 @@ class CoarseMethod:
         return module_device(self.coarse)
 
     @torch.no_grad()
-    def __call__(self, images, category, support):
-        key = None if support is None else support  # held, so the identity cannot be reused by another tensor
-        if key is not self._support_id:
+    def __call__(self, images, category, support, calibration=None):
+        if self._support.changed(support, calibration):
             if support is None:
                 self.coarse.clear_support()
             else:
-                self.coarse.set_support(support)
-            self._support_id = key
+                self.coarse.set_support(support, calibration)
         feats = self.text.get(category_phrase(category, allow_generic=True)) if self.coarse.zero_shot_active() else None
         out = self.coarse(images, feats)
         self.last_terms, self.last_output = out.terms, out
@@ -221,7 +245,7 @@ class KnnMethod:
         return module_device(self.extractor)
 
     @torch.no_grad()
-    def __call__(self, images, category, support):
+    def __call__(self, images, category, support, calibration=None):  # no verdict: calibration is not used
         if support is None:
             raise ValueError("the k-NN baseline needs support images (shots > 0)")
         if support.shape[-1] != images.shape[-1]:
@@ -268,8 +292,8 @@ class CascadeMethod:
         return module_device(self.cascade)
 
     @torch.no_grad()
-    def __call__(self, images, category, support):
-        _, score = self.coarse(images, category, support)
+    def __call__(self, images, category, support, calibration=None):
+        _, score = self.coarse(images, category, support, calibration)
         out = self.coarse.last_output
         fine = self.cascade(self.embed(images), out.mask, images.shape[-1])
         self.last = (out.mask, fine.mask)
@@ -285,6 +309,7 @@ class FullMethod:
                  device: str | torch.device | None = None):
         self.profile = profile
         self.model = model if model is not None else load_model(profile, checkpoint, device=device)
+        self._support = SupportKey()
         self.last_terms: dict[str, str] = {}
 
     @property
@@ -292,8 +317,9 @@ class FullMethod:
         return self.model.device
 
     @torch.no_grad()
-    def __call__(self, images, category, support):
-        self.model.set_support(support)
+    def __call__(self, images, category, support, calibration=None):
+        if self._support.changed(support, calibration):  # the memory is fitted once per support set
+            self.model.set_support(support, calibration)
         enc = self.model.encode(images, category)
         fine = self.model.fine(enc)
         self.last_terms = enc.coarse.terms

@@ -7,15 +7,17 @@ image (:func:`samllava.data.instruction_records`): :mod:`samllava.train.end_to_e
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from samllava.core.batching import BatchSizer
-from samllava.data import CategoryData, instruction_records, sample_support
+from samllava.data import CategoryData, instruction_records, support_images
 from samllava.core.device import CPU, to_device
+from samllava.describe.facts import Facts
+from samllava.describe.wording import description
 from samllava.model.sam_llava import Encoded, SamLlava
 
 
@@ -30,9 +32,18 @@ class Examples:
     targets: list[str]  # answer + description (the training text)
     labels: np.ndarray  # (N,) 0 normal / 1 anomalous
     positions: list[str]  # 3x3 grid position of the defect ("none" for normal images)
+    defect_types: list[str] = field(default_factory=list)  # the labelled defect type ("good" for normal images)
 
     def __len__(self) -> int:
         return len(self.questions)
+
+
+def training_texts(records: list[dict], facts: list[Facts], masks: bool) -> list[str]:
+    """What the language model learns to write for each image: the record's yes/no answer (with the true
+    position), then the ground truth's facts in sentences (:func:`~samllava.describe.wording.description`),
+    the words a description may use. A defective image without a mask (image labels only) gets the answer alone."""
+    return [r["answer"] if r["label"] == 1 and not masks else f"{r['answer']} {description(f)}"
+            for r, f in zip(records, facts)]
 
 
 @torch.no_grad()
@@ -51,8 +62,8 @@ def prepare(model: SamLlava, data: dict[str, CategoryData], image_size: int, sho
         samples = cat.test if split == "test" else cat.train
         if not samples:
             raise ValueError(f"category {name!r} at {cat.root}: no {split} images")
-        support = cat.load_images(sample_support(cat, shots, seed), image_size) if shots > 0 else None
-        model.set_support(support)
+        support, calibration = support_images(cat, shots, seed, image_size, model.profile.fewshot)
+        model.set_support(support, calibration)
         images = cat.load_images(samples, image_size)
         batches = sizer.run(len(images), lambda i, j, x=images, c=name: to_device(model.encode(x[i:j], c), CPU))
         enc = Encoded.cat(batches)
@@ -62,7 +73,10 @@ def prepare(model: SamLlava, data: dict[str, CategoryData], image_size: int, sho
             else torch.zeros(images.shape[0], image_size, image_size, device=CPU)
         )
         recs = instruction_records(samples)
-        out.append(Examples(name, enc, gt, [r["question"] for r in recs], [r["target"] for r in recs],
-                            np.array([r["label"] for r in recs]), [r["position"] for r in recs]))
+        questions = [r["question"] for r in recs]
+        out.append(Examples(name, enc, gt, questions, training_texts(recs, model.facts(images, gt, questions),
+                                                                     cat.has_masks),
+                            np.array([r["label"] for r in recs]), [r["position"] for r in recs],
+                            [r["defect_type"] for r in recs]))
     model.set_support(None)
     return out

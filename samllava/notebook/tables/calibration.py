@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from samllava.core.config import Profile
-from samllava.data import CategoryData, sample_support
+from samllava.data import CategoryData, support_images
 from samllava.evaluate.harness import CoarseMethod
 from samllava.metrics import oracle_accuracy
 
@@ -32,10 +32,10 @@ def verdict_rows(profile: Profile, data: dict[str, CategoryData], shots: int, se
         images = cat.load_images(cat.test, size)
         labels = np.array([s.label for s in cat.test])
         for seed in seeds:
-            support = cat.load_images(sample_support(cat, shots, seed), size)
+            support, calibration = support_images(cat, shots, seed, size, profile.fewshot)
             scores, flags = [], []
             for i in range(0, len(images), 16):
-                coarse(images[i:i + 16], name, support)
+                coarse(images[i:i + 16], name, support, calibration)
                 scores.append(coarse.last_output.score)
                 flags.append(coarse.last_output.defective)
             score, flag = torch.cat(scores).double().cpu().numpy(), torch.cat(flags).cpu().numpy()

@@ -13,7 +13,7 @@ from samllava.report import figures as viz
 from samllava.coarse import TextCache, category_phrase, otsu_masks
 from samllava.coarse.backbone import CachedExtractor
 from samllava.core.config import Profile
-from samllava.data import FEWSHOT_SEEDS, CategoryData, sample_support
+from samllava.data import FEWSHOT_SEEDS, CategoryData, sample_support, support_images
 from samllava.core.device import module_device
 from samllava.evaluate.harness import CascadeMethod, CoarseMethod, KnnMethod, evaluate
 from samllava.report.paper_values import FIGURE2_MEAN, MEAN_ROW, PAPER_MEAN_ROW, TABLE1, TABLES2_4
@@ -71,7 +71,7 @@ def coarse_figure(coarse, data: dict[str, CategoryData], n: int = 4, shots: int 
         feats = cache.get(category_phrase(name, allow_generic=True))
         coarse.clear_support()
         zs = coarse(img, feats)
-        coarse.set_support(cat.load_images(sample_support(cat, shots, seed), size))
+        coarse.set_support(cat.load_images(sample_support(cat, shots, seed), size))  # the figure: support alone
         fs = coarse(img, feats if coarse.zero_shot_active() else None)
         rows.append([img[0], gt, zs.calibrated[0], zs.mask[0], fs.calibrated[0], fs.mask[0]])
         titles.append(f"{name}\n{s.defect_type}")
@@ -139,7 +139,7 @@ def cascade_figure(coarse, cascade, data: dict[str, CategoryData], n: int = 3, s
     for j, (name, cat) in enumerate(list(data.items())[:n]):
         s = [s for s in cat.test if s.label == 1][j % 3]
         img = cat.load_images([s], size)
-        coarse(img, name, cat.load_images(sample_support(cat, shots, seed), size))
+        coarse(img, name, *support_images(cat, shots, seed, size, coarse.profile.fewshot))
         out = coarse.last_output
         fine = cascade(cascade.embed(img), out.mask, size)
         cands = fine.branch_logits["mid"][0]  # (Nm, 4h, 4w) in SAM's frame
@@ -171,7 +171,7 @@ def prompt_types_figure(
     for j, (name, cat) in enumerate(list(data.items())[:n]):
         s = [s for s in cat.test if s.label == 1][j % 3]
         img = cat.load_images([s], size)
-        coarse(img, name, cat.load_images(sample_support(cat, shots, seed), size))
+        coarse(img, name, *support_images(cat, shots, seed, size, coarse.profile.fewshot))
         emb, cmask = cascade.embed(img), coarse.last_output.mask
         rows.append(
             [img[0], cat.load_masks([s], size)[0, 0], cmask[0]]
@@ -328,11 +328,11 @@ def segmentation_comparison_figure(profile: Profile, coarse: CoarseMethod, casca
     for j, (name, cat) in enumerate(list(data.items())[:n]):
         s = [s for s in cat.test if s.label == 1][j % 3]
         img = cat.load_images([s], size)
-        support = cat.load_images(sample_support(cat, shots, seed), size)
+        support, calibration = support_images(cat, shots, seed, size, coarse.profile.fewshot)
         zs_map, _ = coarse(img, name, None)
         zs_mask = coarse.last_output.mask
         knn_map, _ = knn(img, name, support)
-        coarse(img, name, support)
+        coarse(img, name, support, calibration)
         out = coarse.last_output
         fine = cascade(cascade.embed(img), out.mask, size)
         rows.append(

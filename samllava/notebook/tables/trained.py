@@ -16,7 +16,7 @@ import torch
 from samllava.core.batching import BatchSizer
 from samllava.model.checkpoint import CHECKPOINT, load_checkpoint
 from samllava.core.config import Profile
-from samllava.data import CategoryData, sample_support
+from samllava.data import CategoryData, support_images
 from samllava.train.default_model import DEFAULT_SHOTS, code_digest
 from samllava.core.device import CPU, module_device, to_device
 from samllava.evaluate.harness import CoarseMethod
@@ -45,15 +45,17 @@ def cascade_inputs(coarse, cascade, data: dict[str, CategoryData], shots: int = 
     sizer = BatchSizer(device, batch_size, gpu.encode_batch, gpu.memory_fraction)
     masks, embs, gts = [], [], []
 
-    def encode(x: torch.Tensor, name: str, support) -> None:
-        coarse(x, name, support)
+    def encode(x: torch.Tensor, name: str, support, calibration) -> None:
+        coarse(x, name, support, calibration)
         masks.append(coarse.last_output.mask.cpu())
         embs.append(cascade.embed(x).cpu())
 
     for name, cat in data.items():
-        support = cat.load_images(sample_support(cat, shots, seed), size).to(device) if shots > 0 else None
+        support, calibration = support_images(cat, shots, seed, size, coarse.profile.fewshot)
+        support, calibration = (None if t is None else t.to(device) for t in (support, calibration))
         images = cat.load_images(cat.test, size)
-        sizer.run(len(images), lambda i, j, x=images, c=name, s=support: encode(x[i:j].to(device), c, s))
+        sizer.run(len(images), lambda i, j, x=images, c=name, s=support, k=calibration: encode(x[i:j].to(device), c,
+                                                                                              s, k))
         gts.append(cat.load_masks(cat.test, size)[:, 0])
     return torch.cat(embs), torch.cat(masks), torch.cat(gts)
 
