@@ -24,7 +24,7 @@ profile = "offline"
 data_roots = {}
 device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device)
 shots = 1
-max_new_tokens = 40
+max_new_tokens = 64
 count_profiles = ["tiny", "offline"]
 
 # %%

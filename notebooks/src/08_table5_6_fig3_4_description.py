@@ -27,7 +27,8 @@ seeds = [0, 1]  # support seeds
 train_seeds = [0, 1, 2]  # Table 6: one model per training seed, mean and std; Table 5: see answer_training_seeds
 per_label = 6  # Table 5 on 6 normal + 6 anomalous held-out images per category (None: all)
 judge_per_label = 4  # Table 6 on 4 + 4 per category
-max_new_tokens = 40
+max_new_tokens = 64  # a whole answer and description (the answers of Table 5 need a few tokens only)
+words_shots = 4  # the words' table: K normal images
 judge = {}
 
 # %%
@@ -36,7 +37,7 @@ from samllava.core.config import load_profile
 from samllava.evaluate.judge import make_judge
 from samllava.notebook.tables import (
     accuracy_table, answer_training_seeds, judge_table, pool_training_seeds, qualitative_figure, realtex,
-    synthetic, textiles, trained_model, training_seeds_note, verdict_table, with_training_seed,
+    synthetic, textiles, trained_model, training_seeds_note, verdict_table, with_training_seed, words_table,
 )
 from samllava.core.provenance import provenance
 
@@ -73,6 +74,21 @@ results.write_table(verdicts, "verdict_calibration", run=run, data=sets,
                     dataset="synthetic (held-out); conformal-clip-data textiles; real textures (scikit-image, held-out seed 200)",
                     note=f"support seeds {seeds}; thresholds from the support's normal images only (docs/verdict.md); percent")
 verdicts
+
+# %% [markdown]
+# ## How true the words are
+# Every description on the three labelled sets (K = `words_shots`, the first training seed's model): the share that claims
+# an object other than the category, a colour the pixels do not show, or a defect type or position its mask does
+# not support (*hallucinated*), the same for the language model's own text before the check, and, on the
+# defective images judged defective, the named position and type against the labels (`samllava.evaluate.words`).
+
+# %%
+first_model = trained_model(with_training_seed(P, train_seeds[0]), progress=False, device=device)[0]
+words = words_table([first_model], sets, shots=words_shots, seeds=seeds[:1], max_new_tokens=max_new_tokens)
+results.write_table(words, "description_words", run=run, data=sets, seeds={"support": seeds[:1], "training": train_seeds[:1]},
+                    note="percent; hallucinated: the reported words contradict the category or the measurements "
+                         "(pixels, M_fine); position and type: on defective images judged defective, against the labels")
+words
 
 # %%
 J = make_judge(judge)

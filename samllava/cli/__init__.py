@@ -69,6 +69,10 @@ def _diagnose_parser(sub) -> None:
     d.add_argument("--category", default=None, help="category name (default: a generic object)")
     d.add_argument("--support", default=None, help="folder of normal images: the few-shot memory and the verdict's "
                                                      "thresholds (cached by content)")
+    d.add_argument("--calibration", default=None, metavar="DIR",
+                   help="folder of other normal images (not in --support) that calibrate the verdict: with a few "
+                        "dozen the false-positive rate holds closely (default: the --support images, each left "
+                        "out in turn)")
     d.add_argument("--profile", default=None)
     d.add_argument("--checkpoint", default=None,
                    help="trained SamLlava checkpoint (default: the profile's default model, trained on first use)")

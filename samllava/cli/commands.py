@@ -128,11 +128,13 @@ def diagnose_cli(args) -> int:
     """``samllava diagnose IMAGE [IMAGE|FOLDER ...]``: per image mask, overlay and report; a summary.csv."""
     profile = load_profile(args.profile)
     require_signal(profile, args.support is not None, "diagnose")
+    if args.calibration is not None and args.support is None:
+        raise ValueError(f"--calibration {args.calibration}: calibrates the verdict of a support set; give --support")
     files = gather_images(args.images)
     check_readable(files)
     diagnoser = Diagnoser(profile, args.checkpoint, device=resolve_device(args.device), dtype=args.dtype,
                           progress=not args.no_progress)
-    diagnoser.set_support(args.support)
+    diagnoser.set_support(args.support, args.calibration)
     summary = diagnoser.run(files, args.out, category=args.category, batch_size=args.batch_size,
                             max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
     for row in summary.to_dict("records"):

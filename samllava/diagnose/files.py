@@ -75,9 +75,10 @@ def check_readable(files: list[Path]) -> None:
             raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e})") from None
 
 
-def write_outputs(diagnosis: Diagnosis, image: torch.Tensor, out_dir: str | Path, extra: dict | None = None
-                  ) -> dict[str, Path]:
-    """mask.png (0/255 fine mask), overlay.png (heatmap + mask on the image), report.json (+ ``extra``)."""
+def write_outputs(diagnosis: Diagnosis, image: torch.Tensor, out_dir: str | Path, extra: dict | None = None,
+                  run: dict | None = None) -> dict[str, Path]:
+    """mask.png (0/255 fine mask), overlay.png (heatmap + mask on the image), report.json (+ ``extra``;
+    ``run``: its provenance record, :func:`samllava.core.provenance.provenance`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"mask": out_dir / "mask.png", "overlay": out_dir / "overlay.png", "report": out_dir / "report.json"}
@@ -86,13 +87,13 @@ def write_outputs(diagnosis: Diagnosis, image: torch.Tensor, out_dir: str | Path
     with atomic_path(paths["overlay"]) as tmp:
         ov = overlay(image, mask=diagnosis.fine_mask, heatmap=diagnosis.heatmap)
         Image.fromarray((ov * 255).astype(np.uint8)).save(tmp, format="PNG")
-    write_json(paths["report"], {**report_fields(diagnosis), **(extra or {})})
+    write_json(paths["report"], {**report_fields(diagnosis), **(extra or {})}, run=run)
     return paths
 
 
 def diagnose_files(model: SamLlava, files: list[Path], out_dir: str | Path, *, category: str | None, size: int,
                    batch_size: int = 32, max_new_tokens: int | None = None, extra: dict | None = None,
-                   progress: bool = True) -> pd.DataFrame:
+                   run: dict | None = None, progress: bool = True) -> pd.DataFrame:
     """Diagnose ``files`` in batches with the support already set; write every output and the summary.
 
     Returns the summary (one row per image, :data:`SUMMARY_COLUMNS`).
@@ -103,17 +104,17 @@ def diagnose_files(model: SamLlava, files: list[Path], out_dir: str | Path, *, c
     bar = tqdm(total=len(files), desc="diagnose", unit="image", disable=not progress)
     gpu = model.profile.gpu  # on a GPU: at most batch_size images, as many as fit in free memory
 
-    def run(i: int, j: int) -> None:
+    def batch(i: int, j: int) -> None:
         images = torch.stack([load_image(f, size) for f in files[i:j]])
         for f, name, image, d in zip(files[i:j], names[i:j], images,
                                      model.diagnose_with_support(images, category, max_new_tokens)):
-            write_outputs(d, image, out_dir / name, {"image": str(f), **(extra or {})})
+            write_outputs(d, image, out_dir / name, {"image": str(f), **(extra or {})}, run)
             rows.append({"image": str(f), "score": d.score, "verdict": d.verdict, "answer": d.answer,
                          "position": position_on_grid(d.fine_mask), "fine_mask_pixels": int(d.fine_mask.sum()),
                          "description": d.description})
             bar.update(1)
 
-    BatchSizer(model.device, batch_size, gpu.describe_batch, gpu.memory_fraction).run(len(files), run)
+    BatchSizer(model.device, batch_size, gpu.describe_batch, gpu.memory_fraction).run(len(files), batch)
     bar.close()
     summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     with atomic_path(out_dir / SUMMARY) as tmp:

@@ -11,6 +11,7 @@ zero-shot CLIP term judges, which a profile with random CLIP weights refuses (:f
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,7 @@ import torch
 
 from samllava.assets import weights
 from samllava.core.config import Profile
+from samllava.core.provenance import provenance
 from samllava.core.results import atomic_path
 from samllava.data import ImageFiles
 from samllava.data.mvtec import list_images
@@ -38,30 +40,46 @@ def no_signal_message(profile: Profile, what: str) -> str | None:
             f"normal images would answer at random; pass {give}, or use the paper profile with its weights")
 
 
-def support_digest(files: list[Path], size: int, backbone: str) -> str:
-    """Content key of a support set: the images' bytes in order, the image side and the backbone."""
-    h = hashlib.sha256(f"{size}|{backbone}".encode())
-    for f in files:
+SUPPORT_CACHE_VERSION = 2  # bump when what a fitted support holds changes
+
+
+def support_digest(files: list[Path], size: int, backbone: str, calibration: list[Path] = ()) -> str:
+    """Content key of a support set: the images' bytes in order (then the calibration images'), the image
+    side, the backbone and the cache's format."""
+    h = hashlib.sha256(f"{SUPPORT_CACHE_VERSION}|{size}|{backbone}|{len(files)}".encode())
+    for f in [*files, *calibration]:
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
-def fit_support(model: SamLlava, folder: str | Path, size: int, cache: bool = True) -> int:
-    """Set ``model``'s support from a folder of normal images, from the on-disk cache when its content
-    was fitted before; returns K. An empty or missing folder is an error that names it."""
+def normal_images(folder: str | Path, option: str) -> list[Path]:
+    """The images of a folder of normal images, every one readable; a missing or empty folder, or an
+    unreadable image, is an error that names the option and the path."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--support {folder}: not a folder of normal images")
+        raise FileNotFoundError(f"{option} {folder}: not a folder of normal images")
     files = list_images(folder)
     if not files:
-        raise ValueError(f"--support {folder}: holds no images (png/jpg/bmp/tif)")
+        raise ValueError(f"{option} {folder}: holds no images (png/jpg/bmp/tif)")
     check_readable(files)
+    return files
+
+
+def fit_support(model: SamLlava, folder: str | Path, size: int, cache: bool = True,
+                calibration: str | Path | None = None) -> int:
+    """Set ``model``'s support from a folder of normal images, from the on-disk cache when its content
+    was fitted before; returns K. ``calibration``: a folder of other normal images that calibrate the
+    verdict (default: the support images, each left out in turn; :mod:`samllava.coarse.verdict`)."""
+    files = normal_images(folder, "--support")
+    extra = normal_images(calibration, "--calibration") if calibration is not None else []
     calibrator = model.coarse.calibrator
-    path = weights.cache_dir() / "support" / f"{support_digest(files, size, calibrator.extractor.label)}.pt"
+    key = support_digest(files, size, calibrator.extractor.label, extra)
+    path = weights.cache_dir() / "support" / f"{key}.pt"
     if cache and path.is_file():
         model.coarse.set_support_state(torch.load(path, map_location="cpu", weights_only=True))
         return len(files)
-    model.set_support(ImageFiles(files, size))  # read in chunks: bounded memory for a folder of hundreds
+    # read in chunks: bounded memory for a folder of hundreds
+    model.set_support(ImageFiles(files, size), ImageFiles(extra, size) if extra else None)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
@@ -83,11 +101,13 @@ class Diagnoser:
                               else default_checkpoint(profile, progress=progress, device=device))
         self.model = model if model is not None else load_model(profile, self.checkpoint, device=device, dtype=dtype)
         self.support: Path | None = None
+        self.calibration: Path | None = None
         self.shots = 0
         self.image_size = profile.data.image_size
 
-    def set_support(self, folder: str | Path | None) -> int:
-        """Fit the normal images of ``folder`` (cached by content), or go zero-shot with None; returns K."""
+    def set_support(self, folder: str | Path | None, calibration: str | Path | None = None) -> int:
+        """Fit the normal images of ``folder`` (cached by content), or go zero-shot with None; returns K.
+        ``calibration``: a folder of other normal images that calibrate the verdict (:func:`fit_support`)."""
         if folder is None:
             message = no_signal_message(self.profile, "diagnose")
             if message:
@@ -95,15 +115,27 @@ class Diagnoser:
             self.model.set_support(None)
             self.support, self.shots = None, 0
             return 0
-        self.shots = fit_support(self.model, folder, self.image_size)
-        self.support = Path(folder)
+        self.shots = fit_support(self.model, folder, self.image_size, calibration=calibration)
+        self.support, self.calibration = Path(folder), None if calibration is None else Path(calibration)
         return self.shots
 
     @property
     def header(self) -> dict:
-        support = None if self.support is None else {"folder": str(self.support), "images": self.shots}
+        support = None if self.support is None else {"folder": str(self.support), "images": self.shots,
+                                                     "calibration": None if self.calibration is None
+                                                     else str(self.calibration)}
         return {"profile": self.profile.name, "weights": self.profile.weights_label(), "checkpoint": self.checkpoint,
                 "device": str(self.model.device), "support": support}
+
+    def provenance(self, images: str = "") -> dict:
+        """The record report.json carries: profile and weights, the data (the normal images by content,
+        ``images`` as given), the device."""
+        data = {"images": images or "none"}
+        if self.support is not None:
+            data["support"] = str(self.support)
+        if self.calibration is not None:
+            data["calibration"] = str(self.calibration)
+        return provenance(profile=self.profile, data=data, device=self.model.device)
 
     def diagnose(self, images: torch.Tensor, category: str | None = None,
                  max_new_tokens: int | None = None) -> list[Diagnosis]:
@@ -113,6 +145,7 @@ class Diagnoser:
     def run(self, files: list[Path], out_dir: str | Path, *, category: str | None = None, batch_size: int = 32,
             max_new_tokens: int | None = None, progress: bool = True) -> pd.DataFrame:
         """Diagnose image files in batches and write every output and ``summary.csv`` under ``out_dir``."""
+        run = self.provenance(f"{len(files)} image file(s) under {os.path.commonpath([str(f) for f in files])}")
         return diagnose_files(self.model, files, out_dir, category=category, size=self.image_size,
-                              batch_size=batch_size, max_new_tokens=max_new_tokens, extra=self.header,
+                              batch_size=batch_size, max_new_tokens=max_new_tokens, extra=self.header, run=run,
                               progress=progress)

@@ -30,7 +30,9 @@ def _aligned(model: SamLlava, ex: Examples, i: int, j: int, oracle_masks: bool =
     sel = torch.arange(i, j, device=CPU)
     enc = to_device(ex.enc.select(sel), model.device)
     mask = ex.gt[sel].to(model.device) > 0.5 if oracle_masks else model.fine(enc).mask
-    return enc, model.align_mask(enc, mask), model.grounded_questions([ex.questions[k] for k in sel.tolist()], mask)
+    questions = [ex.questions[k] for k in sel.tolist()]
+    return enc, model.align_mask(enc, mask), model.grounded_questions(questions, model.facts(enc.images, mask,
+                                                                                             questions))
 
 
 def _sizer(model: SamLlava, batch_size: int) -> BatchSizer:

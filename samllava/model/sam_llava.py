@@ -10,10 +10,11 @@ diagnosis then only run the cheap trainable parts on the cached :class:`Encoded`
 
 With a support set the coarse stage judges each image (:mod:`samllava.coarse.verdict`) and the
 fine mask follows that verdict (:func:`gate_fine_mask`): empty on an image judged normal, SAM's mask
-on one judged defective (M'_coarse where SAM returns nothing). With ``sasa.region_text`` the question
-the language model reads starts with that mask in words, its size, shape and 3x3 position
-(:meth:`SamLlava.grounded_questions`), in training, evaluation and diagnosis alike: the words follow
-the evidence, never the ground truth.
+on one judged defective (M'_coarse where SAM returns nothing). The question the language model reads
+starts with the facts measured from the image and that mask (its colour; the mask's size, shape, 3x3
+position and contrast: :meth:`SamLlava.grounded_questions`), in training, evaluation and diagnosis
+alike, and with ``llm.check_words`` the reported words are the model's only when those facts support
+them (:meth:`SamLlava.words`): the words follow the evidence, never the ground truth.
 """
 from __future__ import annotations
 
@@ -28,11 +29,12 @@ from torch import nn
 
 from samllava.coarse import CoarseLocalizer, CoarseOutput, TextCache, build_coarse, category_phrase
 from samllava.coarse.backbone import pooled_tokens
-from samllava.coarse.prompts import ANOMALOUS_STATES, NORMAL_STATES, TEMPLATES
+from samllava.coarse.prompts import ANOMALOUS_STATES, GENERIC_PHRASE, NORMAL_STATES, TEMPLATES
 from samllava.core.config import Profile
 from samllava.data.instructions import GENERIC_OBJECT, QUESTION
 from samllava.describe.build import build_describer
-from samllava.describe.wording import region_sentence
+from samllava.describe.facts import Facts, measure_batch, subject_of
+from samllava.describe.wording import checked_words, facts_sentence
 from samllava.describe.llava import Describer
 from samllava.describe.lora import apply_lora
 from samllava.core.device import module_device, resolve_device, tower_dtype
@@ -89,6 +91,9 @@ class Diagnosis:
     terms: dict[str, str]  # which coarse terms were active, and the verdict's thresholds
     verdict: str = "not calibrated"  # "defective" | "normal" | "not calibrated" (no normal images given)
     thresholds: dict | None = None  # the verdict's thresholds, rule and number of normals behind them
+    facts: Facts | None = None  # what the words may say, measured from the image and M_fine
+    model_text: str = ""  # the language model's own text (``description`` when it passed the check)
+    words_from: str = "language model"  # "language model", or "facts (...)" with why the model's text was not used
 
 
 def total_loss(seg: torch.Tensor, gen: torch.Tensor, seg_weight: float = 1.0, gen_weight: float = 1.0) -> torch.Tensor:
@@ -165,7 +170,12 @@ class SamLlava(nn.Module):
 
     # ------------------------------------------------------------------ frozen part
     def phrase(self, category: str | None) -> str:
-        return GENERIC_OBJECT if category is None else category_phrase(category, allow_generic=True)
+        """The category as the question and CLIP's prompts name it: a data set's own phrase (``metal_nut`` ->
+        "metal nut"), else the user's words (``--category "brick wall"``); the generic object without one."""
+        if category is None or not category.strip():
+            return GENERIC_OBJECT
+        known = category_phrase(category, allow_generic=True)
+        return known if known != GENERIC_PHRASE else category.replace("_", " ").strip()
 
     def text(self, category: str | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(2, D) state features for Eq. 1 and (1, N_states, D) text tokens T_clip for SASA, cached."""
@@ -195,13 +205,15 @@ class SamLlava(nn.Module):
                                    antialias=True).clamp(0, 1).to(images.dtype)  # antialias has no bf16 CPU kernel
         return Encoded(images, coarse, embedded, visual, tokens)
 
-    def set_support(self, support: torch.Tensor | Sequence | None) -> None:
+    def set_support(self, support: torch.Tensor | Sequence | None,
+                    calibration: torch.Tensor | Sequence | None = None) -> None:
         """K normal images (K, 3, S, S) for the few-shot path (Eq. 2), or None for zero-shot; a sequence
-        of such images (:class:`samllava.data.ImageFiles`) is read in chunks onto the model's device."""
+        of such images (:class:`samllava.data.ImageFiles`) is read in chunks onto the model's device.
+        ``calibration``: other normal images that calibrate the verdict (default: the support's own)."""
         if support is None:
             self.coarse.clear_support()
         else:
-            self.coarse.set_support(support.to(self.device) if isinstance(support, torch.Tensor) else support)
+            self.coarse.set_support(support, calibration)
 
     # ------------------------------------------------------------------ trainable part
     def fine(self, enc: Encoded) -> SamOutput:
@@ -227,14 +239,21 @@ class SamLlava(nn.Module):
         feats = self.cascade.image_embedding(enc.embeddings)  # F_sam (through the stand-in's adapter, if any)
         return self.sasa(feats, mask.float(), enc.text_tokens.to(feats.dtype)).tokens
 
-    def grounded_questions(self, questions: list[str], mask: torch.Tensor) -> list[str]:
-        """The questions as the language model reads them: with ``sasa.region_text``, each is preceded by
-        its mask (B, S, S) in words (:func:`region_sentence`); else unchanged."""
-        if not self.profile.sasa.region_text:
-            return list(questions)
-        if mask.shape[0] != len(questions):
-            raise ValueError(f"{len(questions)} questions for {mask.shape[0]} masks")
-        return [region_sentence(m) + " " + q for m, q in zip((mask.detach() > 0.5).cpu().numpy(), questions)]
+    @staticmethod
+    def facts(images: torch.Tensor, mask: torch.Tensor, questions: list[str]) -> list[Facts]:
+        """What each image's words may say (:mod:`samllava.describe.facts`): images (B, 3, S, S), the mask the
+        words describe (B, S, S) and the subject each question names."""
+        if mask.shape[0] != len(questions) or images.shape[0] != len(questions):
+            raise ValueError(f"{len(questions)} questions for {images.shape[0]} images and {mask.shape[0]} masks")
+        return measure_batch(images.detach().float().cpu().numpy(), (mask.detach() > 0.5).cpu().numpy(),
+                             [subject_of(q) for q in questions])
+
+    def grounded_questions(self, questions: list[str], facts: list[Facts]) -> list[str]:
+        """The questions as the language model reads them: each preceded by its facts in words
+        (:func:`~samllava.describe.wording.facts_sentence`), as grounded VLMs give regions as text, so the
+        model names them by copying real tokens from its context. The facts come from the image and the
+        predicted M_fine, never from the ground truth."""
+        return [facts_sentence(f) + " " + q for f, q in zip(facts, questions)]
 
     def forward(self, enc: Encoded, gt_masks: torch.Tensor, questions: list[str], answers: list[str]) -> Losses:
         """Eq. 9 on a cached batch: gt_masks (B, S, S) {0,1}; the question/answer texts of each image."""
@@ -244,7 +263,8 @@ class SamLlava(nn.Module):
             fine.kept_branches(), self._gt_frame(gt_masks), ms.branch_weights, ms.focal_weight
         )
         tokens = self.align(enc, fine, straight_through=True)
-        gen = self.describer.loss(enc.visual, tokens, self.grounded_questions(questions, fine.mask), answers)
+        questions = self.grounded_questions(questions, self.facts(enc.images, fine.mask, questions))
+        gen = self.describer.loss(enc.visual, tokens, questions, answers)
         t = self.profile.train
         return Losses(total=total_loss(seg, gen, t.seg_weight, t.gen_weight), seg=seg, gen=gen, branches=branches)
 
@@ -280,23 +300,30 @@ class SamLlava(nn.Module):
         enc = self.encode(images, category)
         fine = self.fine(enc)
         tokens = self.align(enc, fine)
-        questions = self.grounded_questions(
-            [QUESTION.format(category=self.phrase(category))] * images.shape[0], fine.mask
-        )
-        texts = self.describer.generate(enc.visual, tokens, questions, max_new_tokens=max_new_tokens,
-                                        prefixes=self.answer_prefixes(enc))
+        asked = [QUESTION.format(category=self.phrase(category))] * images.shape[0]
+        facts = self.facts(enc.images, fine.mask, asked)
+        texts = self.describer.generate(enc.visual, tokens, self.grounded_questions(asked, facts),
+                                        max_new_tokens=max_new_tokens, prefixes=self.answer_prefixes(enc))
         c = enc.coarse
         thresholds = None if c.verdict is None else c.verdict.to_dict()
         out = []
-        for i, text in enumerate(texts):
-            said = parse_yes_no(text)
+        for i, (text, f) in enumerate(zip(texts, facts)):
+            words, source = self.words(text, f)
+            said = parse_yes_no(words)
             verdict = "not calibrated" if c.defective is None else ("defective" if c.defective[i] else "normal")
             out.append(Diagnosis(
                 category=category or GENERIC_OBJECT, score=float(c.score[i]),
                 heatmap=c.calibrated[i].float().cpu().numpy(), coarse_mask=c.mask[i].cpu().numpy(),
                 fine_mask=fine.mask[i].cpu().numpy(), answer={True: "yes", False: "no", None: "unclear"}[said],
-                description=text, terms=c.terms, verdict=verdict, thresholds=thresholds))
+                description=words, terms=c.terms, verdict=verdict, thresholds=thresholds, facts=f,
+                model_text=text, words_from=source))
         return out
+
+    def words(self, text: str, facts: Facts) -> tuple[str, str]:
+        """The words a diagnosis reports and where they came from: with ``llm.check_words`` the model's text
+        when the facts support every claim of it, else the facts' own sentences
+        (:func:`~samllava.describe.wording.checked_words`); without, the model's text as it is."""
+        return checked_words(text, facts) if self.profile.llm.check_words else (text, "language model")
 
 
 def build_model(profile: Profile, lora: bool = True, seed: int = 0, device: str | torch.device | None = None,

@@ -53,7 +53,7 @@ SMOKE_PARAMETERS: dict[str, dict] = {
     "05": {"max_new_tokens": 4, "n_show": 1, "train_seeds": [0, 1]},
     "06": {"steps": 5, "train_seeds": [0, 1]},
     "07": {"shots": [1], "seeds": [0], "steps": 5, "train_seeds": [0, 1]},
-    "08": {"shots": [1], "seeds": [0], "max_new_tokens": 4, "train_seeds": [0, 1]},
+    "08": {"shots": [1], "seeds": [0], "max_new_tokens": 4, "words_shots": 1, "train_seeds": [0, 1]},
     "09": {"steps": 5, "n_examples": 2},
     "10": {"steps": 3, "seeds": [0], "accuracy_variants": ["SAM-LLaVA (full)"], "train_seeds": [0, 1]},
     "11": {"runs": 1, "warmup": 1, "new_tokens": 2},

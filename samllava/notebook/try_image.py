@@ -171,7 +171,7 @@ class TryYourOwnImage:
         extra = {"image": str(self.image_path), **self.diagnoser.header}
         self.report = {**report_fields(diagnosis), **extra}
         if self.out_dir is not None:
-            write_outputs(diagnosis, image, self.out_dir, extra)
+            write_outputs(diagnosis, image, self.out_dir, extra, self.diagnoser.provenance(str(self.image_path)))
         map_name = used_map_name(shots, self.diagnoser.model.coarse.use_zero_shot)
         self.image.value = figure_png(diagnosis_figure(image, diagnosis, map_name))
         self.status.value = lines_html(diagnosis_lines(self.report, self.image_path.name, shots) + [self.model_line])

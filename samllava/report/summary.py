@@ -43,6 +43,8 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("table5_description_accuracy", "yes/no description accuracy, K = 1 / 2 / 4 (Table 5)",
              {"method": "SAM-LLaVA (this run)"}, ("accuracy",), {"method": "SAM-LLaVA (paper)"},
              ("paper MVTec-AD", "paper VisA")),
+    Headline("description_words", "descriptions with a hallucinated object, colour, type or position (%), "
+             "K = 4, per data set (synthetic / real textures / textiles)", {"data": "*"}, ("hallucinated",)),
     Headline("table6_judge", "judge score, all images (Table 6; the paper's judge is GPT-4V)",
              {"method": "SAM-LLaVA (this run*"}, ("all",), {"method": "SAM-LLaVA (paper*"}, ("all",)),
     *(Headline("tables7_10_ablations", f"{v}: image / pixel AUROC, accuracy (Tables 7-10)", {"variant": v},

@@ -55,8 +55,12 @@ def test_diagnose_images_and_folders(fabric, cache, capsys):
         row = summary[summary["image"] == report["image"]].iloc[0]
         assert row["verdict"] == report["verdict"] and row["fine_mask_pixels"] == report["fine_mask_pixels"]
         assert report["verdict"] in ("normal", "defective") and report["thresholds"]["normals"] == 3
-        assert report["support"] == {"folder": str(fabric / "train" / "good"), "images": 3}
+        assert report["support"] == {"folder": str(fabric / "train" / "good"), "images": 3, "calibration": None}
         assert report["checkpoint"].endswith("last.pt") and report["profile"] == "tiny"
+        run = report["provenance"]  # what it used, by content
+        assert run["profile"] == "tiny" and "random" in run["weights"] and "support" in run["data"]
+        assert run["data"]["support"]["files"] == 3 and run["data"]["images"].startswith("4 image file(s) under")
+        assert report["facts"]["subject"] == "the part" and report["words_from"]
         # the verdict, the masks and the position agree
         empty = report["fine_mask_pixels"] == 0
         assert empty == (report["verdict"] == "normal") == (report["coarse_mask_pixels"] == 0)

@@ -80,8 +80,10 @@ def test_diagnose_outputs(model):
     assert [d.answer for d in few] == [{"defective": "yes", "normal": "no"}[d.verdict] for d in few]
 
 
-def test_unknown_category_is_generic_not_error(model):
-    assert model.phrase("my_widget") == "object"
+def test_the_category_is_named_as_the_user_gives_it(model):
+    assert model.phrase("my_widget") == "my widget"  # not a data set's category: the user's words
+    assert model.phrase("metal_nut") == "metal nut"  # a data set's own phrase
+    assert model.phrase(None) == model.phrase("  ") == "object"  # none given: the generic object
 
 
 def test_sasa_cell_words_start_as_the_language_models_embeddings_of_the_position_words():
@@ -95,22 +97,24 @@ def test_sasa_cell_words_start_as_the_language_models_embeddings_of_the_position
     assert m.sasa.cell_words.requires_grad and any(q is m.sasa.cell_words for q in m.trainable_parameters())
 
 
-def test_region_text_states_m_fines_position(model):
-    import copy
+def test_questions_start_with_the_measured_facts(model):
+    from samllava.data.instructions import QUESTION
 
     s = model.profile.data.image_size
-    assert model.profile.sasa.region_text
+    images = torch.full((2, 3, s, s), 0.5)
     mask = torch.zeros(2, s, s, dtype=torch.bool)
     mask[0, : s // 4, : s // 4] = True  # centre of mass in the top-left ninth
-    q = model.grounded_questions(["Is there any anomaly?"] * 2, mask)
+    images[0, :, : s // 4, : s // 4] = 0.1  # and darker than the grey around it
+    asked = [QUESTION.format(category="brick wall")] * 2
+    facts = model.facts(images, mask, asked)
+    assert [f.subject for f in facts] == ["a brick wall"] * 2 and facts[0].tone == "darker"
+    q = model.grounded_questions(asked, facts)
     # a quarter of the side squared: 6.25 % of the image, "large"; a square is "round"
-    assert q == ["The segmentation marks a large round region at the top left of the image. Is there any anomaly?",
-                 "The segmentation marks no region. Is there any anomaly?"]
-    with pytest.raises(ValueError, match="2 questions for 1 masks"):
-        model.grounded_questions(["a", "b"], mask[:1])
-    plain = copy.copy(model)
-    plain.profile = model.profile.replace(**{"sasa.region_text": False})
-    assert plain.grounded_questions(["Q?"], mask[:1]) == ["Q?"]
+    assert q == ["The image is mostly grey. The segmentation marks a large round region at the top left of the "
+                 "image, darker than its surroundings. " + asked[0],
+                 "The image is mostly grey. The segmentation marks no region. " + asked[1]]
+    with pytest.raises(ValueError, match="2 questions for 2 images and 1 masks"):
+        model.facts(images, mask[:1], asked)
 
 
 def test_training_loss_reads_the_region_of_the_predicted_mask(model):
@@ -124,13 +128,12 @@ def test_training_loss_reads_the_region_of_the_predicted_mask(model):
     with torch.no_grad():
         losses = model(enc, gt, questions, answers)
         fine = model.fine(enc)
-        grounded = model.grounded_questions(questions, fine.mask)
+        grounded = model.grounded_questions(questions, model.facts(enc.images, fine.mask, questions))
         expected = model.describer.loss(enc.visual, model.align(enc, fine), grounded, answers)
-        from_gt = model.describer.loss(
-            enc.visual, model.align(enc, fine), model.grounded_questions(questions, gt), answers
-        )
+        from_gt = model.grounded_questions(questions, model.facts(enc.images, gt, questions))
+        gen_from_gt = model.describer.loss(enc.visual, model.align(enc, fine), from_gt, answers)
     torch.testing.assert_close(losses.gen, expected)
-    assert grounded != model.grounded_questions(questions, gt) and not torch.allclose(losses.gen, from_gt)
+    assert grounded != from_gt and not torch.allclose(losses.gen, gen_from_gt)
 
 
 def test_fine_mask_follows_the_verdict():

@@ -60,4 +60,4 @@ def test_ablation_rows_outside_the_paper_have_empty_paper_cells():
     assert set(ablations.DEFINITIONS) == set(ablations.ABLATIONS) | {ablations.FULL_SAM_ONLY}
     note = ablations.ablation_note([0], 10, 1e-3, 1, ["w/o SASA"], 6)
     assert all(f"[{name}]" in note for name in ablations.DEFINITIONS)
-    assert "region sentence" in note and "cell words" in note and "SAM's own output" in note
+    assert "facts sentence" in note and "cell words" in note and "SAM's own output" in note

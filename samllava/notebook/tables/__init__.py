@@ -28,7 +28,7 @@ from samllava.notebook.tables.data import (
     synthetic_gallery, tadd_standin, textiles,
 )
 from samllava.notebook.tables.description import (
-    accuracy_table, answers_table, judge_table, log_odds_table, qualitative_figure, sasa_attention_figure,
+    accuracy_table, answers_table, judge_table, log_odds_table, qualitative_figure, sasa_attention_figure, words_table,
     trained_runs,
 )
 from samllava.notebook.tables.detection import (
@@ -69,6 +69,7 @@ __all__ = [
     "answers_table",
     "description_eval",
     "judge_table",
+    "words_table",
     "log_odds_eval",
     "log_odds_table",
     "position_baselines",

@@ -53,7 +53,7 @@ DEFINITIONS: dict[str, str] = {
     "single-scale SAM": "multi-scale prompt and decoder both removed; mask prompt kept",
     "w/o SASA": "SASA's cross-attention (Eq. 7-8) removed: V_0 and T_0 projected and concatenated; keeps the "
                 "full model's SAM side (so its detection numbers equal the full model's by construction), the "
-                "region sentence (sasa.region_text) and the cell words (samllava.describe.sasa)",
+                "facts sentence (samllava.describe.wording) and the cell words (samllava.describe.sasa)",
     "box prompt": "box of the coarse mask instead of the mask (the multi-scale prompt, made from the mask, goes "
                   "with it); multi-scale decoder kept",
     "point prompt": "points of the coarse mask's components instead of the mask (the multi-scale prompt goes "

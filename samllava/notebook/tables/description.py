@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from samllava.evaluate.words import reported_words, words_eval, words_summary
 from samllava import metrics
 from samllava.report import figures as viz
 from samllava.evaluate.answers import description_eval, log_odds_eval, position_baselines
@@ -123,9 +124,20 @@ def accuracy_table(models, data: dict[str, CategoryData], shots=(1, 2, 4), seeds
     return pd.DataFrame(rows)
 
 
+def words_table(models, datasets: dict[str, dict[str, CategoryData]], shots: int = 1, seeds=(0,),
+                max_new_tokens: int | None = None) -> pd.DataFrame:
+    """How true the words are, per data set (:mod:`samllava.evaluate.words`): every test image, every model of
+    ``models`` (one per training seed) with every support seed; percentages over all of them."""
+    rows = {name: [] for name in datasets}
+    for model in models:
+        for name, data in datasets.items():
+            rows[name] += [words_eval(model, data, shots=shots, seed=s, max_new_tokens=max_new_tokens) for s in seeds]
+    return pd.DataFrame([{"data": name, **words_summary(pd.concat(parts))} for name, parts in rows.items()])
+
+
 def judge_table(model, data: dict[str, CategoryData], judge, shots: int = 1, seed: int = 0, max_new_tokens: int = 40,
                 per_label: int | None = None):
-    """Table 6: the judge's mean score on abnormal, normal and all images (generated descriptions),
+    """Table 6: the judge's mean score on abnormal, normal and all images (the reported words),
     beside the paper's GPT-4V scores; also returns one defective and one normal example (Figs. 3-4).
     ``per_label``: judge a balanced subset (:func:`balanced_subset`)."""
     data = balanced_subset(data, per_label)
@@ -133,9 +145,9 @@ def judge_table(model, data: dict[str, CategoryData], judge, shots: int = 1, see
     _, answers, examples = description_eval(model, data, shots=shots, seed=seed, max_new_tokens=max_new_tokens)
     by_label = {0: [], 1: []}
     picked = {}
-    for ex, texts in zip(examples, answers):
+    for ex, words in zip(examples, reported_words(model, examples, answers)):
         cat = data[ex.category]
-        for i, text in enumerate(texts):
+        for i, (text, _, _) in enumerate(words):  # the words a diagnosis reports
             s = cat.test[i]
             truth = {
                 "label": int(ex.labels[i]),
