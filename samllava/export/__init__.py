@@ -1,0 +1,1 @@
+"""Export of the detection part to ONNX and a runner without torch (docs/export.md)."""
