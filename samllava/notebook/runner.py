@@ -7,11 +7,16 @@ Each notebook has a cell tagged ``parameters``; :func:`reproduce` injects ``prof
 Executed copies go to ``notebooks/executed/`` (committed: a reader sees every table and figure in
 context), with their run time in the notebook's metadata and their images shrunk to at most
 :data:`MAX_IMAGE_WIDTH` pixels; tables and figures go where the notebooks write them (``results/`` and
-``figures/`` through :mod:`samllava.core.results`), the run times to ``results/reproduce_times.json`` and the
-headline numbers to ``results/SUMMARY.md`` (:mod:`samllava.report.summary`); a full run into ``results/`` ends by
+``figures/`` through :mod:`samllava.core.results`), the run times to ``results/reproduce_times.json``, the
+headline numbers to ``results/SUMMARY.md`` (:mod:`samllava.report.summary`) and what they say about each of the
+paper's claims to ``results/CLAIMS.md`` (:mod:`samllava.report.claims`); a full run into ``results/`` ends by
 comparing every regenerated number with the committed one (``results/REPRODUCTION.md``,
-:mod:`samllava.report.comparison`). The first error stops the run with
+:mod:`samllava.report.reproduction`). The first error stops the run with
 a :class:`ReproduceError` that names the notebook and the cell.
+
+A run into the repository's ``results/`` (the committed tables) refuses a working tree with uncommitted changes
+outside the generated folders (:func:`check_clean`): every table names its commit, and a table from a dirty
+tree cannot be regenerated from any commit. ``allow_dirty`` runs anyway (each table then says "dirty tree").
 
 Every kernel runs with the same number of CPU threads (:func:`pinned_threads`): the thread count decides
 the order in which float sums are accumulated, so two runs of one seed on one machine write the same
@@ -35,7 +40,8 @@ import torch
 from samllava.core import provenance as prov
 from samllava.core import results
 from samllava.core.results import REPO_ROOT
-from samllava.report.comparison import check_run
+from samllava.report.claims import write_claims
+from samllava.report.reproduction import REAL_RESULTS, check_run
 from samllava.report.summary import write_summary
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -156,21 +162,43 @@ def write_times(runs: list["NotebookRun"], threads: int, profile: str, smoke: bo
     return results.write_json(path, report, run=prov.provenance(profile=profile))
 
 
+def tree_state() -> dict:
+    """``{"commit", "dirty"}`` of the checkout now (:func:`samllava.core.provenance.git_state`, uncached)."""
+    return prov.git_state.__wrapped__(REPO_ROOT)
+
+
+def check_clean(results_dir: Path | None, allow_dirty: bool, log=print) -> None:
+    """Refuse (:class:`ReproduceError`) a run into the repository's ``results/`` from a working tree with
+    uncommitted changes outside the generated folders (:func:`tree_state`), unless ``allow_dirty``. A run into
+    another folder (CI's smoke run, tests) writes no committed table and is not checked; outside git nothing can be."""
+    if Path(results_dir or results.RESULTS_DIR).resolve() != REAL_RESULTS.resolve():
+        return
+    if tree_state().get("dirty") is not True:
+        return
+    if not allow_dirty:
+        raise ReproduceError("the working tree has uncommitted changes outside results/, figures/ and "
+                             "notebooks/executed/ (git status): the committed tables must come from a commit. Commit "
+                             "or stash them, or run with --allow-dirty (every table then says 'dirty tree')")
+    log("[reproduce] running on a dirty tree (allow_dirty): every table records '(dirty tree)'")
+
+
 def reproduce(profile: str = "offline", only: list[str] | None = None, data_roots: dict[str, str] | None = None,
               directory: Path | None = None, output_dir: Path | None = None, extra_parameters: dict | None = None,
               kernel_name: str = "python3", smoke: bool = False, cell_timeout: int = 3600,
               log=print, device: str | None = None, threads: int | None = None,
-              results_dir: Path | None = None) -> list[NotebookRun]:
+              results_dir: Path | None = None, allow_dirty: bool = False) -> list[NotebookRun]:
     """Execute the notebooks; returns one :class:`NotebookRun` per notebook.
 
     ``smoke`` adds :data:`SMOKE_PARAMETERS` (small budgets) to each notebook's parameters.
     ``cell_timeout`` (seconds) turns a cell that never answers into an error naming it. ``threads``: CPU
-    threads of every kernel (:func:`pinned_threads`). Afterwards the run times go to
-    ``results/reproduce_times.json`` and the headline numbers to ``results/SUMMARY.md`` (``results_dir``:
+    threads of every kernel (:func:`pinned_threads`). ``allow_dirty``: run into the repository's ``results/``
+    from a dirty tree (:func:`check_clean`). Afterwards the run times go to ``results/reproduce_times.json``,
+    the headline numbers to ``results/SUMMARY.md`` and the claims to ``results/CLAIMS.md`` (``results_dir``:
     another folder than :data:`samllava.core.results.RESULTS_DIR`, where the notebooks write their tables). A run
     that is not a smoke run and writes into the repository's ``results/`` then writes ``results/REPRODUCTION.md``
-    (:func:`samllava.report.comparison.write_reproduction`: its numbers against the committed ones).
+    (:func:`samllava.report.reproduction.write_reproduction`: its numbers against the committed ones).
     """
+    check_clean(results_dir, allow_dirty, log=log)
     directory, output_dir = directory or NOTEBOOK_DIR, output_dir or EXECUTED_DIR
     output_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "data_roots": dict(data_roots or {}), **(extra_parameters or {})}
@@ -188,6 +216,7 @@ def reproduce(profile: str = "offline", only: list[str] | None = None, data_root
             log(f"[reproduce] {nb.name} done in {runs[-1].seconds:.1f} s")
     write_times(runs, n_threads, profile, smoke, results_dir)
     log(f"[reproduce] headline numbers: {write_summary(results_dir)}")
+    log(f"[reproduce] the paper's claims: {write_claims(results_dir)}")
     check_run(results_dir, smoke=smoke, threads=n_threads, log=log)  # results/REPRODUCTION.md
     return runs
 

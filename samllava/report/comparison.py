@@ -1,31 +1,35 @@
-"""``results/REPRODUCTION.md``: every number the reproduce run regenerated, beside the committed one.
+"""Does a rerun agree with a reference run? Every cell of two versions of the tables, in one class.
 
-The committed tables are read from git (``git show REF:results/NAME.csv``); this run's from the folder.
-Rows are matched by their label (the first column; a label that repeats is matched by its order among
-its rows) and columns by name. Each numeric cell is one of four kinds:
+The reference's tables (the committed ones, :mod:`samllava.report.reproduction`, or another folder,
+``samllava compare-results``) beside this run's. Rows are matched by their label (the first column; a label that
+repeats is matched by its order among its rows), columns by name. Each numeric cell is put in one class
+(:func:`judge`):
 
-* ``paper``: a column holding the paper's numbers (:func:`samllava.core.results.is_paper_column`) or a row
-  labelled ``... (paper ...)``; typed in, so it must come back equal to :data:`PAPER_DECIMALS` decimals;
-* ``machine``: a timing, speed or memory column (:func:`is_machine_column`); it depends on the machine and
-  its load, so it is shown but never judged;
-* ``spread``: a std column (:func:`is_std_column`); a std from a few runs is itself uncertain, so it is within
-  when the larger of the two stds (each raised to the floor) is at most :func:`spread_ratio` times the smaller;
-* ``computed``: everything else; within tolerance when ``|this run - committed| <= tolerance`` with
-  ``tolerance = max(STD_FACTOR x the std the table states for the cell, floor)``, the std being the
-  larger of the committed and this run's value in the cell's companion std column (:func:`std_column`),
-  and the floor coming from :data:`FLOORS` by the cell's kind of number (:func:`floor`).
+* ``equal``: a deterministic computation: a paper cell (typed in, equal to :data:`PAPER_DECIMALS` decimals),
+  a count, or a number with no spread over its seeds (none stated, or a std of 0). On the machine that wrote
+  the reference (same device and package versions in the header) it must come back exactly; on another, within
+  :data:`EQUAL_ACROSS_MACHINES` (the last bits of float kernels);
+* ``within`` / ``outside``: a number that moves with training or sampling: ``|this run - reference| <=
+  max(STD_FACTOR x s x sqrt(2 / SPREAD_RUNS), floor)``, ``s`` the std the *reference* table states for it (a
+  noisier rerun does not widen its own tolerance): about three standard errors of the difference of two means of
+  :data:`SPREAD_RUNS` runs; the floor comes from :data:`FLOORS`. A std cell is judged by the ratio two stds of
+  :data:`SPREAD_RUNS` runs reach at :data:`SPREAD_LEVEL` (:func:`spread_ratio`);
+* ``unstable``: a number whose tolerance would span more than :data:`UNSTABLE_SPAN` (10 points for a
+  percentage), or a std whose ratio exceeds :data:`MAX_SPREAD_RATIO`: listed with the runs that would make it
+  stable, never counted as agreement;
+* ``empty``: no number on either side; ``machine``: a timing, speed or memory column (shown, not judged);
+* ``new``: a cell only this run has (not counted). A reference cell this run no longer writes, or a number
+  against an empty cell, is ``outside``.
 
-NaN against NaN is equal. A cell on one side only is "missing" (committed, not produced now: counted as
-compared and not within) or "new" (not compared). A table whose file is byte-for-byte the committed one
-was not rewritten by this run (every write stamps its date) and is not compared. See docs/reproduction.md.
+The headline counts equal + within out of equal + within + outside: cells that "agree with the committed run",
+which says nothing of the paper's numbers (results/CLAIMS.md does). Per-run tables (``*_runs.csv``) are the values
+the others pool and are judged through them. See docs/reproduction.md.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from io import BytesIO
@@ -34,52 +38,68 @@ from pathlib import Path
 import pandas as pd
 import scipy.stats
 
-from samllava.core import provenance as prov
 from samllava.core import results
 
-REPORT = "REPRODUCTION.md"
-REAL_RESULTS = results.REPO_ROOT / "results"  # the committed tables: only a run into this folder is checked
+RUNS_SUFFIX = "_runs"  # per-run values (samllava.report.runs): judged through the tables that pool them
 PAPER_DECIMALS = 2  # a paper cell must come back equal when rounded to this many decimals
-STD_FACTOR = 3.0  # a computed cell may move by this many of the stds its table states
-# Smallest tolerance of a computed cell, by its kind of number: ("absolute", t) or ("relative", fraction of
-# the committed value). "percent": a value of at most 100 in magnitude in a column that is not a loss, log-odds
-# or count (AUROC, accuracy, IoU, ... in percent: one point); "count": integer columns and counts (the number of
-# images, of parameters ``*_M``, K, batch): exact up to float printing; "other": anything else (losses, large values).
+STD_FACTOR = 3.0  # standard errors of the difference of two means a moving number may differ by
+SPREAD_RUNS = 3  # the runs a std of these tables is over (the training seeds, samllava.notebook.tables)
+# Smallest tolerance of a moving number, by its kind of number: ("absolute", t) or ("relative", fraction of the
+# committed value). "percent": a value of at most 100 in magnitude in a column that is not a loss, log-odds or
+# count (AUROC, accuracy, IoU in percent: one point); "count": integer columns and counts (the number of images,
+# of parameters ``*_M``, K, batch): exact up to float printing; "other": anything else (losses, large values).
 FLOORS: dict[str, tuple[str, float]] = {
     "percent": ("absolute", 1.0),
     "count": ("absolute", 1e-6),
     "other": ("relative", 0.05),
 }
-# A std of n runs: two faithful reproductions' variances have the ratio F(n - 1, n - 1). The smallest spreads
-# here come from 3 training seeds; a std cell is judged at the two-sided SPREAD_LEVEL of that distribution.
-SPREAD_RUNS = 3
+# An equal cell measured on another machine (device or package versions differ): the last bits of float kernels.
+EQUAL_ACROSS_MACHINES: dict[str, tuple[str, float]] = {
+    "percent": ("absolute", 0.1),
+    "count": ("absolute", 1e-6),
+    "other": ("relative", 1e-3),
+}
+# A moving number whose tolerance spans more than this (2 x tolerance) cannot show agreement: unstable.
+UNSTABLE_SPAN: dict[str, tuple[str, float]] = {
+    "percent": ("absolute", 10.0),
+    "count": ("absolute", math.inf),
+    "other": ("relative", 0.2),
+}
+# Two stds of SPREAD_RUNS runs from one distribution have a variance ratio F(n - 1, n - 1); a std cell is judged
+# at its two-sided SPREAD_LEVEL quantile, and is unstable when that ratio exceeds MAX_SPREAD_RATIO.
 SPREAD_LEVEL = 0.01
+MAX_SPREAD_RATIO = 2.0
 MACHINE_WORDS = frozenset({"latency", "throughput", "seconds", "sec", "s", "ms", "h", "time", "memory", "gb", "mb",
                            "speed", "fps"})
 COUNT_NAMES = frozenset({"n", "k", "count", "batch", "steps", "images", "shots", "seed", "seeds"})
 NOT_PERCENT_WORDS = frozenset({"loss", "log", "odds", "nll", "logit", "logits"})
+AGREE = ("equal", "within")  # the classes that count as agreement
+COUNTED = ("equal", "within", "outside")  # the headline's denominator
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One numeric cell. ``committed``/``new`` are None where the cell is on the other side only."""
+    """One numeric cell. ``committed``/``new`` are None where the cell is on the other side only; ``tolerance``
+    is absolute (a ratio for a std cell), None where none applies; ``why`` says what decided an outside or
+    unstable cell (and, when unstable, what would make it stable)."""
 
     table: str
     row: str
     column: str
     committed: float | None
     new: float | None
-    kind: str  # "paper", "machine", "spread" or "computed"
-    tolerance: float | None  # None: paper (equal to PAPER_DECIMALS decimals) or machine (not judged); spread: a ratio
-    status: str  # "within", "outside", "not judged", "missing" or "new"
+    kind: str  # "paper", "count", "value", "spread" or "machine"
+    cls: str  # "equal", "within", "outside", "unstable", "empty", "machine" or "new"
+    tolerance: float | None = None
+    why: str = ""
 
     @property
-    def compared(self) -> bool:
-        return self.status in ("within", "outside") or (self.status == "missing" and self.kind != "machine")
+    def agrees(self) -> bool:
+        return self.cls in AGREE
 
     @property
-    def within(self) -> bool | None:
-        return self.status == "within" if self.compared else None
+    def counted(self) -> bool:
+        return self.cls in COUNTED
 
 
 def _words(column: str) -> list[str]:
@@ -121,13 +141,17 @@ def number_kind(column: str, committed: float, integer: bool = False) -> str:
     return "other"
 
 
-def floor(column: str, committed: float, integer: bool = False) -> float:
-    """The smallest tolerance of a computed cell (:data:`FLOORS`)."""
-    how, value = FLOORS[number_kind(column, committed, integer)]
+def _amount(rule: dict[str, tuple[str, float]], kind: str, committed: float) -> float:
+    how, value = rule[kind]
     return value if how == "absolute" else value * abs(committed)
 
 
-@lru_cache(maxsize=None)  # one quantile for all the std cells of a report
+def floor(column: str, committed: float, integer: bool = False) -> float:
+    """The smallest tolerance of a moving number (:data:`FLOORS`)."""
+    return _amount(FLOORS, number_kind(column, committed, integer), committed)
+
+
+@lru_cache(maxsize=None)  # one quantile per run count
 def spread_ratio(runs: int = SPREAD_RUNS, level: float = SPREAD_LEVEL) -> float:
     """How many times larger one std of ``runs`` runs may be than another's from the same distribution before
     the pair is rarer than ``level`` (two-sided): the square root of F(runs - 1, runs - 1)'s upper quantile.
@@ -135,15 +159,67 @@ def spread_ratio(runs: int = SPREAD_RUNS, level: float = SPREAD_LEVEL) -> float:
     return float(scipy.stats.f.ppf(1 - level / 2, runs - 1, runs - 1)) ** 0.5
 
 
-def _judge_spread(column: str, old: float, new: float, integer: bool) -> tuple[float | None, str]:
-    """(ratio allowed, status) of a std cell on both sides; a std below the floor counts as the floor (three
-    runs that agree give 0)."""
+def runs_for_ratio(ratio: float = MAX_SPREAD_RATIO, level: float = SPREAD_LEVEL) -> int:
+    """The fewest runs whose stds are judged within ``ratio`` at ``level`` (:func:`spread_ratio`)."""
+    n = 2
+    while spread_ratio(n, level) > ratio:
+        n += 1
+    return n
+
+
+def moving_tolerance(column: str, committed: float, std: float, integer: bool = False,
+                     runs: int = SPREAD_RUNS) -> float:
+    """The tolerance of a number that moves with training or sampling: ``max(STD_FACTOR x std x sqrt(2 / runs),
+    floor)``, ``std`` the committed table's over ``runs`` runs."""
+    return max(STD_FACTOR * std * math.sqrt(2 / runs), floor(column, committed, integer))
+
+
+def runs_for_span(column: str, committed: float, std: float, integer: bool = False) -> int:
+    """The fewest runs whose mean has a tolerance (:func:`moving_tolerance`) spanning at most :data:`UNSTABLE_SPAN`."""
+    half = _amount(UNSTABLE_SPAN, number_kind(column, committed, integer), committed) / 2
+    return max(SPREAD_RUNS + 1, math.ceil(2 * (STD_FACTOR * std / half) ** 2))
+
+
+def judge(column: str, old: float, new: float, *, kind: str, std: float | None = None, integer: bool = False,
+          same_machine: bool = False) -> tuple[str, float | None, str]:
+    """``(class, tolerance, why)`` of a cell with a value on both sides (NaN: an empty cell).
+
+    ``kind``: "paper", "machine", "spread" (a std cell) or "value"; ``std``: the committed table's std of the
+    cell (None or NaN: none stated). See the module docstring for the classes.
+    """
+    if kind == "machine":
+        return ("empty", None, "") if math.isnan(old) and math.isnan(new) else ("machine", None, "")
+    if math.isnan(old) and math.isnan(new):
+        return "empty", None, ""
     if math.isnan(old) or math.isnan(new):
-        return None, "within" if math.isnan(old) and math.isnan(new) else "outside"
-    fl = floor(column, max(abs(old), abs(new)), integer)
-    a, b = max(abs(old), fl), max(abs(new), fl)
-    ratio = spread_ratio()
-    return ratio, "within" if max(a, b) <= ratio * min(a, b) * (1 + 1e-9) else "outside"
+        return "outside", None, "a number on one side, an empty cell on the other"
+    if kind == "paper":
+        ok = round(old, PAPER_DECIMALS) == round(new, PAPER_DECIMALS)
+        return ("equal" if ok else "outside"), None, "" if ok else "a paper number changed"
+    number = number_kind(column, old, integer)
+    if kind == "spread" and abs(old) > 0:
+        ratio = spread_ratio()
+        if ratio > MAX_SPREAD_RATIO:
+            return "unstable", ratio, (f"a std of {SPREAD_RUNS} runs may come back {ratio:.3g}x larger or smaller "
+                                       f"({SPREAD_LEVEL:.0%} level); about {runs_for_ratio()} runs to judge it "
+                                       f"within a factor {MAX_SPREAD_RATIO:g}")
+        fl = floor(column, old, integer)
+        a, b = max(abs(old), fl), max(abs(new), fl)
+        ok = max(a, b) <= ratio * min(a, b) * (1 + 1e-9)
+        return ("within" if ok else "outside"), ratio, "" if ok else f"the std moved by more than a factor {ratio:.3g}"
+    if kind == "value" and std is not None and not math.isnan(std) and std > 0:
+        tol = moving_tolerance(column, old, std, integer)
+        if 2 * tol > _amount(UNSTABLE_SPAN, number, old):
+            return "unstable", tol, (f"std {std:.3g}: ± {tol:.3g} as a mean of {SPREAD_RUNS} runs; about "
+                                     f"{runs_for_span(column, old, std, integer)} runs (seeds) would bring it under "
+                                     f"± {_amount(UNSTABLE_SPAN, number, old) / 2:.3g}")
+        ok = abs(new - old) <= tol * (1 + 1e-9)
+        return ("within" if ok else "outside"), tol, "" if ok else f"moved {new - old:+.3g}, more than ± {tol:.3g}"
+    # a deterministic number: no spread over its seeds (a std of 0, or none stated), a count, a std of 0
+    tol = 0.0 if same_machine else _amount(EQUAL_ACROSS_MACHINES, number, old)
+    ok = abs(new - old) <= max(tol, 1e-12 * max(1.0, abs(old)))
+    where = "the same machine: exactly" if same_machine else f"another machine: ± {tol:.3g}"
+    return ("equal" if ok else "outside"), tol, "" if ok else f"a deterministic number moved {new - old:+.3g} ({where})"
 
 
 def _is_paper_row(label: str) -> bool:
@@ -175,210 +251,130 @@ def _value(df: pd.DataFrame, pos: int | None, column: str) -> float | None:
         return math.nan
 
 
-def _judge(column: str, old: float, new: float, paper: bool, spread: float, integer: bool) -> tuple[float | None, str]:
-    """(tolerance, status) of a cell on both sides."""
-    if math.isnan(old) or math.isnan(new):
-        return None, "within" if math.isnan(old) and math.isnan(new) else "outside"
-    if paper:
-        return None, "within" if round(old, PAPER_DECIMALS) == round(new, PAPER_DECIMALS) else "outside"
-    tol = max(STD_FACTOR * spread, floor(column, old, integer))
-    return tol, "within" if abs(new - old) <= tol * (1 + 1e-9) else "outside"
-
-
-def _spread(old: pd.DataFrame, new: pd.DataFrame, at: tuple[int | None, int | None], column: str) -> float:
-    stds = []
-    for df, pos in zip((old, new), at):
-        sc = std_column(column, list(df.columns))
-        v = _value(df, pos, sc) if sc else None
-        if v is not None and not math.isnan(v):
-            stds.append(abs(v))
-    return max(stds, default=0.0)
-
-
-def compare_table(name: str, committed_df: pd.DataFrame, new_df: pd.DataFrame) -> list[Cell]:
-    """Every numeric cell of the two versions of one table (see the module docstring)."""
+def compare_table(name: str, committed_df: pd.DataFrame, new_df: pd.DataFrame, same_machine: bool = False
+                  ) -> list[Cell]:
+    """Every numeric cell of the two versions of one table, classed (see the module docstring)."""
     old_keys, new_keys = _keyed(committed_df), _keyed(new_df)
     keys = list(dict.fromkeys([*old_keys, *new_keys]))
     repeated = {label for label, k in keys if k > 0}
+    columns = [str(c) for c in committed_df.columns]
     cells = []
     for key in keys:
         label = key[0] if key[0] not in repeated else f"{key[0]} #{key[1] + 1}"
-        at = (old_keys.get(key), new_keys.get(key))
+        at_old, at_new = old_keys.get(key), new_keys.get(key)
         for column in _numeric_columns(committed_df, new_df):
-            old, new = _value(committed_df, at[0], column), _value(new_df, at[1], column)
+            old, new = _value(committed_df, at_old, column), _value(new_df, at_new, column)
             if old is None and new is None:
                 continue
             paper = results.is_paper_column(column) or _is_paper_row(key[0])
             kind = ("paper" if paper else "machine" if is_machine_column(column) else
-                    "spread" if is_std_column(column) else "computed")
+                    "spread" if is_std_column(column) else "value")
             integer = column in committed_df.columns and pd.api.types.is_integer_dtype(committed_df[column])
-            if old is None or new is None:
-                tol, status = None, "missing" if new is None else "new"
-            elif kind == "machine":
-                tol, status = None, "not judged"
-            elif kind == "spread":
-                tol, status = _judge_spread(column, old, new, integer)
+            if kind == "value" and (integer or (old is not None and not math.isnan(old)
+                                                and number_kind(column, old, integer) == "count")):
+                kind = "count"
+            if new is None:
+                cell = Cell(name, label, str(column), old, None, kind, "outside", why="not written by this run")
+            elif old is None:
+                cell = Cell(name, label, str(column), None, new, kind, "new")
             else:
-                tol, status = _judge(column, old, new, paper, _spread(committed_df, new_df, at, column), integer)
-            cells.append(Cell(name, label, str(column), old, new, kind, tol, status))
+                sc = std_column(str(column), columns)
+                std = _value(committed_df, at_old, sc) if sc else None
+                cls, tol, why = judge(str(column), old, new, kind="value" if kind == "count" else kind, std=std,
+                                      integer=integer, same_machine=same_machine)
+                cell = Cell(name, label, str(column), old, new, kind, cls, tol, why)
+            cells.append(cell)
     return cells
 
 
-def _git(cwd: Path, *args: str) -> bytes | None:
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def committed_files(results_dir: str | os.PathLike, ref: str = "HEAD") -> dict[str, bytes]:
-    """``{name: bytes}`` of every ``*.csv`` of ``results_dir`` committed at ``ref`` (empty outside git)."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        return {}
-    listing = _git(results_dir, "ls-tree", "-z", "--name-only", ref, "--", ".")
+def header_of(text: str) -> dict[str, str]:
+    """The provenance lines at the top of a CSV table (``# key: value``) as ``{key: text}``."""
     out = {}
-    for path in (listing or b"").decode().split("\0"):
-        name = Path(path).name
-        if name.endswith(".csv") and (data := _git(results_dir, "show", f"{ref}:./{name}")) is not None:
-            out[name[: -len(".csv")]] = data
+    for line in text.splitlines():
+        if not line.startswith("# "):
+            break
+        key, sep, value = line[2:].partition(": ")
+        if sep:
+            out[key] = value.rstrip()
     return out
 
 
-def committed_tables(results_dir: str | os.PathLike, ref: str = "HEAD") -> dict[str, pd.DataFrame]:
-    """``{name: table}`` as committed at ``ref``; a table not there (or no git) is new, not compared."""
-    return {name: results.read_table(BytesIO(data)) for name, data in committed_files(results_dir, ref).items()}
+def same_machine(old_text: str, new_text: str) -> bool:
+    """Whether two tables were written on one machine with one software stack (device and versions lines)."""
+    a, b = header_of(old_text), header_of(new_text)
+    return all(a.get(k) and a.get(k) == b.get(k) for k in ("device", "versions"))
 
 
-def compare_dir(results_dir: str | os.PathLike, ref: str = "HEAD") -> tuple[list[Cell], dict[str, str]]:
-    """Every cell of every table of ``results_dir`` against ``ref``, and each table's status."""
-    results_dir = Path(results_dir)
-    committed = committed_files(results_dir, ref)
-    here = {p.stem: p for p in sorted(results_dir.glob("*.csv"))}
+def _compare_files(name: str, old: bytes, new: bytes | None) -> list[Cell]:
+    old_df = results.read_table(BytesIO(old))
+    if new is None:
+        return compare_table(name, old_df, old_df.iloc[0:0])
+    return compare_table(name, old_df, results.read_table(BytesIO(new)),
+                         same_machine(old.decode(errors="replace"), new.decode(errors="replace")))
+
+
+def compare_files(committed: dict[str, bytes], here: dict[str, bytes], reference: str
+                  ) -> tuple[list[Cell], dict[str, str]]:
+    """Every cell of the tables ``{name: CSV bytes}`` of this run against the reference's, and each table's
+    status. A table whose bytes are the reference's was not rewritten (every write stamps its date): not
+    compared."""
     cells, status = [], {}
     for name in sorted({*committed, *here}):
+        if name.endswith(RUNS_SUFFIX):
+            continue
         if name not in committed:
-            status[name] = f"new (not at {ref}): not compared"
+            status[name] = f"new (not in {reference}): not compared"
         elif name not in here:
             status[name] = "not produced by this run"
-            old = results.read_table(BytesIO(committed[name]))
-            cells += compare_table(name, old, old.iloc[0:0])
-        elif here[name].read_bytes() == committed[name]:
-            status[name] = f"not rewritten by this run (the file is the one at {ref}): not compared"
+            cells += _compare_files(name, committed[name], None)
+        elif here[name] == committed[name]:
+            status[name] = f"not rewritten by this run (the file is {reference}'s): not compared"
         else:
             status[name] = "compared"
-            cells += compare_table(name, results.read_table(BytesIO(committed[name])), results.read_table(here[name]))
+            cells += _compare_files(name, committed[name], here[name])
     return cells, status
 
 
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "—"
-    return "NaN" if math.isnan(v) else f"{v:.6g}"
+def folder_files(directory: str | os.PathLike) -> dict[str, bytes]:
+    """``{name: bytes}`` of every ``*.csv`` of a results folder."""
+    return {p.stem: p.read_bytes() for p in sorted(Path(directory).glob("*.csv"))}
 
 
-def _tolerance_text(c: Cell) -> str:
-    if c.kind == "machine":
+def compare_dirs(old_dir: str | os.PathLike, new_dir: str | os.PathLike) -> tuple[list[Cell], dict[str, str]]:
+    """Every cell of every table of ``new_dir`` against ``old_dir``'s (the reference run)."""
+    for d in (old_dir, new_dir):
+        if not Path(d).is_dir():
+            raise NotADirectoryError(f"{d}: not a results folder")
+    return compare_files(folder_files(old_dir), folder_files(new_dir), str(old_dir))
+
+
+def counts(cells: list[Cell]) -> dict[str, int]:
+    """How many cells fall in each class (and ``paper``: the equal cells that are the paper's numbers)."""
+    out = {k: sum(c.cls == k for c in cells) for k in ("equal", "within", "outside", "unstable", "empty", "machine",
+                                                         "new")}
+    out["paper"] = sum(c.kind == "paper" and c.cls == "equal" for c in cells)
+    return out
+
+
+def headline(cells: list[Cell], reference: str = "the committed run") -> str:
+    """"A of B cells agree with <reference> (E equal, of them P the paper's; W within; O outside); U unstable,
+    M machine-dependent, Z empty on both sides, N new: not counted"."""
+    n = counts(cells)
+    agree, counted = n["equal"] + n["within"], n["equal"] + n["within"] + n["outside"]
+    return (f"{agree} of {counted} cells agree with {reference} ({n['equal']} equal, {n['paper']} of them the "
+            f"paper's typed-in numbers; {n['within']} within tolerance; {n['outside']} outside); not counted: "
+            f"{n['unstable']} unstable, {n['machine']} machine-dependent, {n['empty']} empty on both sides, "
+            f"{n['new']} new")
+
+
+def tolerance_text(c: Cell) -> str:
+    """The tolerance of a cell as a reader checks it."""
+    if c.cls in ("machine", "new", "empty"):
         return "not judged"
     if c.kind == "paper":
         return f"equal to {PAPER_DECIMALS} decimals"
-    if c.kind == "spread" and c.tolerance is not None:
+    if c.tolerance is None:
+        return "—"
+    if c.kind == "spread" and c.cls != "equal":
         return f"within a factor {c.tolerance:.3g}"
-    return "—" if c.tolerance is None else f"± {c.tolerance:.3g}"
-
-
-def _cell_rows(cells: list[Cell]) -> list[str]:
-    shown = {"within": "yes", "outside": "**no**", "missing": "**no** (missing)", "new": "new", "not judged": "—"}
-    cols = ["table", "row", "column", "committed", "this run", "tolerance", "kind", "within"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for c in cells:
-        parts = [c.table, c.row, c.column, _fmt(c.committed), _fmt(c.new), _tolerance_text(c), c.kind, shown[c.status]]
-        lines.append("| " + " | ".join(str(p).replace("|", "/") for p in parts) + " |")
-    return lines
-
-
-def _table_rows(cells: list[Cell], status: dict[str, str]) -> list[str]:
-    cols = ["table", "status", "compared", "within", "outside or missing", "paper equal", "machine (not judged)", "new"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for name, text in status.items():
-        mine = [c for c in cells if c.table == name]
-        n = sum(c.compared for c in mine)
-        ok = sum(c.status == "within" for c in mine)
-        counts = [n, ok, n - ok, sum(c.kind == "paper" and c.status == "within" for c in mine),
-                  sum(c.status == "not judged" for c in mine), sum(c.status == "new" for c in mine)]
-        lines.append(f"| [{name}]({name}.md) | {text} | " + " | ".join(map(str, counts)) + " |")
-    return lines
-
-
-def summary_line(cells: list[Cell]) -> str:
-    """"N of M compared cells within tolerance (P paper cells equal, Q machine-dependent cells not judged)"."""
-    within = sum(c.within is True for c in cells)
-    paper = sum(c.kind == "paper" and c.within is True for c in cells)
-    machine = sum(c.status == "not judged" for c in cells)
-    return (f"{within} of {sum(c.compared for c in cells)} compared cells within tolerance ({paper} paper cells "
-            f"equal, {machine} machine-dependent cells not judged)")
-
-
-def write_reproduction(results_dir: str | os.PathLike | None = None, ref: str = "HEAD", *,
-                       threads: int | None = None, run: dict | None = None) -> tuple[int, int]:
-    """Write ``REPRODUCTION.md`` into ``results_dir`` (default ``results/``) comparing its tables with those
-    committed at ``ref``; returns (cells within tolerance, cells compared). ``threads``: the kernels' CPU
-    threads (default: ``reproduce_times.json``'s, else the CPU count)."""
-    results_dir = Path(results_dir or results.RESULTS_DIR)
-    cells, status = compare_dir(results_dir, ref)
-    sha = (_git(results_dir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}") or b"").decode().strip()
-    head = results.header(run, note="written by samllava.report.comparison from the tables in this folder and git: "
-                                    "do not edit by hand")
-    head += [("compared against", f"{ref} = {sha or 'unknown (no git history)'}"), ("cpu", prov.cpu_model()),
-             ("threads", str(threads or _threads(results_dir)))]
-    outside = [c for c in cells if c.compared and not c.within]
-    lines = [
-        *(f"> **{k}**: {v}  " for k, v in head),
-        "",
-        "# Reproduction check",
-        "",
-        f"**{summary_line(cells)}.**",
-        "",
-        f"Every number this run wrote in the tables of this folder beside the one committed at `{ref}`. "
-        f"Paper cells must come back equal to {PAPER_DECIMALS} decimals; a computed cell may move by "
-        f"max({STD_FACTOR:g} x the std its table states, a floor: 1 point for percentages, exact for counts, "
-        "5 % otherwise); timings and memory depend on the machine and are not judged (docs/reproduction.md).",
-        "",
-        "## Per table",
-        "",
-        *_table_rows(cells, status),
-        "",
-        f"## Outside tolerance ({len(outside)})",
-        "",
-        *(_cell_rows(outside) if outside else ["None: every compared cell is within its tolerance."]),
-        "",
-        f"## All cells ({len(cells)})",
-        "",
-        "<details><summary>every cell: compared, machine-dependent (not judged), missing or new</summary>",
-        "",
-        *_cell_rows(cells),
-        "",
-        "</details>",
-    ]
-    with results.atomic_path(results_dir / REPORT) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    return sum(c.within is True for c in cells), sum(c.compared for c in cells)
-
-
-def check_run(results_dir: str | os.PathLike | None, *, smoke: bool, threads: int | None = None, log=print
-              ) -> tuple[int, int] | None:
-    """The end of a reproduce run: a full (not smoke) run into the repository's ``results/`` writes
-    ``results/REPRODUCTION.md`` and logs how many numbers came back; any other run is not checked (None)."""
-    if smoke or Path(results_dir or results.RESULTS_DIR).resolve() != REAL_RESULTS.resolve():
-        return None
-    within, compared = write_reproduction(REAL_RESULTS, threads=threads)
-    log(f"[reproduce] {within} of {compared} numbers reproduced within their tolerance (results/{REPORT})")
-    return within, compared
-
-
-def _threads(results_dir: Path) -> int:
-    try:
-        return int(json.loads((results_dir / "reproduce_times.json").read_text())["threads"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return os.cpu_count() or 1
+    return "exactly" if c.tolerance == 0 else f"± {c.tolerance:.3g}"

@@ -9,14 +9,18 @@ values beside this run's, so nothing here is typed in twice).
 from __future__ import annotations
 
 import fnmatch
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from samllava.core import results
+from samllava.core.config import load_profile
 from samllava.report.paper_values import MEAN_ROW, PAPER_MEAN_ROW
 from samllava.report.comparison import std_column
+
+GPU_BENCH = "gpu_bench.json"  # the paper-size GPU benchmark (benchmarks/gpu_bench.py) beside the tables
 
 
 @dataclass(frozen=True)
@@ -31,18 +35,21 @@ class Headline:
     paper: dict[str, str] = field(default_factory=dict)
     paper_columns: tuple[str, ...] = ()
     labels: bool = True  # name each column before its numbers (False: ``what`` gives their order)
+    verdict_note: bool = False  # say when the yes/no is the calibrated verdict's (llm.answer_from_verdict)
+    profile: str | None = None  # the profile column's text when the table's own header does not say it ({gpu})
 
 
 HEADLINES: tuple[Headline, ...] = (
     Headline("table1_zero_shot", "zero-shot image / pixel AUROC, VisA -> MVTec-AD then MVTec-AD -> VisA (Table 1)",
              {"method": "SAM-LLaVA coarse + SAM (this run)"}, ("*AUROC",), {"method": "SAM-LLaVA (paper)"},
              ("*AUROC",), labels=False),
-    *(Headline(f"table{t}_fewshot_{k}shot", f"{k}-shot mean pixel AUROC (Table {t}, Fig. 2)",
+    *(Headline(f"table{t}_fewshot_{k}shot", f"{k}-shot pixel AUROC (Table {t}, Fig. 2): this run's mean over its "
+               "stand-in subsets beside the paper's mean over its 21 TADD subsets, not the same subsets",
                {"subset": MEAN_ROW}, ("SAM-LLaVA (this run)",), {"subset": PAPER_MEAN_ROW}, ("SAM-LLaVA (paper)",))
       for t, k in ((2, 1), (3, 2), (4, 4))),
     Headline("table5_description_accuracy", "yes/no description accuracy, K = 1 / 2 / 4 (Table 5)",
              {"method": "SAM-LLaVA (this run)"}, ("accuracy",), {"method": "SAM-LLaVA (paper)"},
-             ("paper MVTec-AD", "paper VisA")),
+             ("paper MVTec-AD", "paper VisA"), verdict_note=True),
     Headline("description_words", "descriptions with a hallucinated object, colour, type or position (%), "
              "K = 4, per data set (synthetic / real textures / textiles)", {"data": "*"}, ("hallucinated",)),
     Headline("table6_judge", "judge score, all images (Table 6; the paper's judge is GPT-4V)",
@@ -54,9 +61,11 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("table11_complexity", "latency (ms) and throughput (images/s) at batch 1, this profile (Table 11)",
              {"model": "SAM-LLaVA, * profile (this run*", "batch": "1"}, ("latency_ms", "throughput_img_s"),
              {"model": "SAM-LLaVA (paper*"}, ("latency_ms", "throughput_img_s")),
-    Headline("table11_complexity", "latency (ms) and throughput (images/s) at batch 1, paper-size models on a GPU "
-             "(Table 11)", {"model": "SAM-LLaVA, paper profile, random weights*", "batch": "1"},
-             ("latency_ms", "throughput_img_s"), {"model": "SAM-LLaVA (paper*"}, ("latency_ms", "throughput_img_s")),
+    Headline("table11_complexity", "latency (ms) and throughput (images/s) at batch 1, the paper's architectures "
+             "with random weights on a GPU (Table 11; the paper's: an L40)",
+             {"model": "SAM-LLaVA, paper profile, random weights*", "batch": "1"},
+             ("latency_ms", "throughput_img_s"), {"model": "SAM-LLaVA (paper*"}, ("latency_ms", "throughput_img_s"),
+             profile="paper architectures, random weights, {gpu} (results/gpu_bench.json)"),
     Headline("segmentation_coarse_vs_fine", "pixel AUROC / mask IoU, coarse only then coarse + SAM (Sec. 3.2)",
              {"method": "*"}, ("pixel_auroc", "mask_iou")),
     *(Headline("coarse_fewshot_vs_knn", f"synthetic image AUROC, {name}, K = 1 / 2 / 4",
@@ -108,6 +117,22 @@ def _numbers(df: pd.DataFrame, select: dict[str, str], patterns: tuple[str, ...]
     return ("; " if labels else " / ").join(parts)
 
 
+def _answers_from_verdict(profile: str) -> bool:
+    """Whether the named profile's yes/no is the calibrated verdict's (False for a name that is no profile)."""
+    try:
+        return bool(load_profile(profile).llm.answer_from_verdict)
+    except (FileNotFoundError, ValueError, KeyError):
+        return False
+
+
+def _gpu(directory: Path) -> str:
+    """The GPU of ``directory``'s ``gpu_bench.json`` (the paper-size benchmark), or "a GPU"."""
+    try:
+        return str(json.loads((directory / GPU_BENCH).read_text())["gpu"]["device"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a GPU"
+
+
 def summary_rows(directory: Path | None = None) -> list[dict[str, str]]:
     """One dict per :data:`HEADLINES` entry: table, what, this run, paper, profile, data, commit, date."""
     directory = Path(directory or results.RESULTS_DIR)
@@ -119,9 +144,12 @@ def summary_rows(directory: Path | None = None) -> list[dict[str, str]]:
             out.append({**row, "this run": "not produced", "paper": "", "profile": "", "data": "", "commit": ""})
             continue
         df, head = results.read_table(path), results.read_header(path)
+        if h.verdict_note and _answers_from_verdict(head.get("profile", "")):
+            row["what"] += ": the calibrated verdict's yes/no (llm.answer_from_verdict), not the language model's"
+        profile = h.profile.format(gpu=_gpu(directory)) if h.profile else head.get("profile", "unknown")
         out.append({**row, "this run": _numbers(df, h.ours, h.columns, h.labels),
                     "paper": _numbers(df, h.paper, h.paper_columns, h.labels) or "(no paper number)",
-                    "profile": head.get("profile", "unknown"),
+                    "profile": profile,
                     "data": head.get("dataset") or head.get("data", "unknown"),
                     "commit": f"{head.get('commit', 'unknown')[:10]}, {head.get('date', 'unknown')[:10]}"})
     return out
@@ -142,7 +170,8 @@ def write_summary(directory: Path | None = None, run: dict | None = None) -> Pat
         "This run's numbers beside the paper's, each with the profile and data of the table it comes from. "
         "A number from random or stand-in weights, or from synthetic stand-in data, is not comparable with the "
         "paper's, which were measured on the real data sets with the real models: only rows with the `paper` "
-        "profile on MVTec-AD / VisA / TADD compare.",
+        "profile on MVTec-AD / VisA / TADD compare. What the run says about each of the paper's claims, with "
+        "an interval and a verdict: [CLAIMS.md](CLAIMS.md).",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "|".join("---" for _ in cols) + "|",

@@ -84,3 +84,34 @@ def test_kernels_get_one_thread_count(monkeypatch):
     with pinned_threads() as n:
         assert n == 3 and os.environ["OMP_NUM_THREADS"] == "3" and os.environ["MKL_DYNAMIC"] == "FALSE"
     assert "OMP_NUM_THREADS" not in os.environ  # restored afterwards
+
+
+def test_a_run_into_the_committed_results_refuses_a_dirty_tree(tmp_path, monkeypatch):
+    import samllava.notebook.runner as r
+
+    d = tmp_path / "nb"
+    d.mkdir()
+    _book(d / "01_ok.ipynb", ["x = 1"])
+    monkeypatch.setattr(r, "tree_state", lambda: {"commit": "abc", "dirty": True})
+    with pytest.raises(ReproduceError, match="uncommitted changes.*--allow-dirty"):
+        reproduce(profile="tiny", directory=d, output_dir=tmp_path / "out", log=lambda m: None,
+                  results_dir=r.REAL_RESULTS)
+    assert not (tmp_path / "out" / "01_ok.ipynb").exists()  # refused before any notebook ran
+    logged = []
+    r.check_clean(r.REAL_RESULTS, allow_dirty=True, log=logged.append)  # told otherwise: runs, and says so
+    assert "dirty tree" in logged[0]
+    r.check_clean(tmp_path / "results", allow_dirty=False)  # another folder (CI, tests): not committed, not checked
+    monkeypatch.setattr(r, "tree_state", lambda: {"commit": "abc", "dirty": False})
+    r.check_clean(r.REAL_RESULTS, allow_dirty=False)  # a clean tree runs
+    monkeypatch.setattr(r, "tree_state", lambda: {"commit": "unknown", "dirty": "unknown"})
+    r.check_clean(r.REAL_RESULTS, allow_dirty=False)  # outside git there is no commit to name: not refused
+
+
+def test_the_run_writes_the_claims_page(tmp_path):
+    d = tmp_path / "nb"
+    d.mkdir()
+    _book(d / "01_ok.ipynb", ["x = 1"])
+    reproduce(profile="tiny", directory=d, output_dir=tmp_path / "out", log=lambda m: None, threads=1,
+              results_dir=tmp_path / "results")
+    text = (tmp_path / "results" / "CLAIMS.md").read_text()
+    assert "# The paper's claims, tested by this run" in text and "not measured in this run" in text

@@ -38,3 +38,32 @@ def test_headlines_point_at_existing_columns_of_the_pipeline_tables():
     h = next(h for h in summary.HEADLINES if h.table == "table2_fewshot_1shot")
     assert summary._numbers(df, h.ours, h.columns) == "1.00"
     assert summary._numbers(df, h.paper, h.paper_columns) == "93.3"
+
+
+def test_labels_say_whose_yes_no_which_gpu_and_which_subsets(tmp_path):
+    """Table 5's accuracy is the verdict's where the profile answers from it; Table 11's GPU row is the paper's
+    architectures with random weights on the GPU gpu_bench.json names, not the table's profile; Tables 2-4's mean
+    rows average other subsets than the paper's."""
+    import json
+
+    run = provenance.provenance(profile="offline")
+    t5 = pd.DataFrame({"K": [1], "method": ["SAM-LLaVA (this run)"], "accuracy": [86.8], "std": [1.0],
+                       "paper MVTec-AD": [np.nan], "paper VisA": [np.nan]})
+    results.write_table(t5, "table5_description_accuracy", run=run, directory=tmp_path)
+    t11 = pd.DataFrame({"model": ["SAM-LLaVA, paper profile, random weights (NVIDIA H200, bfloat16)"], "batch": [1],
+                        "latency_ms": [766.7], "throughput_img_s": [1.3]})
+    results.write_table(t11, "table11_complexity", run=run, directory=tmp_path)
+    (tmp_path / "gpu_bench.json").write_text(json.dumps({"gpu": {"device": "NVIDIA H200"}}))
+    rows = {r["what"].split(" (Table")[0]: r for r in summary.summary_rows(tmp_path)}
+    t5_row = next(r for r in rows.values() if r["table"].startswith("[table5"))
+    assert "the calibrated verdict's yes/no (llm.answer_from_verdict)" in t5_row["what"]
+    gpu = next(r for r in rows.values() if "random weights on a GPU" in r["what"])
+    assert gpu["profile"] == "paper architectures, random weights, NVIDIA H200 (results/gpu_bench.json)"
+    assert "latency_ms: 766.7" in gpu["this run"]
+    fewshot = next(h for h in summary.HEADLINES if h.table == "table2_fewshot_1shot")
+    assert "not the same subsets" in fewshot.what and "21 TADD subsets" in fewshot.what
+    paper_run = provenance.provenance(profile="paper")
+    results.write_table(t5, "table5_description_accuracy", run=paper_run, directory=tmp_path)
+    t5_row = next(r for r in summary.summary_rows(tmp_path) if r["table"].startswith("[table5"))
+    assert "verdict" not in t5_row["what"]  # the paper profile's language model answers by itself
+    assert "[CLAIMS.md](CLAIMS.md)" in summary.write_summary(tmp_path, run=run).read_text()

@@ -16,6 +16,9 @@ One module per part of the paper, as the notebooks use them:
 * :mod:`.verdict` - the verdict calibrated on normal images, beside the best threshold on the labels;
 * :mod:`.ablations` - Tables 7-10;
 * :mod:`.complexity` - Table 11 and the parameter table.
+
+Builders that pool take a :class:`samllava.report.runs.RunLog` (``runs=``) and append the values they pool,
+which the notebooks write as ``<table>_runs.csv`` for the paired intervals of ``results/CLAIMS.md``.
 """
 from samllava.evaluate.answers import description_eval, log_odds_eval, position_baselines
 from samllava.data import balanced_subset
@@ -28,8 +31,9 @@ from samllava.notebook.tables.data import (
     synthetic_gallery, tadd_standin, textiles,
 )
 from samllava.notebook.tables.description import (
-    accuracy_table, answers_table, judge_table, log_odds_table, qualitative_figure, sasa_attention_figure, words_table,
-    trained_runs,
+    accuracy_note, accuracy_table, answer_runs, answers_table, before_after_runs, judge_caption, judge_table,
+    log_odds_table,
+    qualitative_figure, sasa_attention_figure, whose_yes_no, words_table, trained_runs,
 )
 from samllava.notebook.tables.detection import (
     cascade_figure, coarse_figure, fewshot_benchmark, fewshot_pixel_tables, figure2, mask_iou, prompt_types_figure,
@@ -65,10 +69,15 @@ __all__ = [
     "synthetic_gallery",
     "tadd_standin",
     "textiles",
+    "accuracy_note",
     "accuracy_table",
+    "answer_runs",
     "answers_table",
+    "before_after_runs",
     "description_eval",
+    "judge_caption",
     "judge_table",
+    "whose_yes_no",
     "words_table",
     "log_odds_eval",
     "log_odds_table",

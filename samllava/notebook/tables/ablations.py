@@ -15,6 +15,7 @@ from samllava.evaluate.harness import CascadeMethod, CoarseMethod, evaluate
 from samllava.core.memo import ContentMemo
 from samllava.metrics import mean_std
 from samllava.report.paper_values import ABLATIONS as PAPER
+from samllava.report.runs import RunLog
 from samllava.notebook.tables.data import synthetic
 from samllava.notebook.tables.detection import seed_stats
 from samllava.notebook.tables.trained import cascade_inputs, placed_cascade, train_cascade, trained_model
@@ -33,21 +34,25 @@ ABLATIONS: dict[str, dict] = {
     "box prompt": {"sam.prompt": "box"},
     "point prompt": {"sam.prompt": "point"},
 }
-# How each variant is scored: the full model's pixel map is the mean of H' and SAM's mask probability; a
-# variant without the cascade has no coarse map, so it is scored on SAM's own output (its mask logits).
-PIXEL_MAP = {"w/o CLIP-SAM cascade": "sam"}
-# A row that is no variant of the paper: the full model's SAM scored alone, beside "w/o CLIP-SAM cascade".
+# How each variant is scored. Tables 7, 8 and 10 compare SAM's segmentation: a variant of the cascade, the
+# multi-scale parts or the prompt is scored on SAM's own output (its mask logits; the image score their max),
+# and compared with the full model scored alike (FULL_SAM_ONLY): a mean with H' would dilute the change to SAM.
+# "w/o SASA" keeps the full model's SAM side and is scored as the full model is (mean of H' and SAM's probability).
+SAM_SCORED = ("w/o CLIP-SAM cascade", "w/o MS-Prompt", "w/o MS-Decoder", "single-scale SAM", "box prompt",
+              "point prompt")
+PIXEL_MAP = {name: "sam" for name in SAM_SCORED}
+# A row that is no variant of the paper: the full model's SAM scored alone, the reference of the SAM_SCORED rows.
 FULL_SAM_ONLY = "SAM-LLaVA (full), scored on SAM's output alone"
+FULL = "SAM-LLaVA (full)"
 
 # What each variant removes and keeps, in this implementation (the table's note).
 DEFINITIONS: dict[str, str] = {
     "SAM-LLaVA (full)": "coarse map (Eq. 1-2) -> mask prompt + multi-scale prompt (Eq. 5) -> SAM with the "
                         "multi-scale decoder; pixel map = mean of H' and SAM's mask probability, image score its max",
     "w/o CLIP-SAM cascade": "SAM without any prompt from CLIP (no mask prompt, so no multi-scale prompt either), "
-                            "multi-scale decoder kept, its own SAM side trained; scored on SAM's own output "
-                            "(mask logits and their max), no coarse map anywhere",
-    FULL_SAM_ONLY: "the full model's SAM side, with its CLIP prompts, scored like the row above (not a paper "
-                   "variant: it isolates what the prompt gives)",
+                            "multi-scale decoder kept, its own SAM side trained; no coarse map anywhere",
+    FULL_SAM_ONLY: "the full model's SAM side, with its CLIP prompts, scored on SAM's own output (not a paper "
+                   "variant: the row the variants scored on SAM's output are compared with)",
     "w/o MS-Prompt": "multi-scale prompt (Eq. 5) removed; mask prompt and multi-scale decoder kept",
     "w/o MS-Decoder": "multi-scale decoder removed (mid branch only); mask prompt and multi-scale prompt kept",
     "single-scale SAM": "multi-scale prompt and decoder both removed; mask prompt kept",
@@ -70,8 +75,11 @@ def ablation_note(seeds, steps: int, lr: float, epochs: int, accuracy_variants, 
     return (f"1-shot, support seeds {list(seeds)}; each SAM side trained {steps} steps at lr {lr}, once per training "
             f"seed: image and pixel AUROC are the {training_seeds_note(train_seeds)}; accuracy: {epochs} epoch(s) end "
             f"to end for {list(accuracy_variants)} ({per_label} normal + {per_label} anomalous images per category), "
-            f"training seeds {answer_seeds}, empty elsewhere. Paper columns: the paper's MVTec-AD and VisA "
-            f"numbers. Rows: {rows}")
+            f"training seeds {answer_seeds}, empty elsewhere. Scoring: pixel map = mean of H' and SAM's mask "
+            f"probability for [{FULL}] and [w/o SASA]; SAM's own output (its mask logits) for {list(SAM_SCORED)} and "
+            f"[{FULL_SAM_ONLY}], the row they are compared with (Tables 7, 8 and 10 compare SAM's segmentation); "
+            f"image score = the max of the row's pixel map. Paper columns: the paper's MVTec-AD and VisA numbers. "
+            f"Rows: {rows}")
 
 
 def accuracy_variants_for(profile: Profile, variants) -> list[str]:
@@ -85,13 +93,18 @@ def accuracy_variants_for(profile: Profile, variants) -> list[str]:
 
 def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int = 150, lr: float | None = None,
                    seeds=(0,), accuracy_variants=(), per_label: int | None = None,
-                   device: str | torch.device | None = None, train_seeds=TRAINING_SEEDS) -> pd.DataFrame:
+                   device: str | torch.device | None = None, train_seeds=TRAINING_SEEDS,
+                   runs: RunLog | None = None) -> pd.DataFrame:
     """Tables 7-10 in one table: image/pixel AUROC per variant (SAM side trained ``steps`` per variant and
     training seed, 1-shot; image score = max of the variant's pixel map, :data:`PIXEL_MAP`), mean and
     ``_std`` over ``train_seeds``; and, for ``accuracy_variants`` (:func:`accuracy_variants_for`), the yes/no
     accuracy of the variant trained end to end with the profile's budget (the full variant is the main model
     of notebook 05, cached) over :func:`answer_training_seeds`, on a balanced subset of ``per_label``
-    images per label and category. :data:`DEFINITIONS` says what each row removes and keeps."""
+    images per label and category. :data:`DEFINITIONS` says what each row removes and keeps.
+
+    ``runs``: gets every value pooled, per training seed, support seed and category, with the scoring
+    (``scored_on``: "combined", "sam" or "answer"); the :data:`FULL_SAM_ONLY` row is logged as the full
+    variant scored on "sam", so that a variant pairs with the full model scored alike."""
     # The variants differ only in SAM's prompting and decoder, so the frozen work is shared: the few-shot
     # backbone's features are computed once for all variants and seeds; SAM's image embeddings and the
     # SAM-side training inputs once per training seed (a random stand-in encoder is drawn with the seed).
@@ -99,7 +112,7 @@ def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int =
     coarse.coarse.calibrator.extractor = CachedExtractor(coarse.coarse.calibrator.extractor)
     train_data = synthetic(profile, "train")
     size = profile.data.image_size
-    runs = []
+    tables = []
     for train_seed in train_seeds:
         seeded = with_training_seed(profile, train_seed)
         encoder = placed_cascade(seeded, coarse.device)  # every variant's image encoder is this one (same config, seed)
@@ -119,15 +132,16 @@ def ablation_table(profile: Profile, data: dict[str, CategoryData], steps: int =
                 scored.append((FULL_SAM_ONLY, "sam"))
             for row_name, pixel_map in scored:
                 method = CascadeMethod(coarse, trained_sam[sam_key], score="map_max", embed=embed, pixel_map=pixel_map)
-                st = seed_stats(evaluate(method, data, shots=1, seeds=tuple(seeds), image_size=size, progress=False))
+                res = evaluate(method, data, shots=1, seeds=tuple(seeds), image_size=size, progress=False)
+                st = seed_stats(res)
                 rows.append({"variant": row_name, "image_auroc": st["image_auroc"], "pixel_auroc": st["pixel_auroc"],
                              **_paper(row_name)})
-        runs.append(pd.DataFrame(rows))
-    table = pool_training_seeds(runs)
-    acc = {name: mean_std([_accuracy(with_training_seed(profile, s).replace(**ABLATIONS[name]), data, per_label,
-                                     coarse.device)
-                           for s in answer_training_seeds(profile, train_seeds)])
-           for name in accuracy_variants_for(profile, accuracy_variants)}
+                if runs is not None:
+                    runs.add_results(name, res, seeds, training_seed=train_seed, scored_on=pixel_map)
+        tables.append(pd.DataFrame(rows))
+    table = pool_training_seeds(tables)
+    acc = {name: _accuracies(profile, name, data, per_label, answer_training_seeds(profile, train_seeds),
+                             coarse.device, runs) for name in accuracy_variants_for(profile, accuracy_variants)}
     at = table.columns.get_loc("pixel_auroc_std") + 1
     table.insert(at, "accuracy", [acc.get(v, (np.nan, np.nan))[0] for v in table["variant"]])
     table.insert(at + 1, "accuracy_std", [acc.get(v, (np.nan, np.nan))[1] for v in table["variant"]])
@@ -142,8 +156,17 @@ def _paper(name: str) -> dict[str, float]:
     return dict(zip(cols, p))
 
 
-def _accuracy(variant: Profile, data: dict[str, CategoryData], per_label: int | None, device: torch.device) -> float:
-    """Yes/no accuracy of ``variant`` trained end to end (cached, keyed by the variant's profile: the full
-    variant is the main model)."""
-    model, _ = trained_model(variant, progress=False, device=device)
-    return float(description_eval(model, data, shots=1, max_new_tokens=3, per_label=per_label)[0]["accuracy"].mean())
+def _accuracies(profile: Profile, name: str, data: dict[str, CategoryData], per_label: int | None, seeds,
+                device: torch.device, runs: RunLog | None) -> tuple[float, float]:
+    """(mean, std) over training ``seeds`` of the yes/no accuracy of variant ``name`` trained end to end (cached,
+    keyed by the variant's profile: the full variant is the main model), support seed 0; each category's goes to
+    ``runs``."""
+    per_seed = []
+    for s in seeds:
+        model, _ = trained_model(with_training_seed(profile, s).replace(**ABLATIONS[name]), progress=False,
+                                 device=device)
+        per_category = description_eval(model, data, shots=1, max_new_tokens=3, per_label=per_label)[0]
+        per_seed.append(float(per_category["accuracy"].mean()))
+        for r in per_category.itertuples() if runs is not None else ():
+            runs.add(name, "accuracy", r.accuracy, training_seed=s, support_seed=0, unit=r.category, scored_on="answer")
+    return mean_std(per_seed)

@@ -50,6 +50,7 @@ def gpu_rows(path: str | Path | None) -> list[dict]:
         rows.append({
             "model": f"SAM-LLaVA, paper profile, random weights ({g['device']}, {g['dtype']}, {g['new_tokens']} new "
                      f"tokens, {m.get('runs', 'n/a')} runs after {m.get('warmup', 'n/a')}; {Path(path).name})",
+            "device": f"{g['device']} (paper architectures, random weights)",
             "batch": int(key.removeprefix("batch_")),
             "total_M": g["params"]["total_M"],
             "trainable_M": g["params"]["trainable_M"],

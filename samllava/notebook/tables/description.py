@@ -18,7 +18,10 @@ from samllava.evaluate.answers import description_eval, log_odds_eval, position_
 from samllava.core.config import Profile
 from samllava.coarse.prompts import ANOMALOUS_STATES, NORMAL_STATES
 from samllava.data import CategoryData, balanced_subset, sample_support
+from samllava.data.instructions import parse_position
+from samllava.report import runs as R
 from samllava.report.paper_values import TABLE5, TABLE6
+from samllava.report.runs import RunLog
 from samllava.notebook.tables.trained import trained_model
 from samllava.notebook.tables.training_seeds import with_training_seed
 
@@ -90,6 +93,16 @@ def trained_runs(profile: Profile, train_seeds, eval_data: dict[str, CategoryDat
     return runs
 
 
+def before_after_runs(examples, answers: list[list[str]], trained: list[TrainedRun]) -> pd.DataFrame:
+    """The per-image outcomes behind ``training_before_after`` (:func:`answer_runs`): the untrained model's
+    ``answers`` on ``examples`` (no training seed) and each trained run's, on the same images."""
+    log = RunLog()
+    answer_runs(log, R.BEFORE, examples, answers)
+    for run in trained:
+        answer_runs(log, R.AFTER, run.examples, run.texts, training_seed=run.seed)
+    return log.frame()
+
+
 def answers_table(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """Per category and mean: accuracy and position accuracy before and after training."""
     t = before[["category", "accuracy", "position_accuracy"]].merge(
@@ -98,19 +111,42 @@ def answers_table(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([t, pd.DataFrame([mean])], ignore_index=True)
 
 
+def answer_runs(runs: RunLog, arm: str, examples, answers: list[list[str]], *, training_seed: int | None = None,
+                support_seed: int = 0, **labels) -> None:
+    """Append the per-image outcome of ``answers`` (``description_eval``'s, one list per example) to ``runs``:
+    ``correct`` (100 when the yes/no matches the label, Table 5 rule, else 0) for every image, and
+    ``position_correct`` (100 when the named 3x3 position is the true one) for every defective image; the unit
+    is ``<category>/<index in the example>``."""
+    for ex, texts in zip(examples, answers):
+        for i, (text, label, position) in enumerate(zip(texts, ex.labels, ex.positions)):
+            unit = f"{ex.category}/{i}"
+            said = metrics.parse_yes_no(text)
+            runs.add(arm, "correct", 100.0 * (said is not None and said == bool(label)), training_seed=training_seed,
+                     support_seed=support_seed, unit=unit, **labels)
+            if label == 1:
+                runs.add(arm, "position_correct", 100.0 * (parse_position(text) == position),
+                         training_seed=training_seed, support_seed=support_seed, unit=unit, **labels)
+
+
 def accuracy_table(models, data: dict[str, CategoryData], shots=(1, 2, 4), seeds=(0, 1, 2), max_new_tokens: int = 3,
-                   per_label: int | None = None) -> pd.DataFrame:
+                   per_label: int | None = None, runs: RunLog | None = None, training_seeds=None) -> pd.DataFrame:
     """Table 5: yes/no description accuracy, mean ± std over the runs (every model of ``models``, one per
     training seed, with every support seed of ``seeds``), per K, beside the paper's rows.
 
     ``models`` is iterated once (a generator keeps one model in memory at a time). The answer's first word
     decides (Table 5 rule), so a few generated tokens suffice; ``per_label`` evaluates a balanced subset
-    (:func:`balanced_subset`)."""
+    (:func:`balanced_subset`). ``runs``: gets every image's outcome (:func:`answer_runs`) per K, support seed
+    and training seed (``training_seeds``, in the order of ``models``; default 0, 1, ...)."""
     accs: dict[int, list[float]] = {k: [] for k in shots}
-    for model in models:
+    for m, model in enumerate(models):
+        training_seed = m if training_seeds is None else list(training_seeds)[m]
         for k in shots:
-            accs[k] += [float(description_eval(model, data, shots=k, seed=s, max_new_tokens=max_new_tokens,
-                                               per_label=per_label)[0]["accuracy"].mean()) for s in seeds]
+            for s in seeds:
+                table, answers, examples = description_eval(model, data, shots=k, seed=s,
+                                                            max_new_tokens=max_new_tokens, per_label=per_label)
+                accs[k].append(float(table["accuracy"].mean()))
+                if runs is not None:
+                    answer_runs(runs, R.OURS, examples, answers, training_seed=training_seed, support_seed=s, K=k)
     if not all(accs.values()):
         raise ValueError("accuracy_table needs at least one model")
     rows = []
@@ -122,6 +158,21 @@ def accuracy_table(models, data: dict[str, CategoryData], shots=(1, 2, 4), seeds
             rows.append({"K": k, "method": f"{method} (paper)", "accuracy": np.nan, "std": np.nan,
                          "paper MVTec-AD": mv, "paper VisA": vi})
     return pd.DataFrame(rows)
+
+
+def whose_yes_no(profile: Profile) -> str:
+    """Whose decision an answer's yes/no is, for a table's note."""
+    if profile.llm.answer_from_verdict:
+        return ("the yes/no is the calibrated verdict's (llm.answer_from_verdict: the coarse stage's p-value against "
+                "the K normal images, which the answer states), not the language model's own: no training changes it")
+    return "the yes/no is the language model's own answer"
+
+
+def accuracy_note(profile: Profile, answer_seeds, seeds, per_label: int | None) -> str:
+    """Table 5's note: what the ± covers, the images, and whose yes/no it is (:func:`whose_yes_no`)."""
+    images = "all test images" if per_label is None else f"{per_label} normal + {per_label} anomalous images"
+    return (f"mean ± std over training seeds {list(answer_seeds)} x support seeds {list(seeds)}; {images} per "
+            f"category; {whose_yes_no(profile)}; paper rows are on MVTec-AD / VisA")
 
 
 def words_table(models, datasets: dict[str, dict[str, CategoryData]], shots: int = 1, seeds=(0,),
@@ -136,10 +187,11 @@ def words_table(models, datasets: dict[str, dict[str, CategoryData]], shots: int
 
 
 def judge_table(model, data: dict[str, CategoryData], judge, shots: int = 1, seed: int = 0, max_new_tokens: int = 40,
-                per_label: int | None = None):
+                per_label: int | None = None, runs: RunLog | None = None, training_seed: int | None = None):
     """Table 6: the judge's mean score on abnormal, normal and all images (the reported words),
     beside the paper's GPT-4V scores; also returns one defective and one normal example (Figs. 3-4).
-    ``per_label``: judge a balanced subset (:func:`balanced_subset`)."""
+    ``per_label``: judge a balanced subset (:func:`balanced_subset`). ``runs``: gets every image's score
+    (``score``, unit ``<category>/<index>``, ``label`` abnormal or normal), tagged with ``training_seed``."""
     data = balanced_subset(data, per_label)
 
     _, answers, examples = description_eval(model, data, shots=shots, seed=seed, max_new_tokens=max_new_tokens)
@@ -156,6 +208,9 @@ def judge_table(model, data: dict[str, CategoryData], judge, shots: int = 1, see
             }
             score = judge.score(text, truth, s.image_path)
             by_label[int(ex.labels[i])].append(score)
+            if runs is not None:
+                runs.add(R.OURS, "score", score, training_seed=training_seed, support_seed=seed,
+                         unit=f"{ex.category}/{i}", label="abnormal" if ex.labels[i] else "normal")
             kind = "defective" if s.label else "normal"
             if kind not in picked:
                 picked[kind] = {"kind": kind, "image": ex.enc.images[i], "description": text, "score": score,
@@ -168,15 +223,24 @@ def judge_table(model, data: dict[str, CategoryData], judge, shots: int = 1, see
     return pd.DataFrame(rows), [picked[k] for k in ("defective", "normal") if k in picked]
 
 
-def qualitative_figure(examples: list[dict]):
-    """Figures 3-4: the image and the generated description with its judge score."""
+def judge_caption(judge_name: str) -> str:
+    """Whose score Figs. 3-4 show: the paper's is GPT-4V's, so any other judge is named as not GPT-4V."""
+    if "gpt-4" in judge_name.lower():
+        return f"scores: {judge_name}"
+    return f"scores: {judge_name}, not GPT-4V (the paper's judge): not comparable with the paper's scores"
+
+
+def qualitative_figure(examples: list[dict], judge_name: str = "the offline grounded judge"):
+    """Figures 3-4: the image and the generated description with its judge score; the title names the judge
+    (:func:`judge_caption`)."""
     fig, axes = plt.subplots(len(examples), 2, figsize=(9, 3 * len(examples)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 2]})
+    fig.suptitle(judge_caption(judge_name), fontsize=8)
     for row, e in zip(axes, examples):
         row[0].imshow(viz.to_numpy_image(e["image"]))
         row[0].set_title(f"{e['category']} ({e['kind']})", fontsize=9)
         row[0].axis("off")
-        text = f"generated (score {e['score']:.0f}):\n" + textwrap.fill(e["description"], 60)
+        text = f"generated (score {e['score']:.0f} of 100):\n" + textwrap.fill(e["description"], 60)
         text += "\n\nground truth:\n" + textwrap.fill(e["truth"], 60)
         row[1].text(0, 1, text, va="top", fontsize=8, family="monospace")
         row[1].axis("off")

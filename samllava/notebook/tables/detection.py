@@ -16,7 +16,9 @@ from samllava.core.config import Profile
 from samllava.data import FEWSHOT_SEEDS, CategoryData, sample_support, support_images
 from samllava.core.device import module_device
 from samllava.evaluate.harness import CascadeMethod, CoarseMethod, KnnMethod, evaluate
+from samllava.report import runs as R
 from samllava.report.paper_values import FIGURE2_MEAN, MEAN_ROW, PAPER_MEAN_ROW, TABLE1, TABLES2_4
+from samllava.report.runs import RunLog
 from samllava.notebook.tables.data import cross_domain_sets
 from samllava.notebook.tables.trained import cascade_inputs, train_cascade
 from samllava.notebook.tables.training_seeds import TRAINING_SEEDS, pool_training_seeds, with_training_seed
@@ -93,6 +95,17 @@ def coarse_figure(coarse, data: dict[str, CategoryData], n: int = 4, shots: int 
 
 # --- stage 2: the cascade ------------------------------------------------------------------------
 
+def mask_ious(pred: torch.Tensor, gt: torch.Tensor) -> np.ndarray:
+    """(N,) IoU of each image's predicted mask with its ground truth, NaN where the image has no defect;
+    (N, H, W) bool/0-1 tensors."""
+    pred, gt = pred.bool(), gt.bool()
+    inter = (pred & gt).flatten(1).sum(1).float()
+    union = (pred | gt).flatten(1).sum(1).float()
+    iou = (inter / union.clamp(min=1)).numpy().astype(float)
+    iou[~gt.flatten(1).any(1).numpy()] = np.nan
+    return iou
+
+
 def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
     """Mean IoU over images that have a ground-truth defect; (N, H, W) bool/0-1 tensors."""
     pred, gt = pred.bool(), gt.bool()
@@ -103,29 +116,47 @@ def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
 
 
 def segmentation_table(coarse, cascades, data: dict[str, CategoryData], shots: int = 1, seeds=(0,),
-                       size: int | None = None) -> pd.DataFrame:
+                       size: int | None = None, runs: RunLog | None = None, train_seeds=None) -> pd.DataFrame:
     """Coarse only vs coarse + SAM: image/pixel AUROC, AUPRO and mask IoU (mean over categories and support
     ``seeds``), for each SAM side of ``cascades`` (one per training seed), pooled over them
     (:func:`~samllava.notebook.tables.training_seeds.pool_training_seeds`: mean and ``_std`` columns); the coarse
-    row does not depend on training and is measured once."""
-    size = size or coarse.profile.data.image_size
+    row does not depend on training and is measured once.
 
-    def row(name: str, method) -> dict:
+    ``runs``: gets the pixel AUROC per support seed and category, and the mask IoU per defective image (support
+    seed ``seeds[0]``), of the coarse stage (no training seed) and of each cascade (its seed of ``train_seeds``,
+    default 0, 1, ...)."""
+    size = size or coarse.profile.data.image_size
+    train_seeds = list(range(len(cascades))) if train_seeds is None else list(train_seeds)
+    if len(train_seeds) != len(cascades):
+        raise ValueError(f"{len(cascades)} cascades but training seeds {train_seeds}")
+    units = [f"{name}/{j}" for name, cat in data.items() for j in range(len(cat.test))]  # cascade_inputs' order
+
+    def row(name: str, method, arm: str, training_seed: int | None) -> dict:
         res = evaluate(method, data, shots=shots, seeds=tuple(seeds), image_size=size, progress=False)
         r = {"method": name, **{k: v for k, v in seed_stats(res).items() if not k.endswith("_std")}}
         r["aupro"] = 100 * float(np.mean([c.summary()["aupro"] for c in res.values()]))
+        if runs is not None:
+            runs.add_results(arm, res, seeds, ("pixel_auroc",), training_seed=training_seed)
         return r
 
-    base = row("coarse only (Eq. 1-2)", coarse)
+    def log_ious(arm: str, masks: torch.Tensor, gt: torch.Tensor, training_seed: int | None) -> None:
+        for unit, iou in zip(units, mask_ious(masks, gt)) if runs is not None else ():
+            if not np.isnan(iou):
+                runs.add(arm, "mask_iou", 100 * iou, training_seed=training_seed, support_seed=seeds[0], unit=unit)
+
+    base = row("coarse only (Eq. 1-2)", coarse, R.COARSE, None)
     tables = []
-    for cascade in cascades:
+    for k, (cascade, train_seed) in enumerate(zip(cascades, train_seeds)):
         emb, cmask, gt = cascade_inputs(coarse, cascade, data, shots=shots, seed=seeds[0], size=size)
         dev = module_device(cascade)
         with torch.no_grad():
             fine = torch.cat([cascade(emb[i:i + 16].to(dev), cmask[i:i + 16].to(dev), size).mask.cpu()
                               for i in range(0, len(emb), 16)])
-        ours = row("coarse + SAM cascade (Eq. 3-4)", CascadeMethod(coarse, cascade))
+        ours = row("coarse + SAM cascade (Eq. 3-4)", CascadeMethod(coarse, cascade), R.CASCADE, train_seed)
         ours["mask_iou"] = 100 * mask_iou(fine, gt)
+        if k == 0:  # the coarse mask does not depend on the SAM side
+            log_ious(R.COARSE, cmask, gt, None)
+        log_ious(R.CASCADE, fine, gt, train_seed)
         tables.append(pd.DataFrame([{**base, "mask_iou": 100 * mask_iou(cmask, gt)}, ours]))
     return pool_training_seeds(tables)
 
@@ -183,37 +214,44 @@ def prompt_types_figure(
 
 def zero_shot_table(
     profile: Profile, data_roots: dict | None = None, steps: int = 200, lr: float | None = None,
-    device: str | torch.device | None = None, train_seeds=TRAINING_SEEDS,
+    device: str | torch.device | None = None, train_seeds=TRAINING_SEEDS, runs: RunLog | None = None,
 ) -> pd.DataFrame:
     """Table 1: train on one data set, test zero-shot on the other, both directions.
 
     Measured in one harness: the WinCLIP-style zero-shot CLIP map (the coarse stage without
     support, measured once) and SAM-LLaVA's coarse + SAM cascade (SAM side trained on the source data
     set, once per training seed of ``train_seeds``; mean and ``_std`` columns over them).
-    Columns follow the paper: VisA -> MVTec-AD first, then MVTec-AD -> VisA.
+    Columns follow the paper: VisA -> MVTec-AD first, then MVTec-AD -> VisA. ``runs``: gets both AUROCs per
+    direction, category and training seed.
     """
     sets = cross_domain_sets(profile, data_roots)
     (name_a, (train_a, test_a)), (name_b, (train_b, test_b)) = sets.items()
     coarse = CoarseMethod(profile, device=device)
     size = profile.data.image_size
     zero_shot, ours = "WinCLIP-style zero-shot map (this harness)", "SAM-LLaVA coarse + SAM (this run)"
-    columns, base, runs = [], [], {s: [] for s in train_seeds}
+    columns, base, per_seed = [], [], {s: [] for s in train_seeds}
     for src_name, train_data, dst_name, test_data in (
         (name_b, train_b, name_a, test_a),
         (name_a, train_a, name_b, test_b),
     ):
         columns += [f"{src_name} -> {dst_name}: image AUROC", f"{src_name} -> {dst_name}: pixel AUROC"]
-        st = seed_stats(evaluate(coarse, test_data, shots=0, image_size=size, progress=False))
+        direction = f"{src_name} -> {dst_name}"
+        res = evaluate(coarse, test_data, shots=0, image_size=size, progress=False)
+        st = seed_stats(res)
         base += [st["image_auroc"], st["pixel_auroc"]]
+        if runs is not None:
+            runs.add_results(R.ZERO_SHOT, res, (None,), direction=direction)
         for seed in train_seeds:
             _, cascade, _ = train_cascade(with_training_seed(profile, seed), steps=steps, lr=lr, shots=0,
                                           data=train_data, coarse=coarse, progress=False)
-            st = seed_stats(evaluate(CascadeMethod(coarse, cascade), test_data, shots=0, image_size=size,
-                                     progress=False))
-            runs[seed] += [st["image_auroc"], st["pixel_auroc"]]
+            res = evaluate(CascadeMethod(coarse, cascade), test_data, shots=0, image_size=size, progress=False)
+            st = seed_stats(res)
+            per_seed[seed] += [st["image_auroc"], st["pixel_auroc"]]
+            if runs is not None:
+                runs.add_results(R.OURS, res, (None,), training_seed=seed, direction=direction)
     paper = [[f"{m} (paper)", *TABLE1[m]] for m in ("WinCLIP", "SPGDD-GPT", "SAM-LLaVA")]
     return pool_training_seeds([pd.DataFrame([[zero_shot, *base], [ours, *vals], *paper], columns=["method", *columns])
-                                for vals in runs.values()])
+                                for vals in per_seed.values()])
 
 
 def table1_note(profile: Profile, steps: int, lr: float, real_data: bool) -> str:
@@ -230,33 +268,39 @@ def table1_note(profile: Profile, steps: int, lr: float, real_data: bool) -> str
 
 
 def fewshot_pixel_tables(profile: Profile, coarse: CoarseMethod, cascades, data: dict[str, CategoryData],
-                         shots=(1, 2, 4), seeds=FEWSHOT_SEEDS) -> dict[int, pd.DataFrame]:
+                         shots=(1, 2, 4), seeds=FEWSHOT_SEEDS, runs: RunLog | None = None,
+                         train_seeds=None) -> dict[int, pd.DataFrame]:
     """Tables 2-4: pixel AUROC per TADD (stand-in) subset, mean over support ``seeds``, for each K; methods
     in one harness (SAM-LLaVA, coarse only, PatchCore-style k-NN, WinCLIP-style zero-shot) beside the
     paper's SAM-LLaVA, PatchCore and WinCLIP columns. SAM-LLaVA's column is measured with each SAM side of
     ``cascades`` (one per training seed) and pooled over them (mean and ``_std`` columns); the methods
-    that do not train are measured once."""
+    that do not train are measured once. ``runs``: gets every method's pixel AUROC per K, support seed and
+    subset, SAM-LLaVA's per training seed of ``train_seeds`` (default 0, 1, ...) too."""
     size = profile.data.image_size
     if not isinstance(coarse.coarse.calibrator.extractor, CachedExtractor):
         coarse.coarse.calibrator.extractor = CachedExtractor(coarse.coarse.calibrator.extractor)
     ours = "SAM-LLaVA (this run)"
     methods = {"coarse only (this run)": coarse,
                "PatchCore-style k-NN (this run)": KnnMethod(profile, extractor=coarse.coarse.calibrator.extractor)}
-    zero = {
-        name: r.summary()["pixel_auroc"]
-        for name, r in evaluate(coarse, data, shots=0, image_size=size, progress=False).items()
-    }
+    arms = {"coarse only (this run)": R.COARSE, "PatchCore-style k-NN (this run)": R.KNN}
+    train_seeds = list(range(len(cascades))) if train_seeds is None else list(train_seeds)
+    zero_res = evaluate(coarse, data, shots=0, image_size=size, progress=False)
+    zero = {name: r.summary()["pixel_auroc"] for name, r in zero_res.items()}
 
-    def pixel(method, k: int) -> dict[str, float]:
+    def pixel(method, k: int, arm: str, training_seed: int | None = None) -> dict[str, float]:
         res = evaluate(method, data, shots=k, seeds=tuple(seeds), image_size=size, progress=False)
+        if runs is not None:
+            runs.add_results(arm, res, seeds, ("pixel_auroc",), training_seed=training_seed, K=k)
         return {subset: 100 * r.summary()["pixel_auroc"] for subset, r in res.items()}
 
     tables = {}
     for k in shots:
-        fixed = {name: pixel(m, k) for name, m in methods.items()}
-        runs = []
-        for cascade in cascades:
-            cols = {ours: pixel(CascadeMethod(coarse, cascade), k), **fixed}
+        fixed = {name: pixel(m, k, arms[name]) for name, m in methods.items()}
+        if runs is not None:
+            runs.add_results(R.ZERO_SHOT, zero_res, (None,), ("pixel_auroc",), K=k)
+        per_seed = []
+        for cascade, train_seed in zip(cascades, train_seeds):
+            cols = {ours: pixel(CascadeMethod(coarse, cascade), k, R.OURS, train_seed), **fixed}
             rows = []
             for subset in data:
                 row = {"subset": subset, **{name: col[subset] for name, col in cols.items()}}
@@ -265,8 +309,8 @@ def fewshot_pixel_tables(profile: Profile, coarse: CoarseMethod, cascades, data:
                 for m in ("SAM-LLaVA", "PatchCore", "WinCLIP"):
                     row[f"{m} (paper)"] = paper.get(m, (np.nan,) * 3)[(1, 2, 4).index(k)]
                 rows.append(row)
-            runs.append(with_mean_rows(pd.DataFrame(rows), k))
-        tables[k] = pool_training_seeds(runs)
+            per_seed.append(with_mean_rows(pd.DataFrame(rows), k))
+        tables[k] = pool_training_seeds(per_seed)
     return tables
 
 
