@@ -2,7 +2,8 @@
 
 Run as a whole:  python benchmarks/gpu_bench.py --out DIR
 1. checks the same code and options on the CPU with the tiny profile in bf16 (a minute or two,
-   most of it compiling the decode step; --skip-cpu-check skips it);
+   most of it compiling the decode step; --compile-mode none: seconds, the eager step; --skip-cpu-check skips
+   it) and writes gpu_bench.json with its time (tests/benchmarks runs this part);
 2. on CUDA, builds the paper profile's architectures (CLIP ViT-B/16 at 240 px, SAM ViT-H, LLaVA-1.5-7B;
    random weights: weights do not change speed) and runs them the fast way (docs/gpu.md): every weight in
    bf16 (autocast only around SAM's prompt encoder), SAM's encoder attention through SDPA, in chunks of
@@ -42,7 +43,7 @@ def fast_decoding(args, batch_sizes: tuple[int, ...]) -> FastDecodeBench:
     return FastDecodeBench(batch_sizes, None if args.compile_mode == "none" else args.compile_mode)
 
 
-def main():
+def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=os.environ.get("OUT", "results"))
     p.add_argument("--runs", type=int, default=20)
@@ -56,7 +57,7 @@ def main():
                    help="torch.compile mode of the decode step (default, max-autotune-no-cudagraphs, ...) "
                         "or 'none' for the eager step")
     p.add_argument("--skip-cpu-check", action="store_true")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "args": vars(args)}
@@ -87,6 +88,7 @@ def main():
             extra=fast_decoding(args, (1, 3)),
         )
         report["cpu_check_s"] = time.perf_counter() - t
+        save()
         print(f"[gpu_bench] CPU check passed in {report['cpu_check_s']:.1f} s", flush=True)
     if not torch.cuda.is_available():
         print("[gpu_bench] no CUDA device: stopping after the CPU check")

@@ -9,7 +9,8 @@ Run as a whole:  python benchmarks/gpu_device_check.py --out DIR   (about 5-8 mi
    of the full method, answers and one diagnosis; the batch sizes chosen and the peak memory;
 3. with two GPUs or more: ``torchrun`` training and sharded evaluation of the tiny profile (NCCL).
 Writes device_check.json after every part (a run cut short keeps what it did) and exits non-zero when a
-part failed. ``--device cpu --skip-paper`` runs part 1 on the CPU (a check of this script).
+part failed. ``--device cpu --paper-profile tiny`` runs parts 1 and 2 on the CPU, part 2 with the tiny profile's
+sizes (a check of this script, tests/benchmarks).
 """
 import argparse
 import json
@@ -71,9 +72,10 @@ def tiny_on_device(device: torch.device, work: Path) -> dict:
             "checkpoint_round_trip_equal": same, "peak_memory_GB": peak_gb(device)}
 
 
-def paper_sizes(device: torch.device, work: Path) -> dict:
-    """Part 2: the paper profile's architectures (random weights) under the default dtype policy."""
-    profile = random_weights(load_profile("paper"))
+def paper_sizes(device: torch.device, work: Path, name: str = "paper") -> dict:
+    """Part 2: the paper profile's architectures (random weights) under the default dtype policy; ``name``: another
+    profile (the tiny one: this part's check on the CPU)."""
+    profile = random_weights(load_profile(name))
     t0 = time.perf_counter()
     model = build_model(profile, device=device, init_device=device)  # random weights: drawn on the GPU (fast)
     out = {"build_s": time.perf_counter() - t0,
@@ -131,19 +133,21 @@ def several_gpus(work: Path) -> dict:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=os.environ.get("OUT", "results"))
     p.add_argument("--device", default="cuda")
     p.add_argument("--skip-paper", action="store_true")
-    args = p.parse_args()
+    p.add_argument("--paper-profile", default="paper",
+                   help="profile of part 2 (default paper; tiny: part 2's code on the CPU in seconds)")
+    args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     report = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__, "device": describe(device)}
     parts = [("tiny", lambda w: tiny_on_device(device, w))]
     if not args.skip_paper:
-        parts.append(("paper_random_weights", lambda w: paper_sizes(device, w)))
+        parts.append(("paper_random_weights", lambda w: paper_sizes(device, w, args.paper_profile)))
     if device.type == "cuda" and torch.cuda.device_count() > 1:
         parts.append(("several_gpus", several_gpus))
     failed = 0

@@ -12,12 +12,12 @@ Rules:
 * ``gumbel (old)``: up to K = 8 the Gumbel model of the leave-one-out block maxima, from 9 the conformal
   quantile of the leave-one-out scores, both against the test image scored with all K images (the rule
   before this study);
-* ``largest left-out``: the conformal quantile of the leave-one-out scores (their largest up to K = 8)
-  against the test scored with all K images;
-* ``leave-one-out``: the conformal p-value against the support images, each scored with the test image in
-  its memory in place of itself (full conformal; :mod:`samllava.coarse.verdict`); below K = 4 it cannot
-  reach 20 % and reports its finest level, 1 / (K + 1);
-* ``calibration set``: the conformal quantile of 64 normals outside the memory, scored as test images.
+* ``held-out alone``: the conformal threshold of the held-out support scores (each against K - 1 images)
+  against the test image scored with all K;
+* ``leave-one-out``: the conformal threshold of the support images each scored with the test image in its
+  memory in place of itself (full conformal; the rule of :mod:`samllava.coarse.verdict`); below K = 4 it is
+  their largest score and the rate 1 / (K + 1);
+* ``calibration set``: the conformal threshold of 64 normals outside the memory, scored as test images.
 
 Rules are chosen on the development backgrounds (:data:`samllava.data.photos.DEV_BACKGROUNDS`) and
 reported on the held-out ones. Writes ``OUT.json`` (every draw) and ``OUT.md`` (tables).
@@ -27,6 +27,7 @@ reported on the held-out ones. Writes ``OUT.json`` (every draw) and ``OUT.md`` (
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import zlib
@@ -39,7 +40,7 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from samllava.coarse.stage import build_coarse  # noqa: E402
-from samllava.coarse.verdict import block_maxima, conformal_quantile, conformal_rank, gumbel_quantile  # noqa: E402
+from samllava.coarse.verdict import Verdict, block_maxima, conformal_threshold, gumbel_quantile  # noqa: E402
 from samllava.core.config import load_profile  # noqa: E402
 from samllava.core.paths import data_dir  # noqa: E402
 from samllava.core.provenance import provenance  # noqa: E402
@@ -49,7 +50,7 @@ from samllava.data.photos import DEV_BACKGROUNDS, HELDOUT_BACKGROUNDS  # noqa: E
 
 SEED = 300  # the photos' generator seed (no other set uses it)
 SUPPORT_POOL, CALIBRATION = 48, 64  # train/good[:48] draws the supports, train/good[48:112] calibrates
-RULES = ("gumbel (old)", "largest left-out", "leave-one-out", "calibration set")
+RULES = ("gumbel (old)", "held-out alone", "leave-one-out", "calibration set")
 
 
 def load(paths, size: int) -> torch.Tensor:
@@ -61,23 +62,23 @@ def features(extractor, images: torch.Tensor, chunk: int = 32) -> list[torch.Ten
     return [torch.cat(level) for level in zip(*parts)]
 
 
-def decide(rule: str, k: int, alpha: float, held: torch.Tensor, scores: torch.Tensor,
-           with_test: torch.Tensor | None, pool: torch.Tensor) -> torch.Tensor | None:
-    """(B,) bool: defective by ``rule`` (see the module docstring); None where the rule does not apply (K = 1)."""
-    c = held.flatten(1).amax(1).double()
+def decide(rule: str, alpha: float, raw: dict, d: int) -> np.ndarray | None:
+    """(B,) bool: draw ``d``'s test images judged defective by ``rule`` (module docstring), from the raw scores
+    of :func:`raw_scores`; None where the rule does not apply (nothing to leave out at K = 1)."""
+    scores, c = torch.from_numpy(raw["scores"][d]), torch.from_numpy(raw["held"][d])
     n = len(c)
-    gumbel = gumbel_quantile(block_maxima(held, 4), 16, alpha)
-    if rule == "gumbel (old)":
-        return scores > (gumbel if conformal_rank(n, alpha) >= n else conformal_quantile(c, alpha))
-    if rule == "largest left-out":
-        return scores > conformal_quantile(c, alpha)
+    if rule == "gumbel (old)":  # the Gumbel model up to K = 8, the rank ceil((n + 1)(1 - alpha)) from 9
+        rank = math.ceil((n + 1) * (1 - alpha) - 1e-9)
+        old = float(raw["gumbel"][d]) if rank >= n else float(torch.sort(c).values[rank - 1])
+        return (scores > old).numpy()
+    if rule == "held-out alone":
+        return (scores > conformal_threshold(c, alpha)).numpy()
     if rule == "calibration set":
-        return scores > conformal_quantile(pool, alpha)
-    if with_test is None:  # K = 1: nothing to leave out
+        return (scores > conformal_threshold(torch.from_numpy(raw["pool"][d]), alpha)).numpy()
+    if "with_test" not in raw:
         return None
-    beaten_by = (with_test.double() >= scores[None]).sum(0)
-    allowed = max(0, int(np.floor((n + 1) * alpha - 1 + 1e-9)))
-    return beaten_by <= allowed
+    verdict = Verdict(image=0.0, pixel=0.0, rule="leave-one-out", n_normals=n, target_fpr=alpha)
+    return verdict.judge(scores, torch.from_numpy(raw["with_test"][d])).numpy()
 
 
 def best_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -88,34 +89,52 @@ def best_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(max(0.5, np.max((tpr + 1 - fpr) / 2)))
 
 
-def study_background(name: str, root: Path, coarse, ks, draws: int, alpha: float, size: int) -> dict:
+def raw_scores(name: str, root: Path, coarse, k: int, draws: int, alpha: float, size: int, cache: Path) -> dict:
+    """Per support draw: the test images' scores, the held-out support scores, the Gumbel threshold, the
+    support scores with each test image in their memory (K >= 2) and the calibration normals' scores;
+    computed once and kept in ``cache`` (an .npz)."""
+    if cache.is_file():
+        return dict(np.load(cache))
     data = load_dataset(root)[name]
     train = load([s.image_path for s in data.train], size)
     test = load([s.image_path for s in data.test], size)
-    labels = np.array([s.label for s in data.test])
     cal = coarse.calibrator
+    out = {"labels": np.array([s.label for s in data.test])}
+    rows = []
     with torch.no_grad():
         test_maps = features(cal.extractor, test)
         pool = train[SUPPORT_POOL:SUPPORT_POOL + CALIBRATION]
         pool_maps = features(cal.extractor, pool)
-        out = {}
-        for k in ks:
-            for d in range(draws):
-                rng = np.random.default_rng([d, k, zlib.crc32(name.encode())])
-                idx = torch.from_numpy(np.sort(rng.choice(SUPPORT_POOL, k, replace=False)))
-                cal.fit(train[idx])
-                scores = cal(test, test_maps).s_ctx.flatten(1).amax(1)
-                with_test = None if k == 1 else cal.scores_with(test, test_maps)
-                pool_scores = cal(pool, pool_maps).s_ctx.flatten(1).amax(1).double()
-                row = {"auroc": float(roc_auc_score(labels, scores.numpy())),
-                       "best accuracy": best_accuracy(scores.numpy(), labels)}
-                for rule in RULES:
-                    flags = decide(rule, k, alpha, cal.held_out_s_ctx, scores.double(), with_test, pool_scores)
-                    if flags is not None:
-                        flags = flags.numpy()
-                        row[rule] = {"fpr": float(flags[labels == 0].mean()),
-                                     "tpr": float(flags[labels == 1].mean())}
-                out.setdefault(str(k), []).append(row)
+        for d in range(draws):
+            rng = np.random.default_rng([d, k, zlib.crc32(name.encode())])
+            cal.fit(train[torch.from_numpy(np.sort(rng.choice(SUPPORT_POOL, k, replace=False)))])
+            held = cal.held_out_s_ctx
+            row = {"scores": cal(test, test_maps).s_ctx.flatten(1).amax(1), "held": held.flatten(1).amax(1),
+                   "gumbel": torch.tensor(gumbel_quantile(block_maxima(held, 4), 16, alpha)),
+                   "pool": cal(pool, pool_maps).s_ctx.flatten(1).amax(1)}
+            if k > 1:
+                row["with_test"] = cal.scores_with(test, test_maps)
+            rows.append(row)
+    out.update({key: torch.stack([r[key] for r in rows]).double().numpy() for key in rows[0]})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out)
+    return out
+
+
+def study_background(name: str, root: Path, coarse, ks, draws: int, alpha: float, size: int) -> dict:
+    out = {}
+    for k in ks:
+        raw = raw_scores(name, root, coarse, k, draws, alpha, size,
+                         root.parent / "verdict_study" / f"{root.name}_{name}_K{k}_d{draws}.npz")
+        labels = raw["labels"]
+        for d in range(draws):
+            row = {"auroc": float(roc_auc_score(labels, raw["scores"][d])),
+                   "best accuracy": best_accuracy(raw["scores"][d], labels)}
+            for rule in RULES:
+                flags = decide(rule, alpha, raw, d)
+                if flags is not None:
+                    row[rule] = {"fpr": float(flags[labels == 0].mean()), "tpr": float(flags[labels == 1].mean())}
+            out.setdefault(str(k), []).append(row)
     return out
 
 
@@ -169,7 +188,7 @@ def main() -> None:
     coarse, _ = build_coarse(profile)
     coarse.eval()
     report, t0 = {}, time.perf_counter()
-    for b in args.backgrounds:
+    for b in args.backgrounds:  # the raw scores are cached per background and K: a killed run resumes
         report[b] = study_background(b, root, coarse, args.ks, args.draws, alpha, size)
         print(f"[verdict_study] {b}: {time.perf_counter() - t0:.0f} s", flush=True)
     out = Path(args.out)

@@ -8,6 +8,7 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,16 +61,32 @@ def test_colab_cell_installs_only_on_colab(monkeypatch):
     book = ROOT / "notebooks" / "01_data.ipynb"
     cells = [c for c in json.loads(book.read_text())["cells"] if c["cell_type"] == "code"]
     assert "google.colab" in "".join(cells[0]["source"])  # the first code cell
+    assert _colab_cell(book) == launch.COLAB_CELL.format(url=launch.repository())  # written from pyproject.toml
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append((a, k)))
     monkeypatch.setattr(sys, "path", list(sys.path))
     exec(_colab_cell(book), {})
     assert calls == []  # not on Colab: nothing happens
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    exec(_colab_cell(book), {})
+    cell = launch.COLAB_CELL.format(url=launch.PLACEHOLDER)
+    with pytest.raises(RuntimeError, match="tools/launch.py --repo"):
+        exec(cell, {})  # the placeholder address: a message, not a failing clone
+    assert calls == []
+    exec(launch.COLAB_CELL.format(url="https://github.com/student/samllava"), {})
     ((args, kwargs),) = calls
-    assert f"git clone --depth 1 {launch.repository()} /content/samllava" in args[0]
+    assert "git clone --depth 1 https://github.com/student/samllava /content/samllava" in args[0]
     assert "tools/colab_install.sh" in args[0] and kwargs["check"] and sys.path[0] == "/content/samllava"
+
+
+def test_a_fork_takes_its_address_from_git(tmp_path, monkeypatch):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.setattr(launch, "ROOT", tmp_path)
+    with pytest.raises(SystemExit, match="no git remote 'origin'"):
+        launch.origin()
+    for remote in ("git@github.com:student/samllava.git", "https://github.com/student/samllava.git"):
+        subprocess.run(["git", "-C", str(tmp_path), "remote", "remove", "origin"], capture_output=True)
+        subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin", remote], check=True)
+        assert launch.origin() == "https://github.com/student/samllava"
 
 
 def test_a_fork_sets_its_address_everywhere(tmp_path, monkeypatch):
@@ -84,7 +101,6 @@ def test_a_fork_sets_its_address_everywhere(tmp_path, monkeypatch):
     assert launch.repository() == "https://github.com/student/samllava"
     assert launch.main(["--check"]) == 0
     assert "github/student/samllava/blob/main" in (tmp_path / "docs" / "launch.md").read_text()
-    assert (
-        "https://github.com/student/samllava /content"
-        in (tmp_path / "notebooks" / "src" / "05_training.py").read_text()
-    )
+    for book in ("src/05_training.py", "05_training.ipynb"):
+        cell = launch.colab_cell(tmp_path / "notebooks" / book)
+        assert cell == launch.COLAB_CELL.format(url="https://github.com/student/samllava"), book

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("evaluate", ("samllava.evaluate",)),
     ("report", ("samllava.report",)),
     ("diagnose", ("samllava.diagnose",)),
+    ("export", ("samllava.export",)),
     ("notebook", ("samllava.notebook",)),
     ("cli", ("samllava.cli", "samllava.__main__")),
 ]
@@ -55,6 +56,7 @@ LAYER_ROLES = {
     "evaluate": "the evaluation harness, answers and their accuracy, the judge, the complexity benchmark",
     "report": "figures, the paper's values, results/SUMMARY.md, CLAIMS.md and the comparison of two runs",
     "diagnose": "`samllava diagnose`: one entry (`diagnose.run`), reading images, writing masks and reports",
+    "export": "`samllava export`: the detection part as ONNX graphs, and their runner without torch",
     "notebook": "the notebooks' tables, the heatmap explorer, try-your-own-image, the papermill runner",
     "cli": "the `samllava` command",
 }

@@ -1,18 +1,23 @@
 """Launch badges (Binder, Colab) for every notebook, and the repository address they and the notebooks use.
 
-The address is ``[project.urls] Repository`` in pyproject.toml. The first code cell of every notebook
-(notebooks/src/*.py and the .ipynb) clones it on Google Colab; docs/launch.md has one Binder and one
-Colab badge per notebook pointing at it.
+The address has one home, ``[project.urls] Repository`` in pyproject.toml; everything else is written from
+it here. Neither Binder nor Colab accepts a relative link (each needs the GitHub owner and name in its
+address), so the badges of docs/launch.md are generated, and the first code cell of every numbered notebook
+(:data:`COLAB_CELL`, in notebooks/src/*.py and the .ipynb) holds the address in one line, ``repository =
+"..."``, that it clones on Google Colab. While the address is the placeholder (:data:`PLACEHOLDER`) that cell
+stops with a message saying how to set it, instead of a failing ``git clone``.
 
     python tools/launch.py                 # rewrite docs/launch.md from pyproject.toml
     python tools/launch.py --check         # exit 1 when docs/launch.md or a notebook is out of step
     python tools/launch.py --repo https://github.com/USER/samllava   # a fork: set the address everywhere
+    python tools/launch.py --repo origin   # the same, from `git remote get-url origin`
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -22,25 +27,50 @@ LAUNCH_MD = ROOT / "docs" / "launch.md"
 NOTEBOOKS = ROOT / "notebooks"
 BRANCH = "main"
 COLAB_MARK = '"google.colab" in sys.modules'  # the guard of the install cell
+PLACEHOLDER = "https://github.com/OWNER/samllava"  # pyproject's address until the repository is published
+# The first code cell of every numbered notebook, as its notebooks/src/*.py writes it ({url}: the address).
+COLAB_CELL = """import sys
+
+if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
+    import subprocess
+
+    repository = "{url}"  # pyproject.toml [project.urls] Repository, via tools/launch.py
+    if "/OWNER/" in repository:
+        raise RuntimeError("this copy does not name its GitHub repository yet: set `repository` in this cell "
+                           "(a fork: python tools/launch.py --repo origin)")
+    subprocess.run(f"(test -d /content/samllava || git clone --depth 1 {{repository}} /content/samllava)"
+                   " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
+    sys.path.insert(0, "/content/samllava")"""
 
 INTRO = """# Run the notebooks without installing anything
 
 <!-- written by tools/launch.py from pyproject.toml ([project.urls] Repository); do not edit by hand -->
 
-- **Binder** builds the environment from `binder/environment.yml` (the pinned stack of `requirements.txt`,
-  CPU-only torch) and `binder/postBuild`. The first launch after a change builds the image (tens of minutes);
-  later launches start from the cache. Binder gives 1-2 GB of memory: set `profile = "tiny"` in the
-  parameters cell (the `offline` profile peaks at about 7 GB).
-- **Colab**: the first code cell of every notebook clones this repository into `/content/samllava` and
-  installs the pinned stack into the runtime (about 5 minutes; on Binder or your own machine the cell does
-  nothing). Colab's 12 GB run the `offline` profile; a GPU runtime can run the `paper` profile once the
-  weights and data are fetched (`docs/weights-and-data.md`).
-- A fork points the badges and the Colab cell at itself with `python tools/launch.py --repo https://github.com/USER/samllava`.
+- **Binder** builds `binder/` (the pins of `requirements.txt`, CPU-only torch); the first launch after a change
+  takes tens of minutes. Its 1-2 GB need `profile = "tiny"` (`offline` peaks at about 7 GB).
+- **Colab**: each notebook's first code cell clones the repository into `/content/samllava` and installs the
+  pins (about 5 minutes; elsewhere it does nothing). Colab's 12 GB run `offline`; a GPU runtime runs `paper`.
+- **The address** is `[project.urls] Repository` in `pyproject.toml`; neither service takes a relative link,
+  so the badges and the Colab cells are written from it. A fork runs `python tools/launch.py --repo origin`
+  (or `--repo https://github.com/USER/samllava`) and commits; while it reads `OWNER`, the Colab cell says so.
 """
 
 
 def repository() -> str:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"].rstrip("/")
+
+
+def origin() -> str:
+    """The https address of git's ``origin`` remote (https or ssh form), for ``--repo origin``."""
+    got = subprocess.run(["git", "-C", str(ROOT), "remote", "get-url", "origin"], capture_output=True, text=True)
+    if got.returncode != 0:
+        raise SystemExit("--repo origin: this clone has no git remote 'origin'; pass --repo https://github.com/USER/NAME")
+    m = re.fullmatch(r"(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)([^/]+/[^/]+?)(?:\.git)?/?",
+                     got.stdout.strip())
+    if not m:
+        raise SystemExit(f"--repo origin: {got.stdout.strip()} is not a GitHub address; pass --repo "
+                         "https://github.com/USER/NAME")
+    return f"https://github.com/{m.group(1)}"
 
 
 def _slug(url: str) -> str:
@@ -51,8 +81,9 @@ def _slug(url: str) -> str:
 
 
 def _title(book: Path) -> str:
+    """The notebook's title up to its colon ("02 · Coarse localisation"): the README's table says the rest."""
     first = json.loads(book.read_text())["cells"][0]
-    return "".join(first["source"]).splitlines()[0].lstrip("# ").strip()
+    return "".join(first["source"]).splitlines()[0].lstrip("# ").split(":")[0].strip()
 
 
 def launch_md(url: str) -> str:
@@ -71,32 +102,45 @@ def notebook_files() -> list[Path]:
     return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) + sorted((NOTEBOOKS / "src").glob("[0-9][0-9]_*.py"))
 
 
+def colab_cell(path: Path) -> str | None:
+    """The Colab cell of a notebook (.ipynb) or of its source (.py), or None."""
+    if path.suffix == ".ipynb":
+        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        sources = ["".join(c["source"]) for c in cells]
+    else:
+        sources = [block.strip("\n") for block in re.split(r"^# %%.*$", path.read_text(), flags=re.M)]
+    return next((src for src in sources if COLAB_MARK in src), None)
+
+
 def problems(url: str) -> list[str]:
-    """What is out of step with ``url``: docs/launch.md, or a notebook without the Colab cell cloning it."""
+    """What is out of step with ``url``: docs/launch.md, or a notebook whose Colab cell is not :data:`COLAB_CELL`."""
     found = []
     if not LAUNCH_MD.is_file() or LAUNCH_MD.read_text() != launch_md(url):
         found.append(f"{LAUNCH_MD.relative_to(ROOT)} is out of step: run python tools/launch.py")
     for path in notebook_files():
-        text = path.read_text()
-        if COLAB_MARK.replace('"', '\\"' if path.suffix == ".ipynb" else '"') not in text or f"{url} " not in text:
-            found.append(f"{path.relative_to(ROOT)}: no Colab install cell cloning {url}")
+        if colab_cell(path) != COLAB_CELL.format(url=url):
+            found.append(f"{path.relative_to(ROOT)}: its Colab cell is not tools/launch.py's COLAB_CELL for {url}")
     return found
 
 
 def set_repository(old: str, new: str) -> None:
     """Replace the address in pyproject.toml and in every notebook's Colab cell."""
     _slug(new)
-    for path in [ROOT / "pyproject.toml"] + notebook_files():
-        path.write_text(path.read_text().replace(f'"{old}"', f'"{new}"').replace(f"{old} ", f"{new} "))
+    project = ROOT / "pyproject.toml"
+    project.write_text(project.read_text().replace(f'Repository = "{old}"', f'Repository = "{new}"'))
+    for path in notebook_files():
+        # the address stands alone in the cell's `repository = "..."` line (quotes escaped in the JSON)
+        path.write_text(re.sub(rf'(repository = \\?"){re.escape(old)}(\\?")', rf"\g<1>{new}\g<2>", path.read_text()))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repo", help="set the repository address (https://github.com/USER/NAME) everywhere")
+    p.add_argument("--repo", help="set the repository address everywhere: https://github.com/USER/NAME, or origin "
+                                  "(git's remote of that name)")
     p.add_argument("--check", action="store_true", help="only report what is out of step")
     args = p.parse_args(argv)
     if args.repo:
-        set_repository(repository(), args.repo.rstrip("/"))
+        set_repository(repository(), origin() if args.repo == "origin" else args.repo.rstrip("/"))
     url = repository()
     if args.check:
         found = problems(url)

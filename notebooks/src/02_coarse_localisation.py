@@ -15,7 +15,11 @@ import sys
 if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
     import subprocess
 
-    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+    repository = "https://github.com/OWNER/samllava"  # pyproject.toml [project.urls] Repository, via tools/launch.py
+    if "/OWNER/" in repository:
+        raise RuntimeError("this copy does not name its GitHub repository yet: set `repository` in this cell "
+                           "(a fork: python tools/launch.py --repo origin)")
+    subprocess.run(f"(test -d /content/samllava || git clone --depth 1 {repository} /content/samllava)"
                    " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
     sys.path.insert(0, "/content/samllava")
 
@@ -28,14 +32,11 @@ seeds = [0, 1, 2]
 n_examples = 4
 
 # %%
-from IPython.display import display
-
 from samllava.core import results
 from samllava.core.config import load_profile
 from samllava.evaluate.harness import CoarseMethod
 from samllava.notebook.tables import coarse_figure, fewshot_benchmark, synthetic, textiles
 from samllava.core.provenance import provenance
-from samllava.notebook.widgets import heatmap_explorer
 
 P = load_profile(profile)
 method = CoarseMethod(P, device=device)
@@ -44,24 +45,13 @@ run = provenance(profile=P, data={"synthetic eval": data}, seeds=seeds)
 
 # %% [markdown]
 # ## Heatmaps and masks, zero-shot vs few-shot
+# To explore the maps control by control (category, image, K, memory level, threshold), on this synthetic set or
+# on your own MVTec-layout folder, open [explore_heatmaps.ipynb](explore_heatmaps.ipynb): it runs no benchmark.
 
 # %%
 fig, terms = coarse_figure(method.coarse, data, n=n_examples, shots=1, size=P.data.image_size)
 results.save_figure(fig, "coarse_heatmaps", run=run)
 terms
-
-# %% [markdown]
-# ## Explore (JupyterLab): category, image, K, memory level, threshold
-# The panel draws its first view itself; every control redraws it with the same code. From left to right: the image
-# (with the heatmap on top, "heatmap on image"), the map with a colour bar in its own units, the mask and the ground
-# truth. The threshold slider spans the shown map's values; its value is the cyan mark on the colour bar and the mask's
-# outline on the map. Moving it switches from Otsu to that manual threshold. The status line names the image's label,
-# the score, the verdict (n/a until a calibrated score threshold exists) and the active terms.
-
-# %%
-explorer = heatmap_explorer(method.coarse, data, n_levels=len(P.fewshot.layers), size=P.data.image_size)
-results.save_figure(explorer.figure(), "coarse_explorer_view", run=run)
-display(explorer.widget)
 
 # %% [markdown]
 # ## Few-shot image AUROC: calibrated map (Eq. 2) vs a plain PatchCore-style k-NN on the same backbone

@@ -6,8 +6,9 @@
 # the updated V') and hands [V'; T'] to LLaVA beside LLaVA's own image tokens and the question. LoRA
 # (r = 16, α = 32) sits on q, v, gate, up and down projections of the language model only.
 #
-# **Offline profile:** the language model is the real SmolLM2-135M-Instruct; LLaVA's vision tower, CLIP and
-# SAM are tiny and random. This notebook shows the *untrained* model; notebook 05 trains it.
+# **Offline profile:** the language model is the real SmolLM2-135M-Instruct; CLIP is tiny and random; SAM's image
+# encoder and LLaVA's vision tower are stand-ins built on the frozen ImageNet EfficientNet-Lite0 of the few-shot
+# memory. This notebook shows the *untrained* model; notebook 05 trains it.
 
 # %%
 import sys
@@ -15,7 +16,11 @@ import sys
 if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
     import subprocess
 
-    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+    repository = "https://github.com/OWNER/samllava"  # pyproject.toml [project.urls] Repository, via tools/launch.py
+    if "/OWNER/" in repository:
+        raise RuntimeError("this copy does not name its GitHub repository yet: set `repository` in this cell "
+                           "(a fork: python tools/launch.py --repo origin)")
+    subprocess.run(f"(test -d /content/samllava || git clone --depth 1 {repository} /content/samllava)"
                    " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
     sys.path.insert(0, "/content/samllava")
 

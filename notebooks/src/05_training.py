@@ -10,7 +10,9 @@
 # training seed (its own initialisation of what learns and its own example order), evaluated
 # on the held-out synthetic set (seed 0) and, for the yes/no answer, on the packaged textile photographs and the
 # held-out real-texture set. The checkpoint is shared with notebooks 06-10. **Offline profile:** SmolLM2-135M with real
-# weights as the language model; everything visual is tiny and random apart from the EfficientNet memory.
+# weights as the language model; SAM's image encoder and LLaVA's vision tower are stand-ins built on the frozen
+# ImageNet EfficientNet-Lite0 of the few-shot memory, CLIP is tiny and random, and the answer's yes/no is the
+# calibrated verdict's (`llm.answer_from_verdict`): training changes the words, not that yes/no.
 # The budget (epochs, learning rate) fits a CPU, not the paper's 50 epochs at 1e-4.
 
 # %%
@@ -19,7 +21,11 @@ import sys
 if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
     import subprocess
 
-    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+    repository = "https://github.com/OWNER/samllava"  # pyproject.toml [project.urls] Repository, via tools/launch.py
+    if "/OWNER/" in repository:
+        raise RuntimeError("this copy does not name its GitHub repository yet: set `repository` in this cell "
+                           "(a fork: python tools/launch.py --repo origin)")
+    subprocess.run(f"(test -d /content/samllava || git clone --depth 1 {repository} /content/samllava)"
                    " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
     sys.path.insert(0, "/content/samllava")
 
@@ -41,10 +47,11 @@ from samllava.core.config import load_profile
 from samllava.metrics import mean_std
 from samllava.model.sam_llava import build_model
 from samllava.notebook.tables import (
-    answers_table, description_eval, log_odds_eval, log_odds_table, pool_training_seeds, realtex, synthetic,
-    textiles, trained_runs, training_seeds_note,
+    answers_table, before_after_runs, description_eval, log_odds_eval, log_odds_table, pool_training_seeds, realtex,
+    synthetic, textiles, trained_runs, training_seeds_note, whose_yes_no,
 )
 from samllava.core.provenance import provenance
+from samllava.report.claims import claims_frame
 from samllava.report.figures import loss_figure
 
 P = load_profile(profile)
@@ -84,7 +91,8 @@ for r in runs:
 # the share of the most frequent true position for always naming it (both in the table's note). The note also
 # gives the position of M_fine's own centre of mass: an answer that reads the predicted mask cannot beat it
 # (with `sasa.region_text` that position is stated in the prompt, so the model has to learn to repeat it).
-# Every number after training is the mean over the training seeds, with its std in the `_std` column.
+# Every number after training is the mean over the training seeds, with its std in the `_std` column; each image's
+# outcome goes to `training_before_after_runs` (paired before and after for `results/CLAIMS.md`).
 
 # %%
 summary = pool_training_seeds([answers_table(before, r.answers) for r in runs])
@@ -93,10 +101,14 @@ m_fine, m_fine_std = mean_std([r.chance["from_m_fine"] for r in runs])
 steps_run = len(runs[0].history)
 results.write_table(summary, "training_before_after", run=run, dataset="synthetic (train seed 1, held-out eval seed 0)",
                     note=f"K={shots}; {steps_run} steps; {per_label} normal + {per_label} anomalous held-out images per category; "
-                         f"accuracy in percent; {training_seeds_note(train_seeds)} (before training: one untrained model, std 0); "
+                         f"accuracy in percent; {whose_yes_no(P)}; {training_seeds_note(train_seeds)} (before training: one untrained model, std 0); "
                          f"position chance: uniform {chance['uniform']:.1f}, always the most frequent "
                          f"({chance['most_frequent_position']}) {chance['most_frequent']:.1f} of {chance['n_defective']} defective images; "
                          f"M_fine's own centre of mass (the ceiling of an answer that follows the predicted mask) {m_fine:.1f} ± {m_fine_std:.1f}")
+results.write_table(before_after_runs(examples, before_answers, runs), "training_before_after_runs", run=run,
+                    dataset="synthetic (train seed 1, held-out eval seed 0)",
+                    note="per image: correct = 100 when the yes/no matches the label; position_correct = 100 when the named "
+                         "3x3 position is the true one (defective images); before training: no training seed")
 summary
 
 # %% [markdown]
@@ -131,3 +143,11 @@ follow
 # %%
 for ex, texts in zip(runs[0].examples[:n_show], runs[0].texts[:n_show]):
     print(f"{ex.category}: label {ex.labels[0]}, position {ex.positions[0]!r}\n  -> {texts[0]}")
+
+# %% [markdown]
+# ## What this says about the paper's claims (their rows of `results/CLAIMS.md`)
+# Training's effect on the answers (Sec. 3.5): each image before and after training, paired, with a 95 % bootstrap
+# interval. Where the yes/no is the calibrated verdict's, training cannot change it and the row says so.
+
+# %%
+claims_frame(notebook="05")

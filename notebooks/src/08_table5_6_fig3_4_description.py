@@ -5,8 +5,9 @@
 # answer says yes, a normal one when it says no; mean and std over the runs (trained models x support seeds) for
 # each K. Table 6 uses a pluggable judge: an OpenAI-compatible endpoint when `judge` is configured
 # (`{"base_url": ..., "model": ...}`; the paper used GPT-4V), else the offline mask- and annotation-grounded
-# consistency score. The table names the judge. The models are the ones trained in notebook 05, one per training
-# seed (trained here if missing).
+# consistency score. The table and the figure name the judge: the offline score is not GPT-4V's, so its numbers do
+# not compare with the paper's. The models are the ones trained in notebook 05, one per training seed (trained here
+# if missing).
 
 # %%
 import sys
@@ -14,7 +15,11 @@ import sys
 if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
     import subprocess
 
-    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+    repository = "https://github.com/OWNER/samllava"  # pyproject.toml [project.urls] Repository, via tools/launch.py
+    if "/OWNER/" in repository:
+        raise RuntimeError("this copy does not name its GitHub repository yet: set `repository` in this cell "
+                           "(a fork: python tools/launch.py --repo origin)")
+    subprocess.run(f"(test -d /content/samllava || git clone --depth 1 {repository} /content/samllava)"
                    " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
     sys.path.insert(0, "/content/samllava")
 
@@ -36,10 +41,13 @@ from samllava.core import results
 from samllava.core.config import load_profile
 from samllava.evaluate.judge import make_judge
 from samllava.notebook.tables import (
-    accuracy_table, answer_training_seeds, judge_table, pool_training_seeds, qualitative_figure, realtex,
-    synthetic, textiles, trained_model, training_seeds_note, verdict_table, with_training_seed, words_table,
+    accuracy_note, accuracy_table, answer_training_seeds, judge_caption, judge_table, pool_training_seeds,
+    qualitative_figure, realtex, synthetic, textiles, trained_model, training_seeds_note, verdict_table,
+    with_training_seed, words_table,
 )
 from samllava.core.provenance import provenance
+from samllava.report.claims import claims_frame
+from samllava.report.runs import RunLog
 
 P = load_profile(profile)
 data = synthetic(P, "eval")
@@ -49,15 +57,19 @@ run = provenance(profile=P, data={"synthetic train": synthetic(P, "train"), "syn
 # %% [markdown]
 # Table 5 is measured over `answer_training_seeds`: every training seed where the language model answers by itself;
 # the first alone where the answer's yes/no is the calibrated verdict's (the offline profile), which no training
-# touches.
+# touches. There the accuracy below is the verdict's, not the language model's (the table's note says which).
 
 # %%
 answer_seeds = answer_training_seeds(P, train_seeds)
 models = (trained_model(with_training_seed(P, s), progress=False, device=device)[0] for s in answer_seeds)
-acc = accuracy_table(models, data, shots=shots, seeds=seeds, per_label=per_label)
+answer_values = RunLog()
+acc = accuracy_table(models, data, shots=shots, seeds=seeds, per_label=per_label, runs=answer_values,
+                     training_seeds=answer_seeds)
+results.write_table(answer_values.frame(), "table5_description_accuracy_runs", run=run,
+                    dataset="synthetic (held-out), stand-in for MVTec-AD/VisA",
+                    note="per image, K, support and training seed: correct = 100 when the yes/no matches the label")
 results.write_table(acc, "table5_description_accuracy", run=run, dataset="synthetic (held-out), stand-in for MVTec-AD/VisA",
-                    note=f"mean ± std over training seeds {list(answer_seeds)} x support seeds {seeds}; {per_label} normal + "
-                         f"{per_label} anomalous images per category; paper rows are on MVTec-AD / VisA")
+                    note=accuracy_note(P, answer_seeds, seeds, per_label))
 acc
 
 # %% [markdown]
@@ -92,8 +104,12 @@ words
 
 # %%
 J = make_judge(judge)
+judge_values = RunLog()
 judged = [judge_table(trained_model(with_training_seed(P, s), progress=False, device=device)[0], data, J, shots=shots[0],
-                      max_new_tokens=max_new_tokens, per_label=judge_per_label) for s in train_seeds]
+                      max_new_tokens=max_new_tokens, per_label=judge_per_label, runs=judge_values, training_seed=s)
+          for s in train_seeds]
+results.write_table(judge_values.frame(), "table6_judge_runs", run=run, seeds={"support": [0], "training": train_seeds},
+                    dataset="synthetic (held-out)", note=f"judge: {J.name}; the score of every image and training seed")
 scores, examples = pool_training_seeds([t for t, _ in judged]), judged[0][1]  # the figures: the first training seed's
 results.write_table(scores, "table6_judge", run=run, seeds={"support": [0], "training": train_seeds}, dataset="synthetic (held-out)",
                     note=f"judge: {J.name}; {judge_per_label} normal + {judge_per_label} anomalous images per category; "
@@ -101,7 +117,15 @@ results.write_table(scores, "table6_judge", run=run, seeds={"support": [0], "tra
 scores
 
 # %%
-fig = qualitative_figure(examples)
-results.save_figure(fig, "fig3_4_qualitative", run=run)
+fig = qualitative_figure(examples, judge_name=J.name)
+results.save_figure(fig, "fig3_4_qualitative", run=run, note=judge_caption(J.name))
 for e in examples:
     print(f"[{e['kind']}] score {e['score']:.0f}: {e['description']}")
+
+# %% [markdown]
+# ## What this says about the paper's claims (their rows of `results/CLAIMS.md`)
+# Each difference is paired over images, support and training seeds, with a 95 % bootstrap interval; a row this
+# profile cannot test says why.
+
+# %%
+claims_frame(notebook="08")

@@ -11,7 +11,11 @@ import sys
 if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
     import subprocess
 
-    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+    repository = "https://github.com/OWNER/samllava"  # pyproject.toml [project.urls] Repository, via tools/launch.py
+    if "/OWNER/" in repository:
+        raise RuntimeError("this copy does not name its GitHub repository yet: set `repository` in this cell "
+                           "(a fork: python tools/launch.py --repo origin)")
+    subprocess.run(f"(test -d /content/samllava || git clone --depth 1 {repository} /content/samllava)"
                    " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
     sys.path.insert(0, "/content/samllava")
 

@@ -5,7 +5,8 @@
 # over N runs after M warm-ups (paper: 200 after 50, on an L40), throughput and peak memory. Measured here for
 # the chosen profile on this machine's device; the paper profile's parameter counts come from its configuration
 # (meta device, no weights). GPU numbers for the paper-size models are in `results/gpu_bench.json` when a GPU
-# run was made (benchmarks/gpu_bench.py), and are never replaced by CPU numbers.
+# run was made (benchmarks/gpu_bench.py), and are never replaced by CPU numbers: those rows run the paper's
+# architectures with random weights on the GPU the JSON names (shown in the `device` column), not this profile.
 
 # %%
 import sys
@@ -13,7 +14,11 @@ import sys
 if "google.colab" in sys.modules:  # Colab only: clone this repository and install its pinned stack (~5 min)
     import subprocess
 
-    subprocess.run("(test -d /content/samllava || git clone --depth 1 https://github.com/OWNER/samllava /content/samllava)"
+    repository = "https://github.com/OWNER/samllava"  # pyproject.toml [project.urls] Repository, via tools/launch.py
+    if "/OWNER/" in repository:
+        raise RuntimeError("this copy does not name its GitHub repository yet: set `repository` in this cell "
+                           "(a fork: python tools/launch.py --repo origin)")
+    subprocess.run(f"(test -d /content/samllava || git clone --depth 1 {repository} /content/samllava)"
                    " && bash /content/samllava/tools/colab_install.sh", shell=True, check=True)
     sys.path.insert(0, "/content/samllava")
 
@@ -32,6 +37,7 @@ from samllava.core.config import load_profile
 from samllava.core.device import resolve_device
 from samllava.notebook.tables import complexity_table
 from samllava.core.provenance import provenance
+from samllava.report.claims import claims_frame
 
 P = load_profile(profile)
 device = str(resolve_device(device))
@@ -42,3 +48,11 @@ results.write_table(table, "table11_complexity", run=provenance(profile=P, data=
                          "JSON they name): batch 1 beside the paper's batch-1 row, then the batch with the best throughput",
                     float_format="{:.2f}")
 table
+
+# %% [markdown]
+# ## What this says about the paper's claims (their rows of `results/CLAIMS.md`)
+# Parameter counts are exact: supported within 1 % of the paper's. Timings on another GPU cannot test the paper's L40
+# numbers; the rows show ours beside them and say why.
+
+# %%
+claims_frame(notebook="11")

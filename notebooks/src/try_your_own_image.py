@@ -19,14 +19,15 @@ image_path = None  # an image file to diagnose at once; None: upload one in the 
 support_dir = None  # a folder of normal images of the same object; None: upload some in the panel
 category = None  # e.g. "bottle"; None: a generic object
 out_dir = None  # a folder: mask.png, overlay.png and report.json are written there, as `samllava diagnose --out` does
+device = None  # cpu, cuda, cuda:N; None: cuda when available, else cpu (samllava.core.device)
 
 # %%
 from IPython.display import display
 
 from samllava.notebook.try_image import try_your_own_image
 
-panel = try_your_own_image(profile, checkpoint, image_path=image_path, support_dir=support_dir, category=category,
-                           out_dir=out_dir)
+panel = try_your_own_image(profile, checkpoint, device=device, image_path=image_path, support_dir=support_dir,
+                           category=category, out_dir=out_dir)
 display(panel.widget)
 
 # %% [markdown]

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from samllava.core.paths import data_dir
 from samllava.assets.download import download, ensure_free_space, free_bytes, human_bytes, partial_path, sha256sum
 from samllava.data.dataset import GOOD, CategoryData
 from samllava.data.images import read_array
@@ -254,16 +255,23 @@ def _prepare_out(out: Path) -> None:
         shutil.rmtree(out / work, ignore_errors=True)
 
 
+def default_root(name: str) -> Path:
+    """Where ``samllava fetch-data NAME`` lays a data set out without ``--out``: ``$SAMLLAVA_DATA_DIR/NAME``,
+    else ``data/NAME`` in the repository (:func:`samllava.core.paths.data_dir`)."""
+    return data_dir() / name
+
+
 def fetch_data(
     name: str,
-    out: str | os.PathLike,
+    out: str | os.PathLike | None = None,
     from_archive: str | os.PathLike | None = None,
     keep_archive: bool = False,
     verify: bool = True,
     progress: bool = True,
     log=print,
 ) -> Path:
-    """Download (or take), check, unpack and lay out data set ``name`` (``mvtec`` | ``visa``) at ``out``.
+    """Download (or take), check, unpack and lay out data set ``name`` (``mvtec`` | ``visa``) at ``out``
+    (default :func:`default_root`).
 
     ``from_archive`` may also be an unpacked release folder (copied, not moved). Returns ``out``.
     Already complete (marker present): returned at once.
@@ -271,7 +279,7 @@ def fetch_data(
     Raises:
         DataFetchError, DownloadError: one line saying what went wrong and what to do.
     """
-    spec, out = archive_spec(name), Path(out).expanduser()
+    spec, out = archive_spec(name), Path(out if out is not None else default_root(name)).expanduser()
     if is_fetched(out, name):
         log(f"{spec.title} is already laid out in {out}")
         return out

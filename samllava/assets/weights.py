@@ -17,7 +17,7 @@ revision, only the files the model needs, each LFS file checked against the Hub'
 other file against its git blob id (SHA-1 of ``blob <size>\\0<bytes>``, what the Hub lists): no file
 arrives unchecked. A checkpoint folder that lacks a file (:func:`hf_folder_missing`) is an error that
 names the missing files.
-:func:`fetch_weights_cli` is ``samllava fetch-weights``: it states the disk needed first, then
+:func:`samllava.cli.fetch.fetch_weights_cli` is ``samllava fetch-weights``: it states the disk needed first, then
 prints one line per file, and one error line per failed file (exit status 2).
 """
 from __future__ import annotations

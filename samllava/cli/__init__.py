@@ -1,166 +1,117 @@
-"""``samllava`` command line: evaluate, diagnose, train, reproduce, fetch-weights, fetch-data, make-data, bench.
+"""``samllava`` command line: diagnose, train, evaluate, reproduce, fetch-weights, fetch-data, make-data, bench,
+compare-results, export.
 
-Every argument parser of the package lives here; the commands are in :mod:`samllava.cli.commands` and
-:mod:`samllava.cli.fetch` (``python -m samllava train`` is ``samllava train``). A command that fails
-on bad input prints one line, ``samllava <command>: <what is wrong>``, and exits with status 2;
-``--debug`` shows the traceback instead.
+Light on purpose, so that ``samllava --help`` answers at once: the parsers (:mod:`samllava.cli.parsers`)
+and the argument checks (:mod:`samllava.cli.checks`) need no torch. A command's own module is imported
+only when that command runs (:data:`COMMANDS`, ``"module:function"`` resolved by :mod:`importlib`).
+``python -m samllava train`` is ``samllava train``.
+
+Order of work: parse, check every path and number (:data:`samllava.cli.checks.CHECKS`), import the
+command, then the command's own checks (images readable, a data set's layout), and only then load or
+train a model. A failure a person can fix prints one line, ``samllava <command>: <what is wrong>``, and
+exits with status 2. The libraries' warnings, log lines and loading bars stay quiet unless ``--debug``,
+which also shows the traceback of an error.
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
+import importlib
+import logging
 import sys
+import warnings
+from typing import Callable, Iterator
 
-from samllava.assets import download, weights
-from samllava.train.default_model import MissingModelError
-from samllava.notebook.runner import ReproduceError
-from samllava.cli.commands import bench_cli, diagnose_cli, evaluate_cli, make_data_cli, reproduce_cli, train_cli
-from samllava.cli.fetch import fetch_data_cli, fetch_weights_cli
+from samllava.cli.checks import CHECKS, UsageError
+from samllava.cli.parsers import build_parser
 
-COMMANDS = {"evaluate": evaluate_cli, "diagnose": diagnose_cli, "train": train_cli, "reproduce": reproduce_cli,
-            "fetch-weights": fetch_weights_cli, "fetch-data": fetch_data_cli, "make-data": make_data_cli,
-            "bench": bench_cli}
-# What a person can fix from the message alone: printed as one line, not a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError,
-               weights.MissingWeightsError, download.DownloadError, MissingModelError, ReproduceError)
+__all__ = ["COMMANDS", "build_parser", "main"]
 
-
-def _add_device(p: argparse.ArgumentParser) -> None:
-    """``--device`` and ``--dtype`` (:mod:`samllava.core.device`)."""
-    p.add_argument("--device", default=None,
-                   help="cpu, cuda, cuda:N or auto (default: $SAMLLAVA_DEVICE, else cuda when available, else cpu)")
-    p.add_argument("--dtype", default=None,
-                   help="weights of the frozen SAM encoder and LLaVA, e.g. float32 (default: the profile's on a GPU, "
-                        "float32 on the CPU)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="samllava", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    sub = p.add_subparsers(dest="command", required=True)
-    for add in (_evaluate_parser, _diagnose_parser, _train_parser, _reproduce_parser, _fetch_weights_parser,
-                _fetch_data_parser, _make_data_parser, _bench_parser):
-        add(sub)
-    return p
+COMMANDS = {
+    "diagnose": "samllava.cli.diagnose:diagnose_cli",
+    "train": "samllava.cli.train:train_cli",
+    "evaluate": "samllava.cli.evaluate:evaluate_cli",
+    "reproduce": "samllava.cli.reproduce:reproduce_cli",
+    "fetch-weights": "samllava.cli.fetch:fetch_weights_cli",
+    "fetch-data": "samllava.cli.fetch_data:fetch_data_cli",
+    "make-data": "samllava.cli.make_data:make_data_cli",
+    "bench": "samllava.cli.bench:bench_cli",
+    "compare-results": "samllava.cli.compare:compare_results_cli",
+    "export": "samllava.export.command:export_cli",
+}
+# What a person can fix from the message alone: printed as one line, not a traceback. The project's own
+# error classes are named, not imported, so that this module stays light; a class counts once its module
+# has been imported (it cannot have been raised before).
+USER_ERRORS = (UsageError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
+USER_ERROR_NAMES = ("samllava.assets.weights:MissingWeightsError", "samllava.assets.download:DownloadError",
+                    "samllava.train.default_model:MissingModelError", "samllava.notebook.runner:ReproduceError")
+# Loggers of the libraries under the models: quiet below ERROR unless --debug.
+QUIET_LOGGERS = ("", "open_clip", "timm", "huggingface_hub", "transformers", "accelerate", "peft")
 
 
-def _evaluate_parser(sub) -> None:
-    e = sub.add_parser(
-        "evaluate", help="image/pixel AUROC, AUPRO, F1-max (and description accuracy) on an MVTec-layout root"
-    )
-    e.add_argument("--profile", default=None)
-    e.add_argument("--data", required=True, help="data set root: one folder per category in the MVTec layout (or VisA)")
-    e.add_argument("--shots", type=int, default=0, help="K normal support images (0 = zero-shot)")
-    e.add_argument("--seeds", default="0", help="comma-separated support seeds, e.g. 0,1,2,3,4")
-    e.add_argument("--stage", choices=["coarse", "full"], default="coarse")
-    e.add_argument("--categories", default=None, help="comma-separated subset of categories")
-    e.add_argument("--image-size", type=int, default=None)
-    e.add_argument("--checkpoint", default=None, help="trained SamLlava checkpoint (stage full; default: the "
-                                                      "profile's default model, trained on first use)")
-    e.add_argument("--out", required=True, help="JSON file to write")
-    e.add_argument("--batch-size", type=int, default=None,
-                   help="images per batch on a GPU (default: gpu.encode_batch, else as many as fit in free memory)")
-    _add_device(e)
+def user_errors() -> tuple[type[BaseException], ...]:
+    """:data:`USER_ERRORS` and the named classes whose modules are imported by now."""
+    named = (name.split(":") for name in USER_ERROR_NAMES)
+    return USER_ERRORS + tuple(getattr(sys.modules[m], c) for m, c in named if m in sys.modules)
 
 
-def _diagnose_parser(sub) -> None:
-    d = sub.add_parser("diagnose", help="verdict, masks, yes/no answer and description for images and folders")
-    d.add_argument("images", nargs="+", metavar="IMAGE", help="image files and folders of images (recursive)")
-    d.add_argument("--category", default=None, help="category name (default: a generic object)")
-    d.add_argument("--support", default=None, help="folder of normal images: the few-shot memory and the verdict's "
-                                                     "thresholds (cached by content)")
-    d.add_argument("--calibration", default=None, metavar="DIR",
-                   help="folder of other normal images (not in --support) that calibrate the verdict: with a few "
-                        "dozen the false-positive rate holds closely (default: the --support images, each left "
-                        "out in turn)")
-    d.add_argument("--profile", default=None)
-    d.add_argument("--checkpoint", default=None,
-                   help="trained SamLlava checkpoint (default: the profile's default model, trained on first use)")
-    d.add_argument("--batch-size", type=int, default=32,
-                   help="images per batch (on a GPU: at most, as many as fit)")
-    d.add_argument("--max-new-tokens", type=int, default=None, help="default: the profile's")
-    d.add_argument("--no-progress", action="store_true")
-    d.add_argument("--out", required=True, help="output folder: <image>/mask.png, overlay.png, report.json, "
-                                                "summary.csv")
-    _add_device(d)
+def resolve(target: str):
+    """The function a ``"module:function"`` string names (its module imported now)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def _reproduce_parser(sub) -> None:
-    r = sub.add_parser("reproduce", help="run the numbered notebooks headless (papermill)")
-    r.add_argument("--profile", default="offline")
-    r.add_argument("--only", nargs="*", default=None, help="notebook numbers or names, e.g. 01 03")
-    r.add_argument("--data-root", action="append", default=None, metavar="NAME=DIR")
-    r.add_argument(
-        "--smoke", action="store_true", help="small budgets (seeds, steps): a quick check of every code path"
-    )
-    r.add_argument("--device", default=None,
-                   help="every notebook's device parameter: cpu, cuda, cuda:N or auto (default: cuda when available)")
+@contextlib.contextmanager
+def quiet_libraries(debug: bool) -> Iterator[Callable[[], None]]:
+    """While a command runs (and unless ``debug``): the libraries' warnings and log lines below ERROR off
+    (open_clip's "No pretrained weights loaded", transformers' FutureWarnings and "Loading weights" bars);
+    the project's own warnings stay. Yields what to call once the command's modules are imported
+    (transformers sets its own level and bars on import). Everything is restored afterwards, so a caller of
+    :func:`main` in the same process (a test, a notebook) keeps its own settings."""
+    if debug:
+        yield lambda: None
+        return
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    restore = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", module=r"samllava(\.|$)")
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            yield lambda: restore.append(_quiet_transformers())
+        finally:
+            for undo in restore:
+                undo()
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
-def _fetch_weights_parser(sub) -> None:
-    f = sub.add_parser("fetch-weights", help="download the weights a profile needs (checksums verified, resumable)")
-    f.add_argument("ids", nargs="*", help="weight ids (default: those of --profile)")
-    f.add_argument("--profile", default=None)
-    f.add_argument("--dir", default=None, help="download folder (default: $SAMLLAVA_WEIGHTS_DIR or ~/.cache/samllava)")
-    f.add_argument("--quiet", action="store_true", help="no progress bars")
+def _quiet_transformers() -> Callable[[], None]:
+    """transformers' log level to ERROR and its progress bars off; returns what sets them back."""
+    tf = sys.modules.get("transformers.utils.logging")
+    if tf is None:
+        return lambda: None
+    level, bars = tf.get_verbosity(), tf.is_progress_bar_enabled()
+    tf.set_verbosity_error()
+    tf.disable_progress_bar()
 
+    def undo() -> None:
+        tf.set_verbosity(level)
+        if bars:
+            tf.enable_progress_bar()
 
-def _fetch_data_parser(sub) -> None:
-    g = sub.add_parser("fetch-data",
-                       help="download MVTec-AD or VisA (checksums verified), unpack, lay out for --data-root")
-    g.add_argument("dataset", choices=["mvtec", "visa"])
-    g.add_argument("--out", required=True, help="data set root to write (then: reproduce --data-root NAME=OUT)")
-    g.add_argument("--from-archive", default=None, metavar="FILE",
-                   help="use this released archive instead of downloading")
-    g.add_argument("--keep-archive", action="store_true", help="keep the downloaded archive after unpacking")
-    g.add_argument("--no-checksum", action="store_true",
-                   help="accept an archive whose SHA-256 is not the published one")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _make_data_parser(sub) -> None:
-    m = sub.add_parser("make-data", help="write a generated defect data set in the MVTec layout")
-    m.add_argument("--kind", choices=["synthetic", "realtex"], default="synthetic",
-                   help="synthetic: procedural surfaces and defects; realtex: real texture photographs with subtle "
-                        "painted defects (the harder development set)")
-    m.add_argument("--out", required=True)
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--size", type=int, default=256)
-    m.add_argument("--n-train", type=int, default=8)
-    m.add_argument("--n-test", type=int, default=24)
-
-
-def _bench_parser(sub) -> None:
-    b = sub.add_parser("bench", help="complexity benchmark: parameters, latency, throughput, peak memory")
-    b.add_argument("--profile", default=None)
-    b.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: cuda when available)")
-    b.add_argument("--runs", type=int, default=20)
-    b.add_argument("--warmup", type=int, default=5)
-    b.add_argument("--out", default=None)
-
-
-def _train_parser(sub) -> None:
-    t = sub.add_parser("train", help="train the trainable parts end to end (torchrun: several processes); without "
-                                     "--data and --out: the profile's default model, in the weights cache")
-    t.add_argument("--profile", default=None)
-    t.add_argument("--data", default=None, help="MVTec-layout root: test images with labels (masks where present) "
-                                                "train the model; train/good gives the support (default: the "
-                                                "profile's synthetic training set)")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--shots", type=int, default=None, help="support images per category (default 4)")
-    t.add_argument("--out", default=None, help="output folder (default: the profile's default model)")
-    t.add_argument("--no-progress", action="store_true")
-    t.add_argument("--micro-batch", type=int, default=None,
-                   help="images per forward/backward on a GPU; gradients accumulate to train.batch_size "
-                        "(default: gpu.train_micro_batch, else as many as fit in free memory)")
-    _add_device(t)
+    return undo
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
-    except USER_ERRORS as err:
+        with quiet_libraries(args.debug) as imported:
+            CHECKS[args.command](args)
+            run = resolve(COMMANDS[args.command])
+            imported()
+            return run(args)
+    except user_errors() as err:
         if args.debug:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

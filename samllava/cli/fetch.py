@@ -1,14 +1,12 @@
-"""``samllava fetch-weights`` and ``samllava fetch-data``: the paper's weights and data sets, checked."""
+"""``samllava fetch-weights``: the weights a profile needs, checked (light: no torch)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 from samllava.assets import download, weights
 from samllava.core.config import load_profile
-from samllava.assets import datasets as data_fetch
 
 
 def fetch_weights_cli(args) -> int:
@@ -37,37 +35,22 @@ def fetch_weights_cli(args) -> int:
         except download.DownloadError as err:
             print(f"{prog}: disk: {err}", file=sys.stderr)
             return 2
-    failed = 0
+    failed, fetched = 0, 0
     for s in specs:
         try:
             if s in todo and (s.url or s.hf_repo):
                 path = weights.fetch(s.id, directory, progress=not args.quiet)
+                fetched += 1
+                print(f"{s.id}: {path}")
             else:
                 path = weights.resolve(s.id)
-            print(f"{s.id}: {path}")
+                shipped = s.packaged is not None and not (s.url or s.hf_repo)
+                print(f"{s.id}: {path}" + (" (shipped with an installed package: nothing to download)"
+                                           if shipped else ""))
         except (download.DownloadError, weights.MissingWeightsError) as err:
             print(f"{prog}: {s.id}: {err}", file=sys.stderr)
             failed += 1
-    if args.dir and directory != weights.cache_dir() and failed < len(specs):
-        print(f"{prog}: the files are in {directory}: export {weights.CACHE_ENV}={directory} "
-              "so that the profiles find them",
-              file=sys.stderr)
+    if fetched and args.dir and directory != weights.cache_dir():
+        print(f"{prog}: the downloaded files are in {directory}: export {weights.CACHE_ENV}={directory} "
+              "so that the profiles find them", file=sys.stderr)
     return 2 if failed else 0
-
-
-def fetch_data_cli(args) -> int:
-    """``samllava fetch-data mvtec|visa --out DIR [--from-archive FILE]``; exit status 2 on failure."""
-    try:
-        out = data_fetch.fetch_data(args.dataset, args.out, from_archive=args.from_archive,
-                                    keep_archive=args.keep_archive, verify=not args.no_checksum,
-                                    progress=not args.quiet,
-                                    log=lambda m: print(f"samllava fetch-data: {m}", file=sys.stderr))
-    except (data_fetch.DataFetchError, download.DownloadError, FileNotFoundError, ValueError) as err:
-        print(f"samllava fetch-data: {args.dataset}: {err}", file=sys.stderr)
-        return 2
-    counts = json.loads((out / data_fetch.LAID_OUT_MARKER).read_text())["counts"]
-    n_train, n_test = (sum(c[k] for c in counts.values()) for k in ("train", "test_good"))
-    n_anomaly = sum(c["test_anomaly"] for c in counts.values())
-    print(f"{args.dataset}: {out} ({len(counts)} categories; {n_train} train, {n_test} normal test, "
-          f"{n_anomaly} anomalous test images): samllava reproduce --data-root {args.dataset}={out}")
-    return 0

@@ -105,6 +105,32 @@ def load_clip_weights(model: nn.Module, path: Path) -> None:
         raise CheckpointError(f"CLIP weights {path} do not match the architecture: {e}") from e
 
 
+def architecture_name(cfg: ClipConfig) -> str:
+    """The open_clip name that builds ``cfg``'s architecture, registering it first where needed.
+
+    ``cfg.model_config`` registers an inline architecture under ``cfg.model_name``; ``cfg.depth`` registers
+    ``<model_name>-<depth>blocks``: the same architecture (widths, heads, patch, input side) with ``depth``
+    blocks in both towers. The file format of the weights is the architecture's own, fewer blocks' keys.
+
+    Raises:
+        ValueError: an unknown architecture name, or a depth below 1.
+    """
+    base = cfg.model_config if cfg.model_config is not None else open_clip.get_model_config(cfg.model_name)
+    if base is None:
+        raise ValueError(f"unknown open_clip architecture {cfg.model_name!r}; known: {open_clip.list_models()}")
+    if cfg.depth is None:
+        if cfg.model_config is not None:
+            register_model_config(cfg.model_name, cfg.model_config)
+        return cfg.model_name
+    if cfg.depth < 1:
+        raise ValueError(f"clip.depth must be at least 1 (or null: the architecture's own), got {cfg.depth}")
+    reduced = json.loads(json.dumps(base))  # a deep copy: open_clip's registry keeps the original
+    reduced["vision_cfg"]["layers"] = reduced["text_cfg"]["layers"] = cfg.depth
+    name = f"{cfg.model_name}-{cfg.depth}blocks"
+    register_model_config(name, reduced)
+    return name
+
+
 class _DropRandomInitWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "No pretrained weights loaded" not in record.getMessage()
@@ -114,13 +140,10 @@ def build_clip(cfg: ClipConfig, weights_path: Path | None) -> tuple[nn.Module, C
     """The open_clip model (eval mode, frozen) and its tokenizer.
 
     Args:
-        cfg: architecture name or inline config, input side (``force_image_size``).
+        cfg: architecture name or inline config, depth (:func:`architecture_name`), input side (``force_image_size``).
         weights_path: an open_clip checkpoint, or None for random initialisation.
     """
-    if cfg.model_config is not None:
-        register_model_config(cfg.model_name, cfg.model_config)
-    elif open_clip.get_model_config(cfg.model_name) is None:
-        raise ValueError(f"unknown open_clip architecture {cfg.model_name!r}; known: {open_clip.list_models()}")
+    name = architecture_name(cfg)
     # Weights are loaded below (not through `pretrained=`) so that a bad file gets our message;
     # open_clip's "initialized randomly" warning would then be false, so it is dropped.
     quiet = _DropRandomInitWarning() if weights_path is not None else None
@@ -128,12 +151,12 @@ def build_clip(cfg: ClipConfig, weights_path: Path | None) -> tuple[nn.Module, C
     if quiet:
         root.addFilter(quiet)
     try:
-        model = open_clip.create_model(cfg.model_name, pretrained=None, force_image_size=cfg.image_size)
+        model = open_clip.create_model(name, pretrained=None, force_image_size=cfg.image_size)
     finally:
         if quiet:
             root.removeFilter(quiet)
     if weights_path is not None:
         load_clip_weights(model, Path(weights_path))
     model.eval().requires_grad_(False)  # frozen encoders (Sec. 3.1)
-    tokenizer = open_clip.get_tokenizer(cfg.model_name)
+    tokenizer = open_clip.get_tokenizer(name)
     return model, tokenizer

@@ -2,29 +2,27 @@
 
 The paper thresholds H' to get M'_coarse but says nothing about how a single image is judged normal
 or defective. Here an image is defective when its score (the maximum of its decision map) is unusually
-high *for a normal image scored the same way*. "Unusually" is a conformal p-value against n
-calibration normals with scores c_1 .. c_n:
-
-    p(x) = (1 + #{i : c_i >= s(x)}) / (n + 1),        defective  <=>  p(x) <= target_fpr,
-
-where s(x) is the test image's score. When the test image and the calibration normals are exchangeable
-(drawn alike and scored alike), a normal test image is judged defective with probability at most
-``target_fpr``, and close to it (conformal prediction). Which normals calibrate, best first
-(:func:`calibrate` picks the rule, reported in every table and report):
+high *for a normal image scored the same way*: above the conformal threshold of n calibration normals'
+scores c_1 .. c_n, their order statistic at position u = (n + 1)(1 - target_fpr), interpolated linearly
+between its two neighbours (:func:`conformal_threshold`). When the test image and the calibration normals
+are exchangeable (drawn alike and scored alike), a normal test image exceeds it with probability close to
+``target_fpr`` (exactly when u is a whole number; split conformal prediction), but never less than
+1 / (n + 1): with fewer normals than 1 / target_fpr - 1 the threshold is their largest score and the rate
+is 1 / (n + 1). Which normals calibrate, best first (:func:`calibrate` picks the rule, reported in every
+table and report):
 
 * ``"calibration set"``: normal images that are not in the memory (``--calibration``; evaluation's
   train/good images beyond the K shots), scored against the whole memory exactly as test images are.
-  The rule is then a threshold, the :func:`conformal_quantile` of their scores.
 * ``"leave-one-out"``: the support images themselves, each held out of the memory and scored against the
   other K - 1 images *and the test image* (full conformal: :func:`samllava.coarse.memory.calibration_scores`),
-  as the test image is scored against all K. Every image of the K + 1 is then scored against K others of
-  the same kind, and a normal test image is the highest of them with probability 1 / (K + 1). Held-out
-  scores against K - 1 images alone sit higher than a normal test image's (a larger memory lowers every
-  score), which made the earlier rule flag almost no normal image on real photographs (docs/verdict.md).
-* ``"gumbel"``: with so few normals that no p-value reaches the target ((n + 1) target < 1: K = 1-3
-  at 20 %), a model. The image score is a maximum over ``blocks**2`` blocks; block maxima of the
-  held-out maps fit a Gumbel law whose maximum over ``blocks**2`` blocks is again Gumbel
-  (:func:`gumbel_quantile`). No guarantee: with n normals no rule can promise a rate below 1 / (n + 1).
+  as the test image is scored against all K: every image of the K + 1 is scored against K others of the
+  same kind, and the threshold is computed per test image. Held-out scores against K - 1 images alone sit
+  higher than a normal test image's (a larger memory lowers every score), which made the earlier rule
+  flag almost no normal image on real photographs (docs/verdict.md).
+* ``"gumbel"``: a single normal image (K = 1), nothing to leave out: a model. The image score is a maximum
+  over ``blocks**2`` blocks; block maxima of the held-out map (its patches matched outside their grid
+  neighbourhood) fit a Gumbel law whose maximum over ``blocks**2`` blocks is again Gumbel
+  (:func:`gumbel_quantile`). No guarantee.
 
 The **pixel threshold** ``tau_pix`` is the 99th percentile of the calibration normals' pixels:
 M'_coarse is every pixel above it connected to the image's highest pixels (hysteresis), so an image
@@ -44,9 +42,9 @@ EULER_GAMMA = 0.5772156649015329
 # and a strided subsample of a few hundred thousand pixels fixes a 99th percentile to a fraction of a percent.
 PIXEL_SAMPLE = 2**18
 RULES = ("calibration set", "leave-one-out", "gumbel")
-_HOW = {"calibration set": "conformal p-value against normal images outside the memory",
-        "leave-one-out": "conformal p-value against the support images, each scored against the others "
-                         "and the test image",
+_HOW = {"calibration set": "conformal threshold of normal images outside the memory",
+        "leave-one-out": "conformal threshold of the support images, each scored against the others and the "
+                         "test image",
         "gumbel": "Gumbel fit of held-out block maxima (a model: no guarantee with so few normals)"}
 
 
@@ -54,7 +52,7 @@ _HOW = {"calibration set": "conformal p-value against normal images outside the 
 class Verdict:
     """Thresholds on the decision-map scale of one support set, and where they came from."""
 
-    image: float  # tau_img: the score threshold (for "leave-one-out": the held-out scores' conformal quantile)
+    image: float  # tau_img: the score threshold (for "leave-one-out", shown: the held-out scores' threshold)
     pixel: float  # tau_pix: the low threshold of the hysteresis mask (<= image)
     rule: str  # one of RULES
     n_normals: int  # calibration normals behind the thresholds
@@ -63,28 +61,34 @@ class Verdict:
 
     def describe(self) -> str:
         """One line for reports and tables."""
-        return (f"image threshold {self.image:.3f}, pixel threshold {self.pixel:.3f}, target false-positive "
-                f"rate {self.target_fpr:.0%}, {_HOW[self.rule]}, from {self.n_normals} normal image(s)")
+        rate = f"target false-positive rate {self.target_fpr:.0%}"
+        if self.finest_rate > self.target_fpr + 1e-9:
+            rate += f" (with {self.n_normals} normal image(s) at best {self.finest_rate:.0%})"
+        return (f"image threshold {self.image:.3f}, pixel threshold {self.pixel:.3f}, {rate}, {_HOW[self.rule]}, "
+                f"from {self.n_normals} normal image(s)")
 
     def to_dict(self) -> dict:
         return {"image_threshold": self.image, "pixel_threshold": self.pixel, "rule": self.rule,
                 "normals": self.n_normals, "target_fpr": self.target_fpr, "text": self.describe()}
 
-    def p_values(self, scores: torch.Tensor, calibration: torch.Tensor | None = None) -> torch.Tensor:
-        """(B,) conformal p-values of test scores (B,) against the calibration scores: ``held_out``, or per
-        test image ``calibration`` (n, B) (the leave-one-out rule: each c_i with that test image in its memory)."""
-        c = torch.tensor(self.held_out, device=scores.device)[:, None] if calibration is None else calibration
-        return (1 + (c.double() >= scores[None].double()).sum(0)).double() / (c.shape[0] + 1)
+    def thresholds(self, calibration: torch.Tensor | None = None) -> torch.Tensor | float:
+        """The image threshold: ``image``, or per test image from ``calibration`` (n, B), the support images'
+        scores with each test image in their memory (the leave-one-out rule), :func:`conformal_threshold`."""
+        if self.rule == "leave-one-out":
+            if calibration is None:
+                raise ValueError("the leave-one-out verdict needs the support images' scores with each test image "
+                                 "in their memory")
+            return conformal_threshold(calibration, self.target_fpr)
+        return self.image
 
     def judge(self, scores: torch.Tensor, calibration: torch.Tensor | None = None) -> torch.Tensor:
-        """(B,) bool: defective (:meth:`p_values` at most the target; the Gumbel model: above its threshold)."""
-        if self.rule == "gumbel":
-            return scores > self.image
-        if self.rule == "leave-one-out" and calibration is None:
-            raise ValueError("the leave-one-out verdict needs the support images' scores with each test image "
-                             "in their memory")
-        # p <= target, with a tolerance: (n + 1) * target is an integer for the usual n and target
-        return self.p_values(scores, calibration) <= self.target_fpr + 1e-9
+        """(B,) bool: defective, the score above the image threshold (:meth:`thresholds`)."""
+        return scores.double() > self.thresholds(calibration)
+
+    @property
+    def finest_rate(self) -> float:
+        """The false-positive rate the rule can promise: the target, or 1 / (n + 1) with fewer normals."""
+        return max(self.target_fpr, 1 / (self.n_normals + 1)) if self.rule != "gumbel" else self.target_fpr
 
 
 def block_maxima(maps: torch.Tensor, blocks: int) -> torch.Tensor:
@@ -117,18 +121,21 @@ def gumbel_quantile(block_max: torch.Tensor, n_blocks: int, alpha: float) -> flo
     return mu + beta * math.log(n_blocks) - beta * math.log(-math.log(1 - alpha))
 
 
-def conformal_rank(n: int, alpha: float) -> int:
-    """ceil((n + 1)(1 - alpha)): the rank (1-based, ascending) of the split-conformal threshold among n scores."""
-    return math.ceil((n + 1) * (1 - alpha) - 1e-9)
+def conformal_threshold(scores: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The conformal threshold of calibration scores (n,), or of per-test-image calibration scores (n, B).
 
-
-def conformal_quantile(scores: torch.Tensor, alpha: float) -> float:
-    """The :func:`conformal_rank`-th smallest of n scores (split-conformal threshold); the largest
-    score when that rank exceeds n (then the guaranteed rate is only 1 / (n + 1))."""
-    s = torch.sort(scores.double().flatten()).values
-    if s.numel() == 0:
-        raise ValueError("conformal_quantile: no scores")
-    return float(s[min(conformal_rank(s.numel(), alpha), s.numel()) - 1])
+    The order statistic at position u = (n + 1)(1 - alpha) (1-based), interpolated linearly between the
+    ones at floor(u) and floor(u) + 1; the largest score when u >= n. Returns a 0-d tensor, or (B,).
+    """
+    if scores.shape[0] == 0:
+        raise ValueError("conformal_threshold: no scores")
+    s = torch.sort(scores.double(), dim=0).values
+    n = s.shape[0]
+    u = (n + 1) * (1 - alpha)
+    if u >= n - 1e-9:
+        return s[-1]
+    j = max(1, math.floor(u + 1e-9))
+    return s[j - 1] + (u - j) * (s[j] - s[j - 1])
 
 
 def calibrate(held_out: torch.Tensor, target_fpr: float = 0.2, left_out: bool = True, blocks: int = 4,
@@ -141,7 +148,7 @@ def calibrate(held_out: torch.Tensor, target_fpr: float = 0.2, left_out: bool = 
         left_out: True when the normals are the support images held out of the memory (the test images are
             then judged against their scores with the test image in their memory); False for normal images
             outside the memory.
-        blocks: tiles per side for the Gumbel model (used while no p-value reaches the target).
+        blocks: tiles per side for the Gumbel model (a single normal image).
         pixel_quantile: quantile of the calibration normals' pixels that starts the coarse mask.
     """
     if not 0 < target_fpr < 1:
@@ -150,8 +157,9 @@ def calibrate(held_out: torch.Tensor, target_fpr: float = 0.2, left_out: bool = 
         raise ValueError(f"held_out must be (n >= 1, S, S), got shape {tuple(held_out.shape)}")
     n = held_out.shape[0]
     maxima = held_out.flatten(1).amax(1)
-    if conformal_rank(n, target_fpr) <= n:
-        rule, image = ("leave-one-out" if left_out else "calibration set"), conformal_quantile(maxima, target_fpr)
+    if n > 1 or not left_out:
+        rule, image = ("leave-one-out" if left_out else "calibration set"), float(conformal_threshold(maxima,
+                                                                                                     target_fpr))
     else:
         rule, image = "gumbel", gumbel_quantile(block_maxima(held_out, blocks), blocks * blocks, target_fpr)
     flat = held_out.flatten().double()

@@ -40,6 +40,9 @@ class ClipConfig:
     model_config: dict | None = None  # inline open_clip config for custom (tiny) architectures
     weights: str | None = "clip_vit_b16_laion400m"  # weight id (samllava.assets.weights) or None for random
     image_size: int = 240  # input side; open_clip is built with force_image_size
+    # Transformer blocks of both towers (vision and text); None: the architecture's own (12 and 12 in ViT-B-16).
+    # Fewer blocks make a cheaper model of the same widths and file format (the paper profile's CI tests).
+    depth: int | None = None
     layers: tuple[int, ...] = (6, 9, 12)  # 1-based transformer blocks whose patch tokens are scored
     temperature: float = 0.07  # softmax temperature over {normal, anomalous}
     blur_sigma: float = 4.0  # Gaussian blur of the upsampled map, in output pixels (0 = off)
@@ -73,6 +76,9 @@ class SamConfig:
     # backbone with a trained adapter, a stand-in where no SAM weights exist (samllava.sam.backbone_encoder)
     encoder: str = "vit"
     weights: str | None = "sam_vit_h"  # weight id of an official-format checkpoint (None = random)
+    # Image-encoder blocks; None: the size's own (32 in vit_h). Fewer blocks keep the size's widths, heads and
+    # file format, with global attention where samllava.sam.build.global_blocks puts it (the CI tests).
+    depth: int | None = None
     image_size: int = 1024  # SAM input side (1024 for the official models)
     prompt: str = "mask"  # "mask" | "box" | "point" | "mask+box" | "none" (Tables 7, 10)
     mask_logit: float = 8.0  # coarse mask -> +c inside / -c outside low-res logits

@@ -35,13 +35,17 @@ FIGURES_DIR = Path(os.environ.get("SAMLLAVA_FIGURES_DIR", REPO_ROOT / "figures")
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success, with the mode a
+    plain ``open(path, "w")`` would give (``mkstemp`` makes its files private, 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0o022)  # reading the umask means setting it: set it back at once
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

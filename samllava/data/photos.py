@@ -4,9 +4,10 @@ Each background is one category in the MVTec layout with many normal images (``t
 support sets and the calibration normals; ``test/good``) and as many defective ones, drawn from
 photographs that install offline:
 
-* **textures**, random crops of a photograph (train crops from two quadrants, test crops from the other
-  two): scikit-image's ``brick``, ``grass``, ``gravel``, ``moon`` and ``immunohistochemistry`` (a stained
-  tissue section), and the packaged simulated textiles (``textile``: disjoint files for train and test);
+* **textures**, random crops anywhere in a photograph, train and test alike (so a normal test image and a
+  normal train image are drawn the same way, as on a production line): scikit-image's ``brick``,
+  ``grass``, ``gravel``, ``moon`` and ``immunohistochemistry`` (a stained tissue section), and the
+  packaged simulated textiles (``textile``: disjoint files for train and test);
 * **objects**, one photograph captured again and again as a camera on a line would: a small shift,
   rotation and scale, another exposure and sensor noise per image (``coffee``, ``clock``, ``coins``,
   ``camera``, ``chelsea``, ``rocket``);
@@ -32,7 +33,7 @@ from samllava.data.instructions import NO_POSITION, position_on_grid, size_label
 from samllava.data.realtex import paint_subtle, textile_files
 from samllava.data.writer import Item, prepare_folder, single_threaded, test_items, write_mvtec_layout
 
-PHOTOS_VERSION = 1
+PHOTOS_VERSION = 2
 TEXTURES: dict[str, str] = {"brick": "a brick wall", "grass": "a lawn of grass", "gravel": "a gravel surface",
                             "moon": "the surface of the moon", "immunohistochemistry": "a stained tissue section",
                             "textile": "a woven textile"}
@@ -57,14 +58,12 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil, np.float32) / 255
 
 
-def crop_texture(photo: np.ndarray, rng: np.random.Generator, size: int, split: str) -> np.ndarray:
-    """A random crop (a third to half of the photograph's side, flipped half the time, gain +-5 %) from the
-    split's two quadrants (train: top left, bottom right; test: the other two), as (size, size, 3)."""
+def crop_texture(photo: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A random crop anywhere in the photograph (a third to half of its side, flipped half the time, gain
+    +-5 %), as (size, size, 3)."""
     h, w = photo.shape[:2]
     side = int(rng.integers(min(h, w) // 3, min(h, w) // 2 + 1))
-    qy, qx = (((0, 0), (1, 1)) if split == "train" else ((0, 1), (1, 0)))[int(rng.integers(2))]
-    y = qy * (h // 2) + int(rng.integers(0, max(1, h // 2 - side + 1)))
-    x = qx * (w // 2) + int(rng.integers(0, max(1, w // 2 - side + 1)))
+    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
     crop = photo[y:y + side, x:x + side]
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
@@ -97,7 +96,7 @@ def _surfaces(name: str, size: int, n_train: int, n_test: int) -> Callable[[np.r
     photo = _photo(name)
     if name in OBJECTS:
         return lambda rng, split, i: recapture(photo, rng, size)
-    return lambda rng, split, i: crop_texture(photo, rng, size, split)
+    return lambda rng, split, i: crop_texture(photo, rng, size)
 
 
 def generate_photos(root: str | os.PathLike, categories: Iterable[str] | None = None, n_train: int = 112,

@@ -120,11 +120,14 @@ def load_causal_lm(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
     return AutoModelForCausalLM.from_pretrained(dest), AutoTokenizer.from_pretrained(dest)
 
 
-def _build_from_lm(profile: Profile, seed: int) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]:
+def _build_from_lm(profile: Profile, seed: int,
+                   dtype: torch.dtype) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]:
     """New LLaVA (random vision tower + projector) around a random or pretrained language model.
 
     The random parts are drawn from ``seed`` (global RNG state untouched): they are part of the
-    base model, not of a LoRA adapter, so every build of a profile must give the same ones.
+    base model, not of a LoRA adapter, so every build of a profile must give the same ones. They are
+    drawn in float32 whatever ``dtype`` (:func:`build_describer` casts them), so every dtype starts from
+    the same draws.
     """
     cfg = profile.llm
     if cfg.vision_config is None:
@@ -171,13 +174,18 @@ def _build_from_lm(profile: Profile, seed: int) -> tuple[LlavaForConditionalGene
     return model, tokenizer, _base_id(cfg.weights or f"random:{profile.name}:{seed}", config)
 
 
-def _build_hf(profile: Profile, seed: int) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]:
-    """A LLaVA checkpoint folder in the Hugging Face format (llava-hf/llava-1.5-7b-hf); nothing random (seed unused)."""
+def _build_hf(profile: Profile, seed: int,
+              dtype: torch.dtype) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]:
+    """A LLaVA checkpoint folder in the Hugging Face format (llava-hf/llava-1.5-7b-hf); nothing random (seed unused).
+
+    Read straight into ``dtype``: the file's float16 values reach float32 exactly (through bfloat16 they would
+    lose three mantissa bits), and a 7B model is never held twice while it is cast.
+    """
     cfg = profile.llm
     folder = weights.require(profile, "llm", cfg.weights)
     if folder is None:
         raise ValueError(f"profile {profile.name!r}: llm.kind='llava_hf' needs llm.weights (a checkpoint folder)")
-    model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=_dtype(cfg))
+    model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=dtype)
     if model.config.vision_config.image_size != cfg.image_size:
         raise ValueError(f"{folder}: vision tower takes {model.config.vision_config.image_size} px "
                          f"but llm.image_size={cfg.image_size}")
@@ -187,7 +195,8 @@ def _build_hf(profile: Profile, seed: int) -> tuple[LlavaForConditionalGeneratio
     return model, tokenizer, _base_id(cfg.weights, model.config)
 
 
-BUILDERS: dict[str, Callable[[Profile, int], tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]]] = {
+BUILDERS: dict[str, Callable[[Profile, int, torch.dtype],
+                              tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, str]]] = {
     "llava_from_lm": _build_from_lm,
     "llava_hf": _build_hf,
 }
@@ -209,7 +218,8 @@ def build_describer(profile: Profile, system: str | None = None, seed: int = 0,
     cfg = profile.llm
     if cfg.kind not in BUILDERS:
         raise ValueError(f"profile {profile.name!r}: unknown llm.kind={cfg.kind!r}; known: {sorted(BUILDERS)}")
-    model, tokenizer, base_id = BUILDERS[cfg.kind](profile, seed)
+    dtype = dtype or _dtype(cfg)
+    model, tokenizer, base_id = BUILDERS[cfg.kind](profile, seed, dtype)
     _fit_vocab(model, tokenizer)
     grid = None
     if cfg.vision == "fewshot_backbone":
@@ -220,7 +230,7 @@ def build_describer(profile: Profile, system: str | None = None, seed: int = 0,
         base_id += f"+backbone-tokens:{vision_channels}x{grid * grid}"
     elif cfg.vision != "tower":
         raise ValueError(f"profile {profile.name!r}: llm.vision={cfg.vision!r}: expected 'tower' or 'fewshot_backbone'")
-    model.to(dtype or _dtype(cfg))
+    model.to(dtype)
     if system is None:
         system = SYSTEM if cfg.system is None else cfg.system
     return Describer(model, tokenizer, base_id=base_id, system=system, max_new_tokens=cfg.max_new_tokens,

@@ -6,7 +6,9 @@ and :meth:`Diagnoser.run` diagnoses files and writes every output (:mod:`samllav
 
 A support folder's fitted memory is cached on disk by content (the images' bytes, the backbone and the
 image side), so a folder of hundreds of normal images is embedded once. Without a support set only the
-zero-shot CLIP term judges, which a profile with random CLIP weights refuses (:func:`no_signal_message`).
+zero-shot CLIP term judges, which a profile with random CLIP weights refuses
+(:func:`samllava.diagnose.signal.no_signal_message`). Images whose size or aspect differs from the support
+images' are warned about (:meth:`Diagnoser.size_warnings`): one line for the run, one in each report.
 """
 from __future__ import annotations
 
@@ -23,21 +25,11 @@ from samllava.core.provenance import provenance
 from samllava.core.results import atomic_path
 from samllava.data import ImageFiles
 from samllava.data.mvtec import list_images
-from samllava.diagnose.files import check_readable, diagnose_files
+from samllava.diagnose.files import check_readable, diagnose_files, size_summary, size_warnings
+from samllava.diagnose.signal import no_signal_message
 from samllava.model.checkpoint import load_model
 from samllava.model.sam_llava import Diagnosis, SamLlava
 from samllava.train.default_model import default_checkpoint
-
-
-def no_signal_message(profile: Profile, what: str) -> str | None:
-    """Why ``profile`` cannot answer ``what`` without normal images, or None when it can: without them
-    only the zero-shot CLIP term judges, and random CLIP weights carry no signal (tiny, offline)."""
-    if profile.clip.weights is not None:
-        return None
-    give = ("--support DIR with a few normal images" if what == "diagnose"
-            else "--shots K (K normal train/good images per category)")
-    return (f"profile {profile.name!r} has no zero-shot signal (its CLIP has random weights), so {what} without "
-            f"normal images would answer at random; pass {give}, or use the paper profile with its weights")
 
 
 SUPPORT_CACHE_VERSION = 2  # bump when what a fitted support holds changes
@@ -58,10 +50,13 @@ def normal_images(folder: str | Path, option: str) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{option} {folder}: not a folder of normal images")
-    files = list_images(folder)
-    if not files:
-        raise ValueError(f"{option} {folder}: holds no images (png/jpg/bmp/tif)")
-    check_readable(files)
+    try:
+        files = list_images(folder)
+        if not files:
+            raise ValueError("holds no images (png/jpg/bmp/tif)")
+        check_readable(files)
+    except ValueError as err:
+        raise ValueError(f"{option} {folder}: {err}") from None
     return files
 
 
@@ -101,6 +96,7 @@ class Diagnoser:
                               else default_checkpoint(profile, progress=progress, device=device))
         self.model = model if model is not None else load_model(profile, self.checkpoint, device=device, dtype=dtype)
         self.support: Path | None = None
+        self.support_files: list[Path] = []
         self.calibration: Path | None = None
         self.shots = 0
         self.image_size = profile.data.image_size
@@ -113,11 +109,17 @@ class Diagnoser:
             if message:
                 raise ValueError(message)
             self.model.set_support(None)
-            self.support, self.shots = None, 0
+            self.support, self.support_files, self.shots = None, [], 0
             return 0
         self.shots = fit_support(self.model, folder, self.image_size, calibration=calibration)
         self.support, self.calibration = Path(folder), None if calibration is None else Path(calibration)
+        self.support_files = list_images(self.support)
         return self.shots
+
+    def size_warnings(self, files: list[Path]) -> dict[Path, str]:
+        """Per image of ``files`` whose size or aspect differs from the support images', the line its report
+        carries (:func:`samllava.diagnose.files.size_warnings`); empty without a support set."""
+        return size_warnings(files, self.support_files)
 
     @property
     def header(self) -> dict:
@@ -143,9 +145,15 @@ class Diagnoser:
         return self.model.diagnose_with_support(images, category, max_new_tokens)
 
     def run(self, files: list[Path], out_dir: str | Path, *, category: str | None = None, batch_size: int = 32,
-            max_new_tokens: int | None = None, progress: bool = True) -> pd.DataFrame:
-        """Diagnose image files in batches and write every output and ``summary.csv`` under ``out_dir``."""
+            max_new_tokens: int | None = None, progress: bool = True, warn=None) -> pd.DataFrame:
+        """Diagnose image files in batches and write every output and ``summary.csv`` under ``out_dir``.
+        ``warn``: called with one line when images differ in size or aspect from the support (default: none;
+        each report.json says so under ``warnings`` either way)."""
         run = self.provenance(f"{len(files)} image file(s) under {os.path.commonpath([str(f) for f in files])}")
+        warned = self.size_warnings(files)
+        line = size_summary(warned, len(files))
+        if line and warn is not None:
+            warn(line)
         return diagnose_files(self.model, files, out_dir, category=category, size=self.image_size,
                               batch_size=batch_size, max_new_tokens=max_new_tokens, extra=self.header, run=run,
-                              progress=progress)
+                              progress=progress, warnings=warned)

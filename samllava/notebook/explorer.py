@@ -6,6 +6,8 @@
   only when a new map needs another (category, K), so the level, threshold and overlay controls only redraw.
 * :func:`coarse_view`, :func:`slider_range`, :func:`status_lines`, :func:`verdict_text` - pure: what one
   setting of the controls shows, the threshold slider's range and the status line.
+* :func:`explorer_data` - what it explores: your own MVTec-layout folders (``data_roots``), else the
+  profile's synthetic evaluation set.
 """
 
 from __future__ import annotations
@@ -21,11 +23,36 @@ import numpy as np
 import torch
 
 from samllava.coarse import TextCache, category_phrase, otsu_threshold
-from samllava.data import CategoryData, Sample, sample_support
+from samllava.core.config import Profile
+from samllava.data import CategoryData, Sample, load_dataset, sample_support
+from samllava.notebook.tables.data import synthetic
 from samllava.report.figures import to_numpy_image
 
 USED_MAP = -1  # level control value: the map the method uses (H', Lambda or H), not one memory level
 NO_THRESHOLD = "n/a (no calibrated threshold)"
+
+
+# ----------------------------------------------------------------------------- the data explored
+def explorer_data(profile: Profile, data_roots: dict[str, str] | None = None) -> dict[str, CategoryData]:
+    """The categories the explorer offers: every data set of ``data_roots`` (``{"own": "/path/to/folder"}``:
+    a folder of MVTec-layout categories, one category folder, or VisA), its categories named as in the
+    folder (``<root name>/<category>`` when several roots are given); without roots, the profile's
+    synthetic evaluation set. A folder that does not load, or a category without test images, raises
+    naming the root."""
+    if not data_roots:
+        return synthetic(profile, "eval")
+    out: dict[str, CategoryData] = {}
+    for name, root in data_roots.items():
+        where = f"data_roots[{name!r}] = {root}"
+        try:
+            data = load_dataset(root)
+        except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+            raise ValueError(f"{where}: {err}") from None
+        for category, cat in data.items():
+            if not cat.test:
+                raise ValueError(f"{where}: category {category!r} has no test images (test/<good|defect>/*.png)")
+            out[f"{name}/{category}" if len(data_roots) > 1 else category] = cat
+    return out
 
 
 # ----------------------------------------------------------------------------- the model side, cached

@@ -4,8 +4,9 @@
 The panel takes the command line's road, :class:`samllava.diagnose.run.Diagnoser`: the model is the
 profile's trained default model unless a checkpoint is given; the normal images set the support (cached
 by content, as for ``--support``); the image is read by :func:`samllava.data.load_image`; with
-``out_dir``, mask.png, overlay.png and report.json are written by
-:func:`samllava.diagnose.files.write_outputs`. Uploads are saved to a temporary folder first, so an
+``out_dir``, mask.png, overlay.png (at the image's own size) and report.json are written by
+:func:`samllava.diagnose.files.write_outputs`; an image whose size or aspect differs from the normal
+images' is warned about, as ``samllava diagnose`` does. Uploads are saved to a temporary folder first, so an
 upload and a path are read by the same code.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from matplotlib.figure import Figure
 
 from samllava.core.config import Profile, load_profile
 from samllava.data import load_image
-from samllava.diagnose.files import write_outputs
+from samllava.diagnose.files import sizes, write_outputs
 from samllava.diagnose.report import report_fields
 from samllava.diagnose.run import Diagnoser
 from samllava.report.figures import (
@@ -168,19 +169,23 @@ class TryYourOwnImage:
             return None
         category = self.category.value.strip() or None
         diagnosis = self.diagnoser.diagnose(image[None], category)[0]
-        extra = {"image": str(self.image_path), **self.diagnoser.header}
-        self.report = {**report_fields(diagnosis), **extra}
+        notes = list(self.diagnoser.size_warnings([self.image_path]).values())
+        extra = {"image": str(self.image_path), **self.diagnoser.header, "warnings": notes}
+        self.report = {**report_fields(diagnosis), **sizes(diagnosis, self.image_path), **extra}
         if self.out_dir is not None:
-            write_outputs(diagnosis, image, self.out_dir, extra, self.diagnoser.provenance(str(self.image_path)))
+            write_outputs(diagnosis, self.image_path, self.out_dir, extra,
+                          self.diagnoser.provenance(str(self.image_path)))
         map_name = used_map_name(shots, self.diagnoser.model.coarse.use_zero_shot)
         self.image.value = figure_png(diagnosis_figure(image, diagnosis, map_name))
-        self.status.value = lines_html(diagnosis_lines(self.report, self.image_path.name, shots) + [self.model_line])
+        self.status.value = lines_html(diagnosis_lines(self.report, self.image_path.name, shots) + [self.model_line],
+                                       warning="; ".join(notes) or None)
         return self.report
 
 
-def try_your_own_image(profile: str | Profile | None = None, checkpoint: str | None = None,
+def try_your_own_image(profile: str | Profile | None = None, checkpoint: str | None = None, device=None,
                        **kwargs) -> TryYourOwnImage:
     """The panel over the model ``samllava diagnose`` uses: ``checkpoint``, else the profile's trained default
-    model (trained once on first use, as ``samllava train --profile P`` does); display ``.widget``."""
+    model (trained once on first use, as ``samllava train --profile P`` does), on ``device`` (None: CUDA when
+    available, :func:`samllava.core.device.resolve_device`); display ``.widget``."""
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
-    return TryYourOwnImage(Diagnoser(profile, checkpoint), **kwargs)
+    return TryYourOwnImage(Diagnoser(profile, checkpoint, device=device), **kwargs)

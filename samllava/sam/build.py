@@ -4,7 +4,8 @@ Mirrors ``segment_anything.build_sam``: one public builder per size, each callin
 :func:`_build` with every constant visible, and a plain registry dict. ``tiny`` keeps SAM's
 structure (ViT encoder with windowed + global attention, prompt encoder, two-way transformer
 decoder) at a size that runs in milliseconds on a CPU; its patch is 8 px so that a 64-px input
-still gives an 8 x 8 embedding grid for the multi-scale branches (Sec. 3.2).
+still gives an 8 x 8 embedding grid for the multi-scale branches (Sec. 3.2). Every size takes a
+reduced encoder ``depth`` (``SamConfig.depth``): the same widths and key names, fewer blocks.
 
 :func:`build_sam` loads official-format checkpoints (``sam_vit_h_4b8939.pth`` ...) with
 ``torch.load(weights_only=True)`` and compares every tensor shape with the architecture *before*
@@ -88,26 +89,39 @@ def _build(
     return sam.eval()
 
 
-def build_sam_vit_h(image_size: int = 1024) -> Sam:
-    return _build(encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16,
-                  encoder_global_attn_indexes=(7, 15, 23, 31), image_size=image_size, prompt_embed_dim=256)
+def global_blocks(depth: int) -> tuple[int, ...]:
+    """Encoder blocks (0-based) with global attention: the last of each of up to four equal groups.
+
+    Gives segment_anything's own indexes at the official depths ((7, 15, 23, 31) at 32 blocks, (5, 11, 17, 23)
+    at 24, (2, 5, 8, 11) at 12) and keeps windowed blocks before a global one at a reduced depth ((1,) at 2).
+    """
+    if depth < 1:
+        raise ValueError(f"SAM encoder depth must be at least 1, got {depth}")
+    groups = max(1, min(4, depth // 2))
+    return tuple(-(-(k + 1) * depth // groups) - 1 for k in range(groups))  # ceil((k + 1) * depth / groups) - 1
 
 
-def build_sam_vit_l(image_size: int = 1024) -> Sam:
-    return _build(encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16,
-                  encoder_global_attn_indexes=(5, 11, 17, 23), image_size=image_size, prompt_embed_dim=256)
+def build_sam_vit_h(image_size: int = 1024, depth: int = 32) -> Sam:
+    return _build(encoder_embed_dim=1280, encoder_depth=depth, encoder_num_heads=16,
+                  encoder_global_attn_indexes=global_blocks(depth), image_size=image_size, prompt_embed_dim=256)
 
 
-def build_sam_vit_b(image_size: int = 1024) -> Sam:
-    return _build(encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12,
-                  encoder_global_attn_indexes=(2, 5, 8, 11), image_size=image_size, prompt_embed_dim=256)
+def build_sam_vit_l(image_size: int = 1024, depth: int = 24) -> Sam:
+    return _build(encoder_embed_dim=1024, encoder_depth=depth, encoder_num_heads=16,
+                  encoder_global_attn_indexes=global_blocks(depth), image_size=image_size, prompt_embed_dim=256)
 
 
-def build_sam_tiny(image_size: int = 64) -> Sam:
+def build_sam_vit_b(image_size: int = 1024, depth: int = 12) -> Sam:
+    return _build(encoder_embed_dim=768, encoder_depth=depth, encoder_num_heads=12,
+                  encoder_global_attn_indexes=global_blocks(depth), image_size=image_size, prompt_embed_dim=256)
+
+
+def build_sam_tiny(image_size: int = 64, depth: int = 2) -> Sam:
     """About 0.1M parameters: SAM's structure for tests and CI (random weights only)."""
-    return _build(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,),
-                  image_size=image_size, prompt_embed_dim=32, patch_size=8, window_size=4, mask_in_chans=8,
-                  decoder_mlp_dim=64, decoder_num_heads=2, iou_head_hidden_dim=32)
+    return _build(encoder_embed_dim=32, encoder_depth=depth, encoder_num_heads=2,
+                  encoder_global_attn_indexes=global_blocks(depth), image_size=image_size, prompt_embed_dim=32,
+                  patch_size=8, window_size=4, mask_in_chans=8, decoder_mlp_dim=64, decoder_num_heads=2,
+                  iou_head_hidden_dim=32)
 
 
 SAM_REGISTRY: dict[str, Callable[..., Sam]] = {
@@ -122,11 +136,17 @@ SAM_REGISTRY: dict[str, Callable[..., Sam]] = {
 OFFICIAL_IMAGE_SIZE = 1024
 
 
+def _depth_kwargs(depth: int | None) -> dict[str, int]:
+    """A builder's keyword for ``depth`` (None: the size's own)."""
+    return {} if depth is None else {"depth": depth}
+
+
 @lru_cache(maxsize=None)
-def _shapes(size: str, image_size: int) -> dict[str, torch.Size]:
-    """Parameter and buffer shapes of a SAM size, built on the meta device (no memory). Read-only."""
+def _shapes(size: str, image_size: int, depth: int | None = None) -> dict[str, torch.Size]:
+    """Parameter and buffer shapes of a SAM size (``depth`` blocks, None: its own), built on the meta device (no
+    memory). Read-only."""
     with torch.device("meta"):
-        model = SAM_REGISTRY[size](image_size=image_size)
+        model = SAM_REGISTRY[size](image_size=image_size, **_depth_kwargs(depth))
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
@@ -134,13 +154,21 @@ def _fmt(shape: torch.Size) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
+def _file_depth(state: dict[str, torch.Tensor]) -> int:
+    """Encoder blocks in a checkpoint (``image_encoder.blocks.<i>.`` keys)."""
+    blocks = {k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")}
+    return len(blocks)
+
+
 def _guess(state: dict[str, torch.Tensor], image_size: int) -> str | None:
-    """The registry size (and image side) whose shapes all match ``state``, if any."""
+    """The registry size (and image side, and depth where not the size's own) whose shapes all match ``state``."""
+    depth = _file_depth(state)
     for side in dict.fromkeys([image_size, OFFICIAL_IMAGE_SIZE]):
         for size in SAM_REGISTRY:
-            shapes = _shapes(size, side)
-            if shapes.keys() == state.keys() and all(shapes[k] == state[k].shape for k in shapes):
-                return f"sam_{size} (image_size {side})"
+            for d in dict.fromkeys([None, depth or None]):
+                shapes = _shapes(size, side, d)
+                if shapes.keys() == state.keys() and all(shapes[k] == state[k].shape for k in shapes):
+                    return f"sam_{size} (image_size {side}" + ("" if d is None else f", depth {d}") + ")"
     return None
 
 
@@ -153,8 +181,8 @@ def check_state_dict(state: object, cfg: SamConfig, source: str) -> None:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"SAM checkpoint {source}: expected a state dict of tensors (official format), "
                          f"got {type(state).__name__}")
-    expected = _shapes(cfg.size, cfg.image_size)
-    where = f"{cfg.size} (image_size {cfg.image_size})"
+    expected = _shapes(cfg.size, cfg.image_size, cfg.depth)
+    where = f"{cfg.size} (image_size {cfg.image_size}" + ("" if cfg.depth is None else f", depth {cfg.depth}") + ")"
     problem = None
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -188,7 +216,8 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 
 def build_sam(cfg: SamConfig, checkpoint: Path | None = None) -> Sam:
-    """The SAM of ``cfg.size`` at ``cfg.image_size``, random or loaded from ``checkpoint``.
+    """The SAM of ``cfg.size`` at ``cfg.image_size`` (``cfg.depth`` encoder blocks), random or loaded from
+    ``checkpoint``.
 
     Raises:
         ValueError: unknown size, an unreadable file, or a checkpoint of another size.
@@ -200,7 +229,7 @@ def build_sam(cfg: SamConfig, checkpoint: Path | None = None) -> Sam:
     if checkpoint is not None:
         state = load_checkpoint(checkpoint)
         check_state_dict(state, cfg, str(checkpoint))  # before allocating a 2.5 GB vit_h
-    sam = SAM_REGISTRY[cfg.size](image_size=cfg.image_size)
+    sam = SAM_REGISTRY[cfg.size](image_size=cfg.image_size, **_depth_kwargs(cfg.depth))
     if state is not None:
         sam.load_state_dict(state)
     return sam.eval()

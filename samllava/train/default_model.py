@@ -5,7 +5,9 @@ It lives in the weights cache (``$SAMLLAVA_WEIGHTS_DIR`` or ``~/.cache/samllava`
 the source of every module the trained weights depend on (data generation up to training): a
 changed profile or a changed model never picks up a stale file. ``samllava train --profile P``
 (without ``--out``) builds it; a command that needs it trains it on first use, with progress bars,
-and says so. An untrained model is never used silently.
+and says so. An untrained model is never used silently. Training takes a lock (``fcntl.flock`` on a file
+beside the model's folder): a second process that asks for the model meanwhile waits, says so, and then
+uses what the first one trained.
 
 What it is trained on: the profile's synthetic training set (``samllava make-data``, seed 1; masks
 and descriptions), the SAM side first (``train.sam_warmup_steps``), then end to end (Eq. 9), with
@@ -14,11 +16,14 @@ come from the same verdict as at inference.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -65,15 +70,48 @@ def default_model_dir(profile: Profile) -> Path:
     return weights.cache_dir() / "models" / f"{profile.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
+@contextlib.contextmanager
+def training_lock(out: Path, log=print) -> Iterator[bool]:
+    """Hold the lock of the model folder ``out`` (``.<name>.lock`` beside it); wait, saying so, while another
+    process holds it. Yields whether it waited. Inside a torchrun process group there is no lock: its ranks
+    train one model together."""
+    if distributed.world()[1] > 1:
+        yield False
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "a") as handle:
+        waited = False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another process is training the model in {out}: waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            waited = True
+        try:
+            yield waited
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def train_default(profile: Profile, out: Path | None = None, progress: bool = True, log=print,
                   device: str | torch.device | None = None, micro_batch: int | None = None) -> Path:
     """Train the profile's default model into ``out`` (default :func:`default_model_dir`) on ``device``
-    (:func:`samllava.core.device.resolve_device`); returns its folder.
+    (:func:`samllava.core.device.resolve_device`), unless it is there already; returns its folder.
 
+    Under :func:`training_lock`: a process that waited for another one's training returns its model.
     Interrupted runs resume from the last epoch's checkpoint (:func:`samllava.train.end_to_end.train`); the
     checkpoint holds CPU tensors, so the model serves every device.
     """
     out = Path(out) if out is not None else default_model_dir(profile)
+    with training_lock(out, log) as waited:
+        if (out / DONE).is_file():
+            if waited:
+                log(f"the other process trained it: using {out}")
+            return out
+        return _train_default(profile, out, progress, log, device, micro_batch)
+
+
+def _train_default(profile: Profile, out: Path, progress: bool, log, device, micro_batch: int | None) -> Path:
     start = time.perf_counter()
     model = build_model(profile, device=device)
     data = load_dataset(ensure_synthetic(profile, seed=1))
@@ -90,15 +128,16 @@ def train_default(profile: Profile, out: Path | None = None, progress: bool = Tr
 
 def default_checkpoint(profile: Profile, train_if_missing: bool = True, progress: bool = True,
                        log=lambda m: print(m, file=sys.stderr), device: str | torch.device | None = None) -> Path:
-    """The default model's checkpoint file, trained now when missing (``train_if_missing``) or
-    :class:`MissingModelError` with the one command that builds it."""
+    """The default model's checkpoint file, trained now when missing (``train_if_missing``; a process that
+    finds another one training it waits and uses that model) or :class:`MissingModelError` with the one
+    command that builds it."""
     out = default_model_dir(profile)
     if (out / DONE).is_file():
         return out / CHECKPOINT
     if not train_if_missing:
         raise MissingModelError(f"no trained model for profile {profile.name!r} (looked in {out}); "
                                 f"build it with: samllava train --profile {profile.name}")
-    log(f"no trained model for profile {profile.name!r} yet: training it once now (a few minutes on a CPU)")
+    log(f"no trained model for profile {profile.name!r} yet: it is trained once, now (a few minutes on a CPU)")
     return train_default(profile, out, progress=progress, log=log, device=device) / CHECKPOINT
 
 

@@ -281,3 +281,12 @@ def test_notebook_01_on_fetched_data(monkeypatch, mvtec_archive, visa_archive, t
     assert run.returncode == 0, run.stderr[-3000:]
     summary = (tmp_path / "results" / "data_summary.md").read_text()
     assert "VisA" in summary and "miniature (generated)" not in summary  # the fetched folders, not the miniatures
+
+
+def test_fetch_data_without_out_uses_the_data_folder(monkeypatch, visa_archive, tmp_path, capsys):
+    """`samllava fetch-data visa` as the README writes it: laid out in $SAMLLAVA_DATA_DIR/visa."""
+    _use(monkeypatch, "visa", visa_archive)
+    monkeypatch.setenv("SAMLLAVA_DATA_DIR", str(tmp_path / "data"))
+    assert main(["fetch-data", "visa", "--from-archive", str(visa_archive), "--quiet"]) == 0
+    assert f"--data-root visa={tmp_path / 'data' / 'visa'}" in capsys.readouterr().out
+    assert (tmp_path / "data" / "visa" / LAID_OUT_MARKER).is_file()

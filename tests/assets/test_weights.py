@@ -160,6 +160,10 @@ def test_cli_reports_packaged_weights_and_unknown_ids(monkeypatch, tmp_path, cap
     monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path))
     assert main(["fetch-weights", "tiny_tokenizer", "--quiet"]) == 0
     assert "tiny_tokenizer:" in capsys.readouterr().out
+    # a packaged file with --dir: nothing downloaded there, so no advice to point the profiles at it
+    assert main(["fetch-weights", "tiny_tokenizer", "--dir", str(tmp_path / "w"), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "shipped with an installed package: nothing to download" in out and "export" not in err
     assert main(["fetch-weights", "gpt5"]) == 2
     assert "unknown weight id 'gpt5'" in capsys.readouterr().err
 

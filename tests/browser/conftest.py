@@ -36,11 +36,13 @@ CHROMIUM_ARGS = [
 ]
 PROFILE = os.environ.get("SAMLLAVA_BROWSER_PROFILE", "tiny")
 SCREENSHOTS = os.environ.get("SAMLLAVA_SCREENSHOTS")
-# the notebooks' parameters in the browser: the profile, and notebook 02's small budgets (as in its smoke run)
+# the notebooks' parameters in the browser besides the profile; the explorer's data_roots (a user-style folder
+# written by the lab fixture) are added in _prepare
 NOTEBOOKS = {
-    "02_coarse_localisation.ipynb": {"shots": [1], "seeds": [0], "n_examples": 2},
+    "explore_heatmaps.ipynb": {},
     "try_your_own_image.ipynb": {},
 }
+OWN = "own"  # the user-style folder, under the lab's root
 # JupyterLab's news and update checks go to the internet: off, so the console has nothing to report
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False}
@@ -81,12 +83,18 @@ def _free_port() -> int:
 
 
 def _prepare(root: Path) -> None:
-    """The notebooks, with their parameters injected as papermill would, and JupyterLab's settings."""
+    """The notebooks, with their parameters injected as papermill would (the explorer pointed at a user-style
+    folder: photos of their own size, two categories, no masks), and JupyterLab's settings."""
     import nbformat
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
+    from tests.user_folder import write_user_folder
+
+    own = write_user_folder(root / OWN)
     for name, params in NOTEBOOKS.items():
+        if name == "explore_heatmaps.ipynb":
+            params = {**params, "data_roots": {"own": str(own)}}
         nb = parameterize_notebook(load_notebook_node(str(ROOT / "notebooks" / name)), {"profile": PROFILE, **params})
         nbformat.write(nb, root / "work" / name)
     for name, value in LAB_SETTINGS.items():

@@ -1,6 +1,7 @@
-"""In a real browser: the explorer (notebook 02) and the try-your-own-image panel, run by JupyterLab's
-"Run All Cells", then driven like a student would. Every control must change the rendered picture
-(the image widget's pixels), every drop-down must keep a visible value, and the console must stay clean."""
+"""In a real browser: the heatmap explorer (explore_heatmaps.ipynb, on a user-style folder the test writes) and
+the try-your-own-image panel, run by JupyterLab's "Run All Cells", then driven like a student would. Every control
+must change the rendered picture (the image widget's pixels), every drop-down must keep a visible value, and the
+console must stay clean."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from PIL import Image
 
 from .conftest import PROFILE, SCREENSHOTS
 
-RUN_ALL_S = 900 if PROFILE != "tiny" else 600  # notebook 02 includes its benchmark; a loaded 2-core machine is slow
+RUN_ALL_S = 900 if PROFILE != "tiny" else 600  # a first model build on a loaded 2-core machine is slow
 REDRAW_S = 60  # a browser round trip: kernel message, model (first time only), PNG, image decode
 
 CELLS_STATE = """() => {
@@ -133,14 +134,17 @@ def save_screenshot(locator, name: str) -> None:
         locator.screenshot(path=str(Path(SCREENSHOTS) / name), animations="disabled")
 
 
-def test_explorer_every_control_redraws(lab, page):
-    took = open_and_run_all(page, lab, "02_coarse_localisation.ipynb")
+def test_explorer_on_a_users_folder_every_control_redraws(lab, page):
+    took = open_and_run_all(page, lab, "explore_heatmaps.ipynb")
     panel = page.locator(".samllava-explorer")
     figure = panel.locator("img.samllava-explorer-image")
     status = panel.locator(".samllava-explorer-status")
     figure.wait_for(timeout=30_000)
     assert figure.evaluate("img => img.naturalWidth") > 600  # the first view, drawn in the panel
     assert re.search(r"verdict: (normal|anomalous)", status.inner_text())  # K = 1: the calibrated verdict
+    # the user's folder, not the synthetic set: its categories, its file names, no ground-truth masks
+    assert sorted(panel.locator(".samllava-explorer-category option").all_inner_texts()) == ["bracket", "widget"]
+    assert "bracket, test image" in status.inner_text() and "scratch/" in status.inner_text()
     cell = page.locator(".jp-CodeCell", has=panel)
     assert (
         cell.locator(".jp-OutputArea-output img:not(.samllava-explorer-image)").count() == 0

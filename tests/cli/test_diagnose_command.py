@@ -1,5 +1,9 @@
-"""`samllava diagnose` and `samllava train`: many images, the default trained model, errors a person can read."""
+"""`samllava diagnose` and `samllava train`: many images, the default trained model, outputs at the images' own
+size, errors a person can read."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -12,6 +16,7 @@ from samllava.core.config import load_profile
 from samllava.data import generate_synthetic
 from samllava.data.instructions import NO_POSITION, POSITIONS
 from samllava.train.default_model import DONE, MissingModelError, default_checkpoint, default_model_dir
+from tests.user_folder import SIZE, write_user_folder
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +107,42 @@ def test_errors_are_one_line(fabric, cache, tmp_path, capsys):
     fails([*base, str(tmp_path / "bad.png"), "--support", str(fabric / "train" / "good")], "not a readable image")
     with pytest.raises(ValueError, match="no zero-shot signal"):
         main(["--debug", *base, image])
+
+
+def test_outputs_at_the_images_own_size(fabric, cache, tmp_path, capsys):
+    """A user's photographs (not square, not the model's side): mask.png and overlay.png come back at each
+    image's width and height, the size difference from the support is warned about once (and in each
+    report), and the files get the usual permissions."""
+    own = write_user_folder(tmp_path / "own", categories=("widget",))
+    images = sorted((own / "widget" / "test").rglob("*.*"))
+    old = os.umask(0o022)
+    try:
+        assert main(["diagnose", *map(str, images), "--profile", "tiny", "--support", str(fabric / "train" / "good"),
+                     "--out", str(tmp_path / "out"), "--no-progress", "--max-new-tokens", "2"]) == 0
+    finally:
+        os.umask(old)
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if "warning:" in line]
+    assert len(warned) == 1 and f"{len(images)} of {len(images)} image(s) differ" in warned[0], err
+    assert "No pretrained weights" not in err and "FutureWarning" not in err and "Loading weights" not in err
+    for folder in (p for p in (tmp_path / "out").iterdir() if p.is_dir()):
+        mask, shown = Image.open(folder / "mask.png"), Image.open(folder / "overlay.png")
+        assert mask.size == shown.size == SIZE and mask.mode == "L" and shown.mode == "RGB"
+        assert set(np.unique(np.asarray(mask))) <= {0, 255}
+        report = json.loads((folder / "report.json").read_text())
+        assert report["image_size"] == list(SIZE) and report["model_image_size"] == 64
+        assert len(report["warnings"]) == 1 and "64x64" in report["warnings"][0]
+        for name in ("mask.png", "overlay.png", "report.json"):
+            assert (folder / name).stat().st_mode & 0o777 == 0o644, name
+    assert (tmp_path / "out" / "summary.csv").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_new_process_prints_no_library_chatter(fabric, cache, tmp_path):
+    """Images of the support's size: no warning; and none of the libraries' own lines (open_clip's "No pretrained
+    weights loaded", transformers' FutureWarnings and "Loading weights" bars) without --debug."""
+    one = sorted((fabric / "test" / "good").glob("*.png"))[0]
+    run = subprocess.run([sys.executable, "-m", "samllava", "diagnose", str(one), "--profile", "tiny", "--support",
+                          str(fabric / "train" / "good"), "--out", str(tmp_path / "o"), "--no-progress",
+                          "--max-new-tokens", "2"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert json.loads((tmp_path / "o" / one.stem / "report.json").read_text())["warnings"] == []

@@ -14,7 +14,7 @@ from samllava.core.results import table_body
 CODE = """
 import sys
 from pathlib import Path
-from samllava import results
+from samllava.core import results
 from samllava.core.config import load_profile
 from samllava.notebook.tables import fewshot_benchmark, synthetic
 from samllava.core.provenance import provenance

@@ -1,8 +1,12 @@
 """The heatmap explorer: what each control setting shows (pure functions, hand-made maps), the cached
-model side, and the panel: every control redraws the picture and keeps a visible value."""
+model side, the panel (every control redraws the picture and keeps a visible value), and the explorer
+on a user's own MVTec-layout folder (its notebook's ``data_roots``)."""
 
 import io
+import json
 import math
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +18,16 @@ from samllava.data import Sample, generate_synthetic, load_dataset
 from samllava.evaluate.harness import CoarseMethod
 from samllava.report.figures import figure_png
 from samllava.notebook.explorer import (
-    NO_THRESHOLD, USED_MAP, CoarseCache, CoarseMaps, coarse_view, label_text, nice_step, on_grid, slider_range,
-    status_html, status_lines, verdict_text,
+    NO_THRESHOLD, USED_MAP, CoarseCache, CoarseMaps, coarse_view, explorer_data, label_text, nice_step, on_grid,
+    slider_range, status_html, status_lines, verdict_text,
 )
 from samllava.notebook.widgets import ExplorerFigure, HeatmapExplorer, explorer_figure, start_index
+from tests.user_folder import write_user_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPLORE = ROOT / "notebooks" / "explore_heatmaps.ipynb"
+sys.path.insert(0, str(ROOT / "tools"))
+from py2nb import convert  # noqa: E402  (tools/py2nb.py)
 
 
 def _maps(shots=1, label=1, side=8):
@@ -221,3 +231,51 @@ def test_every_control_redraws_and_keeps_a_visible_value(setup):
     assert not ex.level.disabled
     ex.category.value = "fabric"
     assert ex.index.max == len(data["fabric"].test) - 1 and ex.category.value == "fabric"
+
+
+def test_explorer_on_a_users_folder(setup, tmp_path):
+    """data_roots = {"own": folder}: the user's categories (photos of their own size, no masks) in the panel."""
+    coarse, _ = setup
+    profile = load_profile("tiny")
+    own = write_user_folder(tmp_path / "own")
+    data = explorer_data(profile, {"own": str(own)})
+    assert sorted(data) == ["bracket", "widget"] and not any(c.has_masks for c in data.values())
+    assert sorted(explorer_data(profile, {"own": own, "more": own})) == [
+        "more/bracket", "more/widget", "own/bracket", "own/widget"]
+    with pytest.raises(ValueError, match=r"data_roots\['own'\] = .*nope"):
+        explorer_data(profile, {"own": str(tmp_path / "nope")})
+    ex = HeatmapExplorer(coarse, data, n_levels=3, size=64)
+    assert ex.image.value and ex.category.value == "bracket" and "verdict: n/a" not in ex.status.value
+    assert ex.last_view.maps.ground_truth is None and ex.last_view.maps.sample.label == 1  # starts on a defect
+    before = _pixels(ex)
+    ex.category.value = "widget"
+    ex.shots.value = 2
+    assert not np.array_equal(_pixels(ex), before) and "widget" in ex.status.value and "K = 2" in ex.status.value
+
+
+def test_explore_notebook_is_thin_and_matches_source():
+    nb = json.loads(EXPLORE.read_text())
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    params = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    assert any(line.startswith("data_roots = {}") for line in params["source"])
+    assert any(line.startswith("device = None") for line in params["source"])
+    assert not any(re.search(r"^\s*(def|class) ", c, re.M) for c in code)
+    assert any("explorer_data(P, data_roots)" in c for c in code)  # the parameter is honoured
+    expected = [c.source for c in convert((ROOT / "notebooks" / "src" / f"{EXPLORE.stem}.py").read_text()).cells]
+    assert ["".join(c["source"]) for c in nb["cells"]] == expected, "run tools/py2nb.py"
+    assert not re.match(r"^\d{2}_", EXPLORE.name)  # not in `samllava reproduce`'s sequence: it runs no benchmark
+    book02 = (ROOT / "notebooks" / "02_coarse_localisation.ipynb").read_text()
+    assert "heatmap_explorer" not in book02 and EXPLORE.name in book02
+
+
+@pytest.mark.notebooks
+def test_explore_notebook_runs_headless_on_a_users_folder(tmp_path):
+    import papermill as pm
+
+    own = write_user_folder(tmp_path / "own")
+    out = tmp_path / "executed.ipynb"
+    pm.execute_notebook(str(EXPLORE), str(out), parameters={"profile": "tiny", "data_roots": {"own": str(own)}},
+                        kernel_name="python3", cwd=str(tmp_path), progress_bar=False, execution_timeout=600)
+    outputs = [o for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])]
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    assert not any(o.get("output_type") == "error" for o in outputs)
