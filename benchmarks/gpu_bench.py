@@ -2,7 +2,7 @@
 
 Run as a whole:  python benchmarks/gpu_bench.py --out DIR
 1. checks the same code and options on the CPU with the tiny profile in bf16 (a minute or two,
-   most of it compiling the decode step; --compile-mode none: seconds, the eager step; --skip-cpu-check skips
+   most of it compiling the decode step; --compile-mode none: the eager step; --skip-cpu-check skips
    it) and writes gpu_bench.json with its time (tests/benchmarks runs this part);
 2. on CUDA, builds the paper profile's architectures (CLIP ViT-B/16 at 240 px, SAM ViT-H, LLaVA-1.5-7B;
    random weights: weights do not change speed) and runs them the fast way (docs/gpu.md): every weight in

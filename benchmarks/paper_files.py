@@ -70,7 +70,8 @@ class PaperFiles:
     side the file is written at. ``sam_*``: a :data:`samllava.sam.build.SAM_REGISTRY` size, its depth (None: the
     size's own) and input side. ``text`` / ``vision``: changes to the LLaVA-1.5-7B configs (Vicuna-7B and CLIP
     ViT-L/14-336, :data:`samllava.describe.lora.PAPER_TEXT_CONFIG`), ``tokenizer_vocab`` the most tokens the
-    trained tokenizer may have (the corpus gives about 800). ``sam_image_size`` and ``clip.depth`` / ``sam_depth`` are profile fields too (:meth:`profile`).
+    trained tokenizer may have (the corpus gives about 800). ``sam_image_size`` and ``clip.depth`` / ``sam_depth``
+    are profile fields too (:meth:`profile`).
     """
 
     clip: ClipConfig = field(default_factory=lambda: ClipConfig(image_size=224, weights=None))

@@ -20,10 +20,9 @@ Memory at the real sizes (the estimate behind docs/gpu.md), --dtype bfloat16: LL
 bytes = 14.1 GB, SAM ViT-H 0.64 B: 2.6 GB in float32 while LLaVA loads (its encoder is cast to 1.3 GB after),
 CLIP 0.15 B: 0.6 GB; SAM's global attention at 1024 px holds a (1, 16, 4096, 4096) bias (0.5 GB in bfloat16), the
 KV cache of ~1,000 + 128 tokens 0.6 GB: about 19-20 GB in use at the peak, which fits 24 GB with little room for
-anything else (the peak resident set can also count the pages of the shard being read, up to 5 GB of page cache
+anything else (the peak resident set can also count the pages of the shard being read, up to 4 GB of page cache
 the kernel may drop). float32 does not fit: LLaVA alone is 28.2 GB. Writing needs one shard (4 GB) at a time.
-Time: this CPU has no bfloat16 matrix instructions (AVX2 only), so bfloat16 matrix products are converted; expect
-minutes for SAM's encoder and for LLaVA's prefill of ~1,000 tokens (14 TFLOP), seconds per decoded token.
+Caches (the support's fitted memory) go to DIR/cache, never to the user's weights folder.
 """
 from __future__ import annotations
 
@@ -146,6 +145,7 @@ def run(args) -> dict:
     log = print if not args.quiet else (lambda *_: None)
     files = PaperFiles.tiny() if args.tiny else PaperFiles()
     paths, written = ensure_files(files, Path(args.dir), log)
+    os.environ[weights.CACHE_ENV] = str(Path(args.dir) / "cache")  # features of random weights stay with them
     for part, path in paths.items():
         os.environ[ENV[part]] = str(path)  # resolved by samllava.assets.weights, as a downloaded file
     resolved = {part: str(weights.resolve(WEIGHT_IDS[part])) for part in paths}
@@ -163,7 +163,8 @@ def run(args) -> dict:
     t = time.perf_counter()
     diagnoser.set_support(support)
     support_s = time.perf_counter() - t
-    clock.clear()  # the support's own CLIP passes are in support_fit_s
+    support_stages = dict(clock.seconds)  # CLIP's text (once per category) and the support's passes
+    clock.clear()
     t = time.perf_counter()
     diagnoser.run([image], Path(args.dir) / "diagnosis", max_new_tokens=args.new_tokens, progress=False)
     total_s = time.perf_counter() - t
@@ -179,6 +180,7 @@ def run(args) -> dict:
         "params_M": parameter_counts(model),
         "load_s": load_s,
         "support_fit_s": support_s,
+        "support_stages_s": support_stages,
         "support_images": args.shots,
         "stages_s": dict(clock.seconds),
         "stage_calls": dict(clock.calls),

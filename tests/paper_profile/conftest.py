@@ -13,7 +13,7 @@ The files (benchmarks/paper_files.py, ``PaperFiles.reduced()``) and how they dif
   14, global attention in the second block), every key name as segment_anything's ``Sam.state_dict()``. At
   1,024 px for ``diagnose``; ``train``, ``evaluate`` and the loading of many images read a second file written at
   256 px (positional embedding 16 x 16 instead of 64 x 64, the global block's relative positions 31 instead of
-  127), given through ``SAMLLAVA_SAM_VIT_H``: SAM's encoder at 1,024 px costs seconds per image on a CPU.
+  127), given through ``SAMLLAVA_SAM_VIT_H``: at 1,024 px SAM's encoder reads 16 times the tokens per image.
 * LLaVA-1.5-7B (``llava-1.5-7b-hf``, written by ``save_pretrained``): Vicuna with 1 layer instead of 32 (width
   4,096 and 32 heads as Vicuna-7B; MLP width 1,024 instead of 11,008; 1,024 embedding rows instead of 32,064);
   the CLIP ViT-L/14-336 tower with 2 layers instead of 24 (width 1,024, 16 heads, MLP 4,096, 336 px, patch 14; 2

@@ -26,6 +26,7 @@ def test_train_one_step_and_read_back(trained, paper_files):
 
 
 def test_diagnose_at_1024_px_with_the_trained_checkpoint(trained, profiles, small_data, tmp_path, capsys):
+    # the checkpoint holds the trained parts, which do not depend on SAM's input side: trained at 256 px, used at 1,024
     cat = small_data / "fabric"
     image = next(p for p in sorted((cat / "test").rglob("*.png")) if p.parent.name != "good")
     out = tmp_path / "out"

@@ -3,6 +3,7 @@
 import json
 
 import open_clip
+import pytest
 import torch
 from safetensors import safe_open
 from segment_anything.build_sam import _build_sam
@@ -13,7 +14,8 @@ from samllava.cli import main
 from samllava.coarse.clip_model import architecture_name
 from samllava.core.config import load_profile
 from samllava.describe.build import build_describer
-from samllava.sam.build import build_sam_vit_h
+from samllava.core.config import SamConfig
+from samllava.sam.build import build_sam_vit_h, check_state_dict, global_blocks
 
 
 def test_full_size_files_need_no_profile_change_and_reduced_ones_only_depths():
@@ -37,6 +39,19 @@ def test_sam_file_is_what_segment_anything_loads(paper_files):
     assert ours == official
     state = torch.load(paper_files["sam"], map_location="cpu", weights_only=True)
     assert {k: v.shape for k, v in state.items()} == official
+
+
+def test_global_attention_blocks_are_segment_anythings_at_every_official_depth():
+    # segment_anything.build_sam: vit_h (7, 15, 23, 31), vit_l (5, 11, 17, 23), vit_b (2, 5, 8, 11)
+    assert [global_blocks(d) for d in (32, 24, 12)] == [(7, 15, 23, 31), (5, 11, 17, 23), (2, 5, 8, 11)]
+    assert global_blocks(2) == (1,) and global_blocks(1) == (0,)
+
+
+def test_reduced_sam_file_for_the_full_profile_is_named_with_its_depth(paper_files):
+    state = torch.load(paper_files["sam"], map_location="cpu", weights_only=True)
+    with pytest.raises(ValueError, match=r"is this sam_vit_h \(image_size 1024, depth 2\)\?"):
+        check_state_dict(state, SamConfig(), "sam.pth")
+    check_state_dict(state, SamConfig(depth=2), "sam.pth")
 
 
 def test_clip_file_is_what_open_clip_loads_through_pretrained(paper_files):

@@ -3,10 +3,10 @@ the official formats at tiny widths (``PaperFiles.tiny()``, the files of ``bench
 resolved through the weights' environment variables.
 
 Why tiny widths here: the notebooks answer questions about a few hundred images (the synthetic sets, textiles, real
-textures, per training seed); at Vicuna's width each answer's prefill of about 1,000 tokens takes seconds on a CPU,
-hours in all. The files at the paper's widths run diagnose, train and evaluate (test_commands.py). The profile is
-the paper's with the tiny architectures (``PaperFiles.profile``) and smaller budgets: ``train.epochs`` 1 (paper:
-50), ``data.synthetic_images`` 8 and ``data.synthetic_train`` 4 per category (paper: 24 and 8).
+textures, per training seed), each answer a prefill of about 1,000 tokens; at Vicuna's width that is a GPU's work.
+The files at the paper's widths run diagnose, train and evaluate (test_commands.py). The profile is the paper's
+with the tiny architectures (``PaperFiles.profile``) and smaller budgets: ``train.epochs`` 1 (paper: 50),
+``data.synthetic_images`` 8 and ``data.synthetic_train`` 4 per category (paper: 24 and 8).
 """
 import json
 
