@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine (README):
-#   make test       build .venv with the pinned stack if missing, run ruff, then the whole test suite
-#   make test       build .venv with the pinned stack if missing, then run the whole test suite
+#   make test       build .venv with the pinned stack if missing, run ruff, then every test not marked slow
 #                   (the browser tests run when Debian's chromium is on PATH; else they are skipped, and said so)
+#   make test-slow  the tests marked slow: every notebook under papermill, the paper profile's files, end-to-end
+#                   runs (.ci/run runs both; both gate a landing)
 #   make reproduce  same set-up, then run every notebook headless and regenerate results/ and figures/
 # Browser side (JupyterLab in headless chromium, driven by playwright; no browser is ever downloaded):
 #   make test-browser  only the browser tests, failing (not skipping) without chromium
@@ -16,7 +17,7 @@ PROFILE ?= offline
 CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
 NO_CHROMIUM := "*** browser tests (tests/browser) SKIPPED: no chromium on PATH. Install Debian's (apt-get install -y chromium) or run .ci/run; make test-browser requires it. ***"
 
-.PHONY: test test-browser screenshots reproduce venv bench-metrics bench-explorer clean-venv
+.PHONY: test test-slow test-browser screenshots reproduce venv bench-metrics bench-explorer clean-venv
 
 venv: $(STAMP)
 
@@ -34,8 +35,11 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)
 	$(PY) -m ruff check samllava tests tools benchmarks
 	@if [ -z "$(CHROMIUM)" ]; then echo $(NO_CHROMIUM); fi
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
 	@if [ -z "$(CHROMIUM)" ]; then echo $(NO_CHROMIUM); fi
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
 
 test-browser: $(STAMP)
 	SAMLLAVA_REQUIRE_BROWSER=1 $(PY) -m pytest -q -s tests/browser

@@ -51,7 +51,7 @@ def test_workflow_runs_the_tests_the_smoke_reproduce_and_uploads_results():
     assert {"push", "pull_request"} <= set(on)
     (job,) = wf["jobs"].values()
     runs = [s.get("run", "") for s in job["steps"]]
-    assert "make test" in runs
+    assert "make test" in runs and "make test-slow" in runs  # both tiers gate, as in .ci/run
     smoke = next(s for s in job["steps"] if "reproduce" in s.get("run", ""))
     assert "--profile tiny --smoke" in smoke["run"]
     assert smoke["env"]["SAMLLAVA_RESULTS_DIR"].endswith("ci-artefacts/results")  # not over the committed results

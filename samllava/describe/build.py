@@ -33,6 +33,7 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from samllava.assets import weights
 from samllava.core.config import LlmConfig, Profile
+from samllava.core.results import user_mode
 from samllava.describe.llava import Describer, token_id
 from samllava.describe.template import IMAGE_TOKEN, SASA_TOKEN, SYSTEM
 
@@ -108,6 +109,7 @@ def load_causal_lm(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
         try:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            user_mode(tmp, directory=True)  # mkdtemp's folder is private (0700): other users share this cache
             try:
                 os.replace(tmp, dest)
             except OSError:  # another process finished first: keep its copy

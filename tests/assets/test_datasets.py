@@ -251,6 +251,7 @@ def test_reproduce_reads_the_fetched_folders(monkeypatch, mvtec_archive, visa_ar
 
 
 @pytest.mark.notebooks
+@pytest.mark.slow
 def test_notebook_01_on_fetched_data(monkeypatch, mvtec_archive, visa_archive, tmp_path):
     _use(monkeypatch, "mvtec", mvtec_archive)
     _use(monkeypatch, "visa", visa_archive)

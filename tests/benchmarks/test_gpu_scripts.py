@@ -10,6 +10,8 @@ import torch
 
 from samllava.assets import weights
 
+pytestmark = pytest.mark.slow  # make test-slow (docs/benchmarks.md: the two tiers)
+
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the script goes on to the paper-size run")
 def test_gpu_bench_cpu_check(tmp_path, capsys):

@@ -16,6 +16,8 @@ from PIL import Image
 
 from .conftest import PROFILE, SCREENSHOTS
 
+pytestmark = pytest.mark.slow  # make test-slow (docs/benchmarks.md: the two tiers)
+
 RUN_ALL_S = 900 if PROFILE != "tiny" else 600  # a first model build on a loaded 2-core machine is slow
 REDRAW_S = 60  # a browser round trip: kernel message, model (first time only), PNG, image decode
 

@@ -137,6 +137,7 @@ def test_outputs_at_the_images_own_size(fabric, cache, tmp_path, capsys):
     assert (tmp_path / "out" / "summary.csv").stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.slow
 def test_a_new_process_prints_no_library_chatter(fabric, cache, tmp_path):
     """Images of the support's size: no warning; and none of the libraries' own lines (open_clip's "No pretrained
     weights loaded", transformers' FutureWarnings and "Loading weights" bars) without --debug."""

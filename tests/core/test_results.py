@@ -36,3 +36,22 @@ def test_save_figure_png(tmp_path):
     ax.plot([0, 1])
     path = results.save_figure(fig, "f", directory=tmp_path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_user_mode_opens_private_temporary_folders_and_files(tmp_path):
+    import os
+    import stat
+    import tempfile
+
+    folder = tempfile.mkdtemp(dir=tmp_path)
+    file = tmp_path / "f.txt"
+    file.write_text("x")
+    os.chmod(file, 0o600)
+    old = os.umask(0o027)
+    try:
+        results.user_mode(folder, directory=True)
+        results.user_mode(file)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(file).st_mode) == 0o640

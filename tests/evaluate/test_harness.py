@@ -101,6 +101,7 @@ def test_score_category_pixel_metrics_from_one_pass():
     assert out["aupro"] == metrics.aupro(maps, masks)
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_evaluate_what_one_process_evaluates(root, tmp_path):
     """``torchrun --nproc_per_node 2 -m samllava evaluate``: each rank scores every other image (gloo), rank 0
     gathers the maps and scores and writes the report; its metrics are those of one process."""

@@ -83,6 +83,7 @@ def test_the_json_records_what_the_runner_needs_and_where_it_came_from(tiny_expo
 
 @pytest.mark.offline_weights
 @needs_offline_weights
+@pytest.mark.slow
 def test_offline_parity_on_held_out_synthetic_and_real_textures(support_cache, tmp_path):
     profile = load_profile("offline")
     model = sam_trained(load_model(profile, None, device="cpu"), profile, tmp_path / "train", steps=20)

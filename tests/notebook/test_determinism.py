@@ -9,7 +9,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from samllava.core.results import table_body
+
+pytestmark = pytest.mark.slow  # make test-slow (docs/benchmarks.md: the two tiers)
 
 CODE = """
 import sys

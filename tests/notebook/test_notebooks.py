@@ -12,6 +12,8 @@ import pytest
 from samllava.notebook.runner import NOTEBOOK_DIR, numbered_notebooks
 from samllava.core.results import read_header
 
+pytestmark = pytest.mark.slow  # make test-slow (docs/benchmarks.md: the two tiers)
+
 ROOT = Path(__file__).resolve().parents[2]
 BOOKS = numbered_notebooks()
 PROVENANCE_LINES = ("date", "commit", "profile", "weights", "data", "seeds", "device", "versions")

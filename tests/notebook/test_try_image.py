@@ -141,6 +141,7 @@ def test_notebook_is_thin_and_matches_source():
 
 
 @pytest.mark.notebooks
+@pytest.mark.slow
 def test_notebook_runs_headless_with_a_path(tmp_path, files, cache):
     import papermill as pm
 

@@ -269,6 +269,7 @@ def test_explore_notebook_is_thin_and_matches_source():
 
 
 @pytest.mark.notebooks
+@pytest.mark.slow
 def test_explore_notebook_runs_headless_on_a_users_folder(tmp_path):
     import papermill as pm
 

@@ -3,6 +3,7 @@ weights fetched and resolved as downloaded ones, CPU, float32."""
 import json
 
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 
@@ -10,6 +11,8 @@ from paper_files import PaperFiles  # benchmarks/paper_files.py
 from samllava.cli import main
 from samllava.model.checkpoint import CHECKPOINT, load_model
 from tests.paper_profile.conftest import sam_256
+
+pytestmark = pytest.mark.slow  # make test-slow (docs/benchmarks.md: the two tiers)
 
 
 def test_train_one_step_and_read_back(trained, paper_files):

@@ -78,6 +78,7 @@ def test_checkpoint_of_another_model_is_refused(data, tmp_path):
         load_checkpoint(model, tmp_path / "bad.pt")
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_what_one_process_trains(tmp_path, monkeypatch):
     """The claim: ``torchrun --nproc_per_node 2`` (DistributedDataParallel, gloo) training one epoch of the
     tiny profile (zero-shot examples), each rank taking half of every batch of ``train.batch_size`` images,
