@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 # Suffixes the folder loaders accept as images (compared in lower case).
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 _SIXTEEN_BIT = 65535.0
 

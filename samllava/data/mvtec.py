@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Iterable
 
 from samllava.data.dataset import GOOD, CategoryData, Sample, attach_descriptions, require_dir, sort_samples
-from samllava.data.images import IMAGE_SUFFIXES, check_mask_matches
+from samllava.core.image_files import IMAGE_SUFFIXES
+from samllava.data.images import check_mask_matches
 
 MVTEC_CATEGORIES: tuple[str, ...] = (
     "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Iterable
 
 from samllava.data.dataset import GOOD, CategoryData, Sample, require_dir, sort_samples
-from samllava.data.images import IMAGE_SUFFIXES, check_mask_matches
+from samllava.core.image_files import IMAGE_SUFFIXES
+from samllava.data.images import check_mask_matches
 from samllava.data.mvtec import category_dirs, scan_category
 
 VISA_CATEGORIES: tuple[str, ...] = (

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 from samllava.core.batching import BatchSizer
 from samllava.core.results import atomic_path, write_json
 from samllava.data import load_image
-from samllava.data.images import IMAGE_SUFFIXES
+from samllava.core.image_files import gather_images, output_names  # noqa: F401 (samllava diagnose's)
 from samllava.data.instructions import position_on_grid
 from samllava.data.images import image_size, to_rgb
 from samllava.diagnose.report import report_fields
@@ -44,38 +43,6 @@ MASK_TINT = (255, 26, 26)  # the fine mask's colour on the overlay (RGB)
 # overlay needs no plotting library
 _JET = {"r": ((0, .35, .66, .89, 1), (0, 0, 1, 1, .5)), "g": ((0, .125, .375, .64, .91, 1), (0, 0, 1, 1, 0, 0)),
         "b": ((0, .11, .34, .65, 1), (.5, 1, 1, 0, 0))}
-
-
-def gather_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files from paths that are files or folders (recursive, sorted, hidden files ignored), in the
-    order given. A missing path, a folder without images or a non-image file raises, naming it."""
-    out: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            if not found:
-                raise ValueError(f"{p}: a folder without images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            out += found
-        elif p.is_file():
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise ValueError(f"{p}: not an image file (expected one of {', '.join(sorted(IMAGE_SUFFIXES))})")
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
-    return list(dict.fromkeys(out))
-
-
-def output_names(files: list[Path]) -> list[str]:
-    """One output folder name per image: its stem, prefixed by as many parent folder names as it takes
-    to be unique (``good_000``, ``crack_000``)."""
-    depth = 0
-    while True:
-        names = ["_".join([*f.parent.parts[len(f.parent.parts) - depth:], f.stem]) if depth else f.stem for f in files]
-        if len(set(names)) == len(names) or depth > max(len(f.parts) for f in files):
-            return names if len(set(names)) == len(names) else [f"{n}_{i}" for i, n in enumerate(names)]
-        depth += 1
 
 
 def check_readable(files: list[Path]) -> None:

@@ -24,13 +24,13 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from samllava.core.image_files import gather_images, output_names
 from samllava.export.numpy_steps import coarse_masks, gate, judge, position_on_grid, read_image
 from samllava.export.spec import model_files
 
 SUMMARY = "summary.csv"
 # samllava.diagnose.files.SUMMARY_COLUMNS without the description
 SUMMARY_COLUMNS = ("image", "score", "verdict", "answer", "position", "fine_mask_pixels")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # samllava.data.images'
 
 
 @dataclass
@@ -72,38 +72,6 @@ class Detector:
             logits[defective] = self.fine.run(None, {"embedding": outs["embedding"][defective],
                                                      "coarse": coarse[defective].astype(np.float32)})[0]
         return Detection(outs["score"], defective, outs["decision"], coarse, gate(logits, coarse, defective))
-
-
-def gather_images(paths: list[str | os.PathLike]) -> list[Path]:
-    """Image files from files and folders (recursive, sorted, hidden files ignored), in the order given, each
-    once; as :func:`samllava.diagnose.files.gather_images`."""
-    out: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            if not found:
-                raise ValueError(f"{p}: a folder without images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            out += found
-        elif p.is_file():
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise ValueError(f"{p}: not an image file (expected one of {', '.join(sorted(IMAGE_SUFFIXES))})")
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
-    return list(dict.fromkeys(out))
-
-
-def output_names(files: list[Path]) -> list[str]:
-    """One output folder name per image, as :func:`samllava.diagnose.files.output_names`: its stem, prefixed by
-    as many parent folder names as it takes to be unique."""
-    depth = 0
-    while True:
-        names = ["_".join([*f.parent.parts[len(f.parent.parts) - depth:], f.stem]) if depth else f.stem for f in files]
-        if len(set(names)) == len(names) or depth > max(len(f.parts) for f in files):
-            return names if len(set(names)) == len(names) else [f"{n}_{i}" for i, n in enumerate(names)]
-        depth += 1
 
 
 def write_mask(mask: np.ndarray, size: tuple[int, int], path: Path) -> None:
