@@ -219,6 +219,9 @@ def _reproduce_parser(sub, info: Help) -> None:
                         "the notebooks use their generated stand-ins)")
     r.add_argument("--smoke", action="store_true",
                    help="small budgets (seeds, steps): a quick check of every code path (default: full budgets)")
+    r.add_argument("--allow-dirty", action="store_true",
+                   help="run into results/ from a tree with uncommitted changes; every table then says 'dirty tree' "
+                        "(default: refused)")
     _device_options(r, dtype=False)
 
 

@@ -133,3 +133,14 @@ def test_output_paths(tmp_path):
     assert output_file("--out", str(tmp_path / "c" / "r.json")).parent.is_dir()
     with pytest.raises(UsageError, match="cannot create folder"):
         output_folder("--out", NOT_THERE)
+
+
+def test_reproduce_passes_allow_dirty_to_the_runner(monkeypatch):
+    import samllava.cli.reproduce as command
+    from samllava.cli import main
+
+    seen = []
+    monkeypatch.setattr(command, "reproduce", lambda **kw: seen.append(kw["allow_dirty"]))
+    assert main(["reproduce", "--only", "01", "--allow-dirty"]) == 0
+    assert main(["reproduce", "--only", "01"]) == 0
+    assert seen == [True, False]  # the runner's refusal names this flag; without it the default refuses
