@@ -50,8 +50,10 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("table5_description_accuracy", "yes/no description accuracy, K = 1 / 2 / 4 (Table 5)",
              {"method": "SAM-LLaVA (this run)"}, ("accuracy",), {"method": "SAM-LLaVA (paper)"},
              ("paper MVTec-AD", "paper VisA"), verdict_note=True),
-    Headline("description_words", "descriptions with a hallucinated object, colour, type or position (%), "
-             "K = 4, per data set (synthetic / real textures / textiles)", {"data": "*"}, ("hallucinated",)),
+    Headline("description_words", "descriptions whose words contradict the category or the measurements "
+             "(hallucinated); on defective images judged defective, a position or type the labels contradict, and "
+             "the named type's accuracy (%); K = 4, per data set (synthetic / textiles / real textures)",
+             {"data": "*"}, ("hallucinated", "contradicted_by_labels", "type_accuracy")),
     Headline("table6_judge", "judge score, all images (Table 6; the paper's judge is GPT-4V)",
              {"method": "SAM-LLaVA (this run*"}, ("all",), {"method": "SAM-LLaVA (paper*"}, ("all",)),
     *(Headline("tables7_10_ablations", f"{v}: image / pixel AUROC, accuracy (Tables 7-10)", {"variant": v},
