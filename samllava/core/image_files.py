@@ -1,10 +1,13 @@
-"""Which files are images, and one output name per image: standard library only, so that the torch-free
-export runner (:mod:`samllava.export.runner`) and ``samllava diagnose`` gather and name images alike."""
+"""Which files are images, whether they open, and one output name per image: the standard library and Pillow
+only, so that the torch-free export runner (:mod:`samllava.export.runner`) and ``samllava diagnose`` gather,
+check and name images alike."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Iterable
+
+from PIL import Image
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -39,3 +42,13 @@ def output_names(files: list[Path]) -> list[str]:
         if len(set(names)) == len(names) or depth > max(len(f.parts) for f in files):
             return names if len(set(names)) == len(names) else [f"{n}_{i}" for i, n in enumerate(names)]
         depth += 1
+
+
+def check_readable(files: list[Path]) -> None:
+    """Open every image's header first, so that a bad file stops the run before any work, naming it."""
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.verify()
+        except Exception as e:  # PIL raises many types for corrupt or unsupported files
+            raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e})") from None

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from samllava.core.batching import BatchSizer
 from samllava.core.results import atomic_path, write_json
 from samllava.data import load_image
-from samllava.core.image_files import gather_images, output_names  # noqa: F401 (samllava diagnose's)
+from samllava.core.image_files import check_readable, gather_images, output_names  # noqa: F401 (the CLI's)
 from samllava.data.instructions import position_on_grid
 from samllava.data.images import image_size, to_rgb
 from samllava.diagnose.report import report_fields
@@ -43,16 +43,6 @@ MASK_TINT = (255, 26, 26)  # the fine mask's colour on the overlay (RGB)
 # overlay needs no plotting library
 _JET = {"r": ((0, .35, .66, .89, 1), (0, 0, 1, 1, .5)), "g": ((0, .125, .375, .64, .91, 1), (0, 0, 1, 1, 0, 0)),
         "b": ((0, .11, .34, .65, 1), (.5, 1, 1, 0, 0))}
-
-
-def check_readable(files: list[Path]) -> None:
-    """Open every image's header first, so that a bad file stops the run before any work, naming it."""
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                im.verify()
-        except Exception as e:  # PIL raises many types for corrupt or unsupported files
-            raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e})") from None
 
 
 def jet(values: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from samllava.core.image_files import gather_images, output_names
+from samllava.core.image_files import check_readable, gather_images, output_names
 from samllava.export.numpy_steps import coarse_masks, gate, judge, position_on_grid, read_image
 from samllava.export.spec import model_files
 
@@ -104,16 +104,6 @@ def run(detector: Detector, files: list[Path], out: str | os.PathLike, batch_siz
         writer.writerows(rows)
     os.replace(tmp, out / SUMMARY)
     return rows
-
-
-def check_readable(files: list[Path]) -> None:
-    """Open every image's header before any work, naming a bad file."""
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                im.verify()
-        except Exception as e:  # PIL raises many types for corrupt or unsupported files
-            raise ValueError(f"{f}: not a readable image ({type(e).__name__}: {e})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
