@@ -141,6 +141,8 @@ def test_outputs_at_the_images_own_size(fabric, cache, tmp_path, capsys):
 def test_a_new_process_prints_no_library_chatter(fabric, cache, tmp_path):
     """Images of the support's size: no warning; and none of the libraries' own lines (open_clip's "No pretrained
     weights loaded", transformers' FutureWarnings and "Loading weights" bars) without --debug."""
+    default_checkpoint(load_profile("tiny"))  # trained here when this test runs alone (make test-slow): first-use
+    # training prints its own lines, which are not library chatter
     one = sorted((fabric / "test" / "good").glob("*.png"))[0]
     run = subprocess.run([sys.executable, "-m", "samllava", "diagnose", str(one), "--profile", "tiny", "--support",
                           str(fabric / "train" / "good"), "--out", str(tmp_path / "o"), "--no-progress",
