@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from samllava.data.instructions import ANSWER_ANOMALY, ANSWER_NORMAL, NO_POSITION, parse_position
-from samllava.describe.facts import GREYS, KINDS, Facts
+from samllava.describe.facts import GREYS, Facts
 
 NO_REGION_TEXT = "The segmentation marks no region."
 # Object nouns a description could wrongly put in the image (any other noun is not checked). The category's
@@ -29,6 +29,9 @@ OBJECT_NOUNS = frozenset((
 ))
 COLOURS = frozenset(("black", "white", "grey", "gray", "red", "orange", "brown", "yellow", "green", "cyan", "blue",
                      "purple", "pink", "beige", "silver", "golden", "gold"))
+# Defect types a text can claim (normalised); no measurement decides one (samllava.describe.facts), so a text
+# that names any of them is contradicted.
+KINDS = ("scratch or crack", "specks", "dark spot or hole", "light spot", "stain")
 KIND_WORDS = {"scratch": "scratch or crack", "scratches": "scratch or crack", "crack": "scratch or crack",
               "cracks": "scratch or crack", "speck": "specks", "specks": "specks", "contamination": "specks",
               "hole": "dark spot or hole", "holes": "dark spot or hole", "stain": "stain", "stains": "stain",
@@ -61,8 +64,7 @@ def description(f: Facts) -> str:
     opening = f"This is a photo of {f.subject}, {f.surface} overall."
     if not f.defect:
         return f"{opening} No defect is visible."
-    what = f"{f.size} {f.kind or 'defect'}"
-    return (f"{opening} There is {_article(what)} {what} at the {f.position} of the image: "
+    return (f"{opening} There is {_article(f.size)} {f.size} defect at the {f.position} of the image: "
             f"{_article(f.shape)} {f.shape} region{_contrast(f)}.")
 
 
@@ -120,7 +122,7 @@ def contradictions(text: str, f: Facts) -> list[str]:
     if s.defect is not None and s.defect != f.defect:
         out.append("names a defect where none is marked" if s.defect else "says there is no defect where one is marked")
     if f.defect:
-        out += [f"names a {k}, measured {f.kind or 'no decidable type'}" for k in sorted(s.kinds - {f.kind})]
+        out += [f"names a {k}, which no measurement decides" for k in sorted(s.kinds)]
         if s.position is not None and s.position != f.position:
             out.append(f"says position {s.position!r}, the mask is at the {f.position}")
     elif s.position is not None:

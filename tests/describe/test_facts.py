@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from samllava.data.instructions import QUESTION
-from samllava.describe.facts import NEUTRAL_SUBJECT, Facts, colour_word, defect_kind, measure_facts, subject_of
+from samllava.describe.facts import NEUTRAL_SUBJECT, Facts, colour_word, is_plural, measure_facts, subject_of
 from samllava.describe.wording import (
     answer_and_description, checked_words, complete, contradictions, description, facts_sentence, said,
 )
@@ -22,32 +22,33 @@ def test_subject_comes_from_the_question_never_from_the_image():
     assert subject_of(QUESTION.format(category="apple")) == "an apple"
     assert subject_of(QUESTION.format(category="object")) == NEUTRAL_SUBJECT  # no category given
     assert subject_of("Is there any anomaly?") == NEUTRAL_SUBJECT
+    assert subject_of(QUESTION.format(category="coins")) == "coins"  # a plural takes no article
+    assert [is_plural(w) for w in ("capsules", "pcb boards", "glass", "cactus", "chassis", "metal nut")] == [
+        True, True, False, False, False, False]
 
 
 def _grey(side=64, value=0.5):
     return np.full((side, side, 3), value, np.float32)
 
 
-def test_a_thin_dark_line_is_a_scratch_or_crack_where_it_lies():
+def test_a_thin_dark_line_is_measured_where_it_lies():
     img, mask = _grey(), np.zeros((64, 64), bool)
     mask[6:8, 4:30] = True  # top left, thin and long
     img[mask] = 0.15
     f = measure_facts(img, mask, "a brick wall")
-    assert (f.surface, f.position, f.shape, f.tone, f.colour, f.kind) == ("grey", "top left", "elongated", "darker",
-                                                                          None, "scratch or crack")
+    assert (f.surface, f.position, f.shape, f.tone, f.colour) == ("grey", "top left", "elongated", "darker", None)
 
 
-def test_compact_regions_named_by_their_contrast_and_hue():
+def test_compact_regions_measured_by_their_contrast_and_hue():
     mask = np.zeros((64, 64), bool)
     mask[28:36, 28:36] = True
     dark, light, tinted, faint = _grey(), _grey(), _grey(), _grey()
     dark[mask], light[mask], tinted[mask], faint[mask] = 0.2, 0.8, (0.55, 0.45, 0.35), 0.51
-    assert measure_facts(dark, mask, None).kind == "dark spot or hole"
-    assert measure_facts(light, mask, None).kind == "light spot"
+    assert measure_facts(dark, mask, None).tone == "darker"
+    assert measure_facts(light, mask, None).tone == "lighter"
     stain = measure_facts(tinted, mask, None)
-    assert stain.tone is None and stain.colour == "brown" and stain.kind == "stain"
-    assert measure_facts(faint, mask, None).kind is None  # nothing decides it: left unnamed
-    assert defect_kind("scattered", "darker", None) == "specks"
+    assert stain.tone is None and stain.colour == "brown"
+    assert (measure_facts(faint, mask, None).tone, measure_facts(faint, mask, None).colour) == (None, None)
 
 
 def test_no_mask_no_defect():
@@ -58,18 +59,18 @@ def test_no_mask_no_defect():
 
 
 def _facts():
-    return Facts("a brick wall", "grey", "top left", "small", "elongated", "darker", None, "scratch or crack")
+    return Facts("a brick wall", "grey", "top left", "small", "elongated", "darker", None)
 
 
 def test_description_is_complete_and_says_only_the_facts():
     f = _facts()
     text = answer_and_description(f)
     assert text == ("Yes, there is an anomaly in the image, at the top left of the image. This is a photo of a brick "
-                    "wall, grey overall. There is a small scratch or crack at the top left of the image: an elongated "
-                    "region, darker than its surroundings.")
+                    "wall, grey overall. There is a small defect at the top left of the image: an elongated region, "
+                    "darker than its surroundings.")
     assert contradictions(text, f) == [] and complete(text) == text
     s = said(text)
-    assert s.position == "top left" and s.kinds == {"scratch or crack"} and s.defect and s.objects == {"brick", "wall"}
+    assert s.position == "top left" and s.kinds == set() and s.defect and s.objects == {"brick", "wall"}
 
 
 def test_contradictions_name_each_invented_claim():
@@ -79,6 +80,7 @@ def test_contradictions_name_each_invented_claim():
     found = contradictions(bad, f)
     assert any("'car'" in p for p in found) and any("'blue'" in p for p in found)
     assert any("dark spot or hole" in p for p in found) and any("'center'" in p for p in found)
+    assert contradictions("Yes, there is a scratch at the top left.", f)  # no measurement decides a type
     normal = Facts("a brick wall", "grey")
     assert contradictions("No, there is no anomaly in the image.", normal) == []
     assert contradictions("Yes, there is a crack at the top.", normal)  # a defect where none is marked
@@ -86,9 +88,11 @@ def test_contradictions_name_each_invented_claim():
 
 def test_checked_words_keep_a_true_model_text_and_replace_a_false_or_cut_one():
     f = _facts()
-    true = "Yes, there is an anomaly in the image, at the top left of the image. It is a scratch. And then the"
+    true = "Yes, there is an anomaly in the image, at the top left of the image. It is elongated. And then the"
     words, source = checked_words(true, f)
-    assert source == "language model" and words.endswith("It is a scratch.")  # cut to its complete sentences
+    assert source == "language model" and words.endswith("It is elongated.")  # cut to its complete sentences
+    words, source = checked_words(true.replace("elongated", "a scratch"), f)  # a type: replaced
+    assert words == answer_and_description(f) and "scratch" in source
     words, source = checked_words("Yes, there is a car at the top left.", f)
     assert words == answer_and_description(f) and "'car'" in source
     words, source = checked_words("Yes, there is an anomaly in the", f)  # nothing complete
