@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 from transformers import (
+    AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
     CLIPVisionConfig,
@@ -167,13 +168,30 @@ def _build_from_lm(profile: Profile, seed: int,
         text = lm.config
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=token_id(tokenizer, IMAGE_TOKEN),
                          image_seq_length=(vision.image_size // vision.patch_size) ** 2)
+    if lm is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = LlavaForConditionalGeneration(config)
+    else:
+        model = _around_lm(config, lm, seed)
+    return model, tokenizer, _base_id(cfg.weights or f"random:{profile.name}:{seed}", config)
+
+
+def _around_lm(config: LlavaConfig, lm: PreTrainedModel, seed: int) -> LlavaForConditionalGeneration:
+    """LLaVA whose language model and head are ``lm``'s own modules; only the vision tower and the projector
+    are drawn (from ``seed``). The skeleton is built on the meta device: drawing a language model at random
+    only to overwrite it cost a diagnosis 2.7 s for SmolLM2-135M (docs/benchmarks.md)."""
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config)
-    if lm is not None:
-        model.model.language_model.load_state_dict(lm.model.state_dict())
-        model.lm_head.load_state_dict(lm.lm_head.state_dict())
-    return model, tokenizer, _base_id(cfg.weights or f"random:{profile.name}:{seed}", config)
+        model.model.vision_tower = AutoModel.from_config(config.vision_config)
+        model.model.multi_modal_projector = LlavaMultiModalProjector(config)
+    model.model.language_model, model.lm_head = lm.model, lm.lm_head
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"LLaVA around {type(lm).__name__}: parts left unbuilt: {left[:3]}")
+    return model
 
 
 def _build_hf(profile: Profile, seed: int,

@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from samllava.metrics.inputs import ArrayLike, MapsLike, as_binary, as_numpy, scores_and_labels
 from samllava.metrics.pixel import (
@@ -48,6 +47,8 @@ def image_auroc(scores: ArrayLike, labels: ArrayLike) -> float:
         labels: ``(N,)`` 1 = anomalous, 0 = normal; both classes must occur.
     """
     s, y = scores_and_labels(scores, labels, metric="AUROC", need_negatives=True)
+    from sklearn.metrics import roc_auc_score  # here: importing scikit-learn costs a diagnosis 0.8 s
+
     return float(roc_auc_score(y, s))
 
 
@@ -68,6 +69,8 @@ def f1_max(scores: ArrayLike, labels: ArrayLike) -> float:
     ``sklearn.metrics.precision_recall_curve``. Shapes as in :func:`image_auroc`; needs at
     least one anomalous image."""
     s, y = scores_and_labels(scores, labels, metric="F1", need_negatives=False)
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, _ = precision_recall_curve(y, s)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)

@@ -1,3 +1,4 @@
+import copy
 import importlib.util
 import time
 
@@ -209,7 +210,7 @@ def _bare_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def test_from_pretrained_lm_copies_weights_and_caches_gguf_conversion(tiny, tmp_path, monkeypatch):
+def test_from_pretrained_lm_keeps_its_weights_and_caches_gguf_conversion(tiny, tmp_path, monkeypatch):
     tokenizer = _bare_tokenizer()
     lm = _tiny_lm(tokenizer)
     n_vocab = len(tokenizer)
@@ -225,7 +226,7 @@ def test_from_pretrained_lm_copies_weights_and_caches_gguf_conversion(tiny, tmp_
             if gguf_file is None:
                 return self.real.from_pretrained(path, **kw)
             calls.append(gguf_file)
-            return self.from_gguf
+            return copy.deepcopy(self.from_gguf)  # a new object per load, as from a file
 
     monkeypatch.setattr(build_mod, "AutoModelForCausalLM", FakeAuto(build_mod.AutoModelForCausalLM, lm))
     monkeypatch.setattr(build_mod, "AutoTokenizer", FakeAuto(build_mod.AutoTokenizer, tokenizer))
@@ -240,6 +241,7 @@ def test_from_pretrained_lm_copies_weights_and_caches_gguf_conversion(tiny, tmp_
     assert calls == ["lm.Q4.gguf", "lm.Q4.gguf"]  # ... and read back from the cache afterwards
     assert d1.llm_dim == 32 and d1.base_id == d2.base_id and d1.base_id.startswith("smollm2_135m_instruct@")
     for d in (d1, d2):
+        assert not any(t.is_meta for t in [*d.llava.parameters(), *d.llava.buffers()])  # skeleton filled
         torch.testing.assert_close(
             d.llava.model.language_model.layers[1].mlp.down_proj.weight, lm.model.layers[1].mlp.down_proj.weight
         )
