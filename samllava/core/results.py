@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from samllava.core import provenance as prov
+from samllava.core.timing import phase
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = Path(os.environ.get("SAMLLAVA_RESULTS_DIR", REPO_ROOT / "results"))
@@ -183,6 +184,7 @@ def table_body(path: str | os.PathLike) -> bytes:
 CAPTION_POINTS = 6.0  # font size of the provenance caption under a figure
 
 
+@phase("figures")
 def save_figure(fig, name: str, *, run: dict | None = None, note: str = "",
                 directory: str | os.PathLike | None = None, dpi: int = 120) -> Path:
     """Save a matplotlib figure as ``figures/<name>.png`` atomically, with the provenance caption of ``run``

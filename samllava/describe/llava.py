@@ -23,6 +23,7 @@ from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from samllava.data.instructions import GENERIC_OBJECT, QUESTION
 from samllava.describe.lookup_decode import MAX_DRAFT, lookup_greedy
 from samllava.describe.template import IMAGE_TOKEN, SASA_TOKEN, SYSTEM, build_example, build_prompt, check_length
+from samllava.core.timing import phase
 
 IGNORE_INDEX = -100  # label of the positions that Eq. 10 does not sum over
 
@@ -223,6 +224,7 @@ class Describer(nn.Module):
         return torch.nn.functional.cross_entropy(logits.float(), target[keep])
 
     # ----------------------------------------------------------------- inference
+    @phase("decoding")
     def generate(self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str],
                  max_new_tokens: int | None = None, prefixes: list[str] | None = None) -> list[str]:
         """Greedy answers, one string per image; each stops at eos or after ``max_new_tokens``.
@@ -259,6 +261,7 @@ class Describer(nn.Module):
         return self._encode(prompt, f" {word},")[1][0]
 
     @torch.no_grad()
+    @phase("decoding")
     def yes_no_log_odds(self, visual: Tensor, sasa_tokens: Tensor | None, questions: list[str]) -> Tensor:
         """(B,) log p(Yes) - log p(No) of the answer's first token: a continuous score behind Table 5's
         yes/no rule (greedy decoding answers "yes" when it is positive, if those are the top two tokens)."""

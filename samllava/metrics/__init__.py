@@ -69,7 +69,7 @@ def f1_max(scores: ArrayLike, labels: ArrayLike) -> float:
     ``sklearn.metrics.precision_recall_curve``. Shapes as in :func:`image_auroc`; needs at
     least one anomalous image."""
     s, y = scores_and_labels(scores, labels, metric="F1", need_negatives=False)
-    from sklearn.metrics import precision_recall_curve
+    from sklearn.metrics import precision_recall_curve  # here, as in image_auroc
 
     precision, recall, _ = precision_recall_curve(y, s)
     denom = precision + recall

@@ -19,6 +19,7 @@ from samllava.core.device import CPU, to_device
 from samllava.describe.facts import Facts
 from samllava.describe.wording import description
 from samllava.model.sam_llava import Encoded, SamLlava
+from samllava.core.timing import phase
 
 
 @dataclass
@@ -47,6 +48,7 @@ def training_texts(records: list[dict], facts: list[Facts], masks: bool) -> list
 
 
 @torch.no_grad()
+@phase("encoding")
 def prepare(model: SamLlava, data: dict[str, CategoryData], image_size: int, shots: int = 0, seed: int = 0,
             split: str = "test", batch_size: int = 16, progress: bool = True) -> list[Examples]:
     """Encode every image of ``split`` once (frozen stages), with K support images per category.

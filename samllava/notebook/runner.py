@@ -30,15 +30,16 @@ import io
 import json
 import os
 import re
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
 from samllava.core import provenance as prov
-from samllava.core import results
+from samllava.core import results, timing
 from samllava.core.results import REPO_ROOT
 from samllava.report.claims import write_claims
 from samllava.report.reproduction import REAL_RESULTS, check_run
@@ -80,6 +81,7 @@ class ReproduceError(RuntimeError):
 class NotebookRun:
     notebook: str
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per kind of work (samllava.core.timing)
 
 
 def numbered_notebooks(directory: Path | None = None, only: list[str] | None = None) -> list[Path]:
@@ -137,28 +139,45 @@ def shrink_images(path: Path, max_width: int = MAX_IMAGE_WIDTH) -> int:
     return before - path.stat().st_size
 
 
-def record_run(path: Path, seconds: float, threads: int, profile: str, smoke: bool) -> None:
-    """Put the notebook's run time and machine into its metadata (``metadata.samllava``)."""
+def record_run(path: Path, run: NotebookRun, threads: int, profile: str, smoke: bool) -> None:
+    """Put the notebook's run time, its time per kind of work and the machine into its metadata
+    (``metadata.samllava``)."""
     nb = json.loads(path.read_text())
     nb.setdefault("metadata", {})["samllava"] = {
-        "seconds": round(seconds, 1), "profile": profile, "smoke": smoke, "cpu": prov.cpu_model(), "threads": threads}
+        "seconds": round(run.seconds, 1), "phases": with_other(run), "profile": profile, "smoke": smoke,
+        "cpu": prov.cpu_model(), "threads": threads}
     results.write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def with_other(run: NotebookRun) -> dict[str, float]:
+    """The notebook's seconds per kind of work, the rest (kernel start, data, metrics, tables) as "other"."""
+    other = run.seconds - sum(run.phases.values())
+    return {**{k: round(v, 1) for k, v in run.phases.items()}, "other": round(max(other, 0.0), 1)}
 
 
 def write_times(runs: list["NotebookRun"], threads: int, profile: str, smoke: bool, directory: Path | None = None
                 ) -> Path:
-    """``results/reproduce_times.json``: seconds per notebook (those of an earlier run of the same profile
-    and budget are kept for notebooks not run now), the CPU model and thread count."""
+    """``results/reproduce_times.json``: seconds per notebook and, per notebook and in all, per kind of work
+    (:mod:`samllava.core.timing`; those of an earlier run of the same profile and budget are kept for notebooks
+    not run now), the CPU model and thread count."""
     path = Path(directory or results.RESULTS_DIR) / TIMES_FILE
     seconds: dict[str, float] = {}
+    phases: dict[str, dict[str, float]] = {}
     if path.is_file():
         old = json.loads(path.read_text())
         if old.get("profile") == profile and old.get("smoke") == smoke:
-            seconds = dict(old.get("seconds", {}))
+            seconds, phases = dict(old.get("seconds", {})), dict(old.get("phases", {}))
+            phases = {nb: phases[nb] for nb in seconds if nb in phases}
     seconds.update({r.notebook: round(r.seconds, 1) for r in runs})
-    seconds = dict(sorted(seconds.items()))
+    phases.update({r.notebook: with_other(r) for r in runs})
+    seconds, phases = dict(sorted(seconds.items())), dict(sorted(phases.items()))
+    by_kind: dict[str, float] = {}
+    for per in phases.values():
+        for k, v in per.items():
+            by_kind[k] = round(by_kind.get(k, 0.0) + v, 1)
     report = {"profile": profile, "smoke": smoke, "cpu": prov.cpu_model(), "threads": threads,
-              "seconds": seconds, "total_s": round(sum(seconds.values()), 1)}
+              "seconds": seconds, "total_s": round(sum(seconds.values()), 1), "phases": phases,
+              "phases_total_s": dict(sorted(by_kind.items(), key=lambda kv: -kv[1]))}
     return results.write_json(path, report, run=prov.provenance(profile=profile))
 
 
@@ -211,7 +230,7 @@ def reproduce(profile: str = "offline", only: list[str] | None = None, data_root
             log(f"[reproduce] {nb.name} (profile={profile}, {n_threads} threads{on})")
             nb_params = {**params, **(SMOKE_PARAMETERS.get(nb.name[:2], {}) if smoke else {})}
             runs.append(_execute(nb, output_dir / nb.name, nb_params, kernel_name, directory, cell_timeout))
-            record_run(output_dir / nb.name, runs[-1].seconds, n_threads, profile, smoke)
+            record_run(output_dir / nb.name, runs[-1], n_threads, profile, smoke)
             shrink_images(output_dir / nb.name)
             log(f"[reproduce] {nb.name} done in {runs[-1].seconds:.1f} s")
     write_times(runs, n_threads, profile, smoke, results_dir)
@@ -227,9 +246,18 @@ def _execute(nb: Path, out: Path, parameters: dict, kernel_name: str, cwd: Path,
     from papermill.exceptions import PapermillExecutionError  # heavy, as above
 
     start = time.perf_counter()
-    try:
-        pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name=kernel_name, cwd=str(cwd),
-                            progress_bar=False, log_output=False, execution_timeout=cell_timeout)
-    except PapermillExecutionError as e:
-        raise ReproduceError(f"{nb.name}: cell {e.exec_count} failed: {e.ename}: {e.evalue}") from None
-    return NotebookRun(nb.name, time.perf_counter() - start)
+    with tempfile.TemporaryDirectory(prefix="samllava-phases-") as scratch:
+        phases = Path(scratch) / "phases.json"  # the kernel's seconds per kind of work (samllava.core.timing)
+        saved = os.environ.get(timing.PHASES_ENV)
+        os.environ[timing.PHASES_ENV] = str(phases)  # the kernel inherits it
+        try:
+            pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name=kernel_name, cwd=str(cwd),
+                                progress_bar=False, log_output=False, execution_timeout=cell_timeout)
+        except PapermillExecutionError as e:
+            raise ReproduceError(f"{nb.name}: cell {e.exec_count} failed: {e.ename}: {e.evalue}") from None
+        finally:
+            if saved is None:
+                os.environ.pop(timing.PHASES_ENV, None)
+            else:
+                os.environ[timing.PHASES_ENV] = saved
+        return NotebookRun(nb.name, time.perf_counter() - start, timing.read_totals(phases))

@@ -33,6 +33,7 @@ from samllava.core.distributed import all_reduce_sum, barrier, data_parallel, wo
 from samllava.model.encoded_data import Examples
 from samllava.model.sam_llava import SamLlava
 from samllava.train.fine_stage import train_segmentation
+from samllava.core.timing import phase
 
 __all__ = ["epoch_batches", "param_groups", "train", "train_step", "warm_up_sam", "world"]
 
@@ -58,6 +59,7 @@ def param_groups(model: SamLlava) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+@phase("end-to-end training")
 def train(model: SamLlava, examples: list[Examples], *, epochs: int | None = None, out_dir: str | Path | None = None,
           resume: bool = True, progress: bool = True, stop_after_epoch: int | None = None,
           warm_up: bool = True, micro_batch: int | None = None) -> list[dict]:

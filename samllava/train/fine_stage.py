@@ -13,8 +13,10 @@ from samllava.core.device import CPU, module_device
 from samllava.sam.losses import segmentation_loss
 from samllava.sam.cascade import SamCascade
 from samllava.sam.prompts import resize_pad_mask
+from samllava.core.timing import phase
 
 
+@phase("SAM warm-up")
 def train_segmentation(
     cascade: SamCascade,
     embeddings: torch.Tensor,

@@ -59,7 +59,10 @@ def test_executed_copies_record_time_and_shrink_images_and_the_run_writes_times_
     wide = ("from PIL import Image as I; import io; from IPython.display import Image, display\n"
             "b = io.BytesIO(); I.new('RGB', (2000, 300), (200, 30, 30)).save(b, format='PNG')\n"
             "display(Image(data=b.getvalue()))")
-    _book(d / "01_fig.ipynb", [wide])
+    work = ("import time\nfrom samllava.core.timing import phase\n"  # 0.3 s decoding, 0.2 s of it nested encoding
+            "with phase('decoding'):\n    time.sleep(0.1)\n    with phase('encoding'):\n        time.sleep(0.2)\n"
+            "    time.sleep(0.2)")
+    _book(d / "01_fig.ipynb", [wide, work])
     res = tmp_path / "results"
     runs = reproduce(profile="tiny", directory=d, output_dir=tmp_path / "out", log=lambda m: None, threads=1,
                      results_dir=res)
@@ -70,6 +73,10 @@ def test_executed_copies_record_time_and_shrink_images_and_the_run_writes_times_
     assert Image.open(io.BytesIO(base64.b64decode(png))).width == 800  # MAX_IMAGE_WIDTH
     times = json.loads((res / "reproduce_times.json").read_text())
     assert times["seconds"] == {"01_fig.ipynb": meta["seconds"]} and times["threads"] == 1
+    phases = times["phases"]["01_fig.ipynb"]  # the kernel's seconds per kind of work, written when it exits
+    assert phases == meta["phases"] and 0.3 <= phases["decoding"] < 1.0 and 0.2 <= phases["encoding"] < 0.6
+    assert abs(sum(phases.values()) - meta["seconds"]) <= 0.2
+    assert times["phases_total_s"]["decoding"] == phases["decoding"]
     assert {"date", "git", "device", "versions"} <= set(times["provenance"])
     assert (res / "SUMMARY.md").read_text().count("not produced") >= 10  # no tables in this folder
 
