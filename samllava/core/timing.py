@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 PHASES_ENV = "SAMLLAVA_PHASES"  # the file this process's totals go to (unset: kept in memory only)
-KINDS = ("SAM warm-up", "end-to-end training", "encoding", "decoding", "figures")
+KINDS = ("SAM warm-up", "end-to-end training", "encoding", "decoding", "evaluation inference", "metrics", "figures")
 WRITE_EVERY = 5.0  # seconds between two writes of the totals
 
 _totals: dict[str, float] = defaultdict(float)

@@ -28,6 +28,7 @@ from samllava.data import CategoryData, support_images
 from samllava.core.device import CPU, module_device, resolve_device
 from samllava.core.distributed import broadcast, gather, shard, unshard, world
 from samllava.core.memo import ContentMemo
+from samllava.core.timing import phase
 from samllava.model.sam_llava import SamLlava
 
 Method = Callable[[torch.Tensor, str, "torch.Tensor | None", "torch.Tensor | None"],
@@ -49,6 +50,7 @@ class CategoryResult:
         return out
 
 
+@phase("metrics")
 def score_category(maps: torch.Tensor | np.ndarray, scores, labels, masks, has_masks: bool,
                    answers: list[str] | None = None) -> dict[str, float]:
     """All metrics of one category; pixel metrics are NaN (not available) without masks."""
@@ -123,6 +125,7 @@ def _unshard_outputs(parts: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> 
     return tuple(torch.stack(unshard([list(p[k]) for p in parts], n)) for k in range(2))
 
 
+@phase("evaluation inference")
 def run_batched(method: Method, images: torch.Tensor, category: str, support, sizer: BatchSizer, calibration=None):
     """(maps (N, S, S), scores (N,)) of ``method`` on ``images``, on the CPU, in batches of ``sizer``."""
     device = sizer.device
