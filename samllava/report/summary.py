@@ -52,8 +52,8 @@ HEADLINES: tuple[Headline, ...] = (
              ("paper MVTec-AD", "paper VisA"), verdict_note=True),
     Headline("description_words", "descriptions whose words contradict the category or the measurements "
              "(hallucinated); on defective images judged defective, a position or type the labels contradict, and "
-             "the named type's accuracy (%); K = 4, per data set (synthetic / textiles / real textures)",
-             {"data": "*"}, ("hallucinated", "contradicted_by_labels", "type_accuracy")),
+             "how often a defect type is named (%); K = 4, per data set (synthetic / textiles / real textures)",
+             {"data": "*"}, ("hallucinated", "contradicted_by_labels", "type_named")),
     Headline("table6_judge", "judge score, all images (Table 6; the paper's judge is GPT-4V)",
              {"method": "SAM-LLaVA (this run*"}, ("all",), {"method": "SAM-LLaVA (paper*"}, ("all",)),
     *(Headline("tables7_10_ablations", f"{v}: image / pixel AUROC, accuracy (Tables 7-10)", {"variant": v},
