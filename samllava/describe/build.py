@@ -179,8 +179,8 @@ def _build_from_lm(profile: Profile, seed: int,
 
 def _around_lm(config: LlavaConfig, lm: PreTrainedModel, seed: int) -> LlavaForConditionalGeneration:
     """LLaVA whose language model and head are ``lm``'s own modules; only the vision tower and the projector
-    are drawn (from ``seed``). The skeleton is built on the meta device: drawing a language model at random
-    only to overwrite it cost a diagnosis 2.7 s for SmolLM2-135M (docs/benchmarks.md)."""
+    are drawn (from ``seed``). The skeleton is built on the meta device, so no language model is drawn at
+    random only to be overwritten (docs/decisions.md)."""
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
     with torch.random.fork_rng(devices=[]):
