@@ -1,14 +1,14 @@
 """What a description may say, measured from the image and from the mask the words describe.
 
 Nothing here reads a label: the object is the category the user named (or a neutral word), colours and
-brightness come from the pixels, and the defect's position, size, shape and type from the mask and its
+brightness come from the pixels, and the defect's position, size and shape from the mask and its
 contrast with the surface around it. :mod:`samllava.describe.wording` turns :class:`Facts` into
 sentences and checks generated text against them.
 
 No defect type is named ("a small defect"): the mask's shape and contrast say what the region looks like
-("an elongated region, darker than its surroundings"), not what caused it. A type rule on shape and contrast
-(elongated: scratch or crack; compact and darker: hole; ...) agreed with the labelled type on 37 % of the
-real-texture development images it named one on (docs/decisions.md), so the evidence does not decide it.
+("an elongated region, darker than its surroundings"), not what caused it: a type rule on shape and contrast
+(elongated: scratch or crack; compact and darker: hole; ...) mostly disagreed with the labels on the
+development split (docs/decisions.md).
 """
 from __future__ import annotations
 
