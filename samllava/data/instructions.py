@@ -102,16 +102,17 @@ def describe(subject: str, defect_type: str | None = None, position: str | None 
                 "(no crack, hole, stain, scratch or contamination).")
     words = " ".join(w for w in (size, colour) if w and w != NO_POSITION)
     noun = defect_type.replace("_", " ")
-    text = f"This is a photo of {subject}. There is {_article(words or noun)} {(words + ' ') if words else ''}{noun}"
+    text = f"This is a photo of {subject}. There is {article(words or noun)} {(words + ' ') if words else ''}{noun}"
     if position and position != NO_POSITION:
         text += f" at the {position} of the image"
     text += "."
     if shape:
-        text += f" The defect is {_article(shape)} {shape}."
+        text += f" The defect is {article(shape)} {shape}."
     return text
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """"a" or "an" before ``word`` (by its first letter)."""
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 

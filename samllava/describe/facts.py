@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from samllava.data.instructions import (
-    GENERIC_OBJECT, NO_POSITION, position_on_grid, question_phrase, shape_word, size_label,
+    GENERIC_OBJECT, NO_POSITION, article, position_on_grid, question_phrase, shape_word, size_label,
 )
 
 NEUTRAL_SUBJECT = "the part"  # the object's name when no category is known
@@ -53,7 +53,7 @@ def subject_of(question: str) -> str:
         return NEUTRAL_SUBJECT
     if phrase.split()[0] in ("a", "an", "the") or is_plural(phrase):
         return phrase
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+    return f"{article(phrase)} {phrase}"
 
 
 def is_plural(phrase: str) -> bool:

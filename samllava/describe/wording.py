@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from samllava.data.instructions import ANSWER_ANOMALY, ANSWER_NORMAL, NO_POSITION, parse_position
+from samllava.data.instructions import ANSWER_ANOMALY, ANSWER_NORMAL, NO_POSITION, article, parse_position
 from samllava.describe.facts import GREYS, Facts
 
 NO_REGION_TEXT = "The segmentation marks no region."
@@ -55,17 +55,13 @@ def _contrast(f: Facts) -> str:
     return (", " + " and ".join(parts)) if parts else ""
 
 
-def _article(phrase: str) -> str:
-    return "an" if phrase[:1] in "aeiou" else "a"
-
-
 def description(f: Facts) -> str:
     """The facts as complete sentences (the subject, its colour, and the defect or its absence)."""
     opening = f"This is a photo of {f.subject}, {f.surface} overall."
     if not f.defect:
         return f"{opening} No defect is visible."
-    return (f"{opening} There is {_article(f.size)} {f.size} defect at the {f.position} of the image: "
-            f"{_article(f.shape)} {f.shape} region{_contrast(f)}.")
+    return (f"{opening} There is {article(f.size)} {f.size} defect at the {f.position} of the image: "
+            f"{article(f.shape)} {f.shape} region{_contrast(f)}.")
 
 
 def answer_and_description(f: Facts) -> str:
