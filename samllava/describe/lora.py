@@ -91,6 +91,42 @@ def merge_lora(describer: Describer) -> Describer:
     return describer
 
 
+ADAPTER_NAME = re.compile(r"(?P<layer>.+)\.lora_(?P<part>[AB])\.default\.weight")  # peft's name of an adapter weight
+
+
+def fold_lora(llava: nn.Module, adapters: dict[str, torch.Tensor], settings: LoraSettings) -> int:
+    """Fold trained adapters into a model built without them: W <- W + (alpha / r) B A (Sec. 3.4), what
+    :func:`merge_lora` does to a wrapped model, without wrapping it first (loading a model for inference
+    then skips peft's wrapping and merging; docs/decisions.md). ``adapters``: the tensors as peft names them
+    inside ``llava`` (``<layer>.lora_A.default.weight``, A (r, in), and ``...lora_B...``, B (out, r)).
+    Every layer that ``settings.targets`` selects must have its pair, and no other; returns their number."""
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for name, value in adapters.items():
+        m = ADAPTER_NAME.fullmatch(name)
+        if m is None:
+            raise ValueError(f"LoRA tensor {name!r}: not an adapter weight of the form "
+                             "<layer>.lora_A|lora_B.default.weight")
+        pairs.setdefault(m["layer"], {})[m["part"]] = value
+    pattern = re.compile(target_regex(settings.targets))
+    targets = {n for n, _ in llava.named_modules() if pattern.fullmatch(n)}
+    if set(pairs) != targets:
+        extra, lacking = sorted(set(pairs) - targets), sorted(targets - set(pairs))
+        raise ValueError(f"LoRA adapters do not fit this model: {len(extra)} for layers it does not target "
+                         f"{extra[:2]}, {len(lacking)} targeted layers without one {lacking[:2]}")
+    scale = settings.alpha / settings.r
+    with torch.no_grad():
+        for layer, pair in pairs.items():
+            weight = llava.get_submodule(layer).weight  # (out, in)
+            a, b = pair.get("A"), pair.get("B")
+            shape_a, shape_b = (settings.r, weight.shape[1]), (weight.shape[0], settings.r)
+            if a is None or b is None or a.shape != shape_a or b.shape != shape_b:
+                raise ValueError(f"LoRA adapter of {layer}: expected A {shape_a} and B {shape_b}, got A "
+                                 f"{None if a is None else tuple(a.shape)}, B {None if b is None else tuple(b.shape)}")
+            delta = b.to(weight.device, torch.float32) @ a.to(weight.device, torch.float32)
+            weight.add_(delta.mul_(scale).to(weight.dtype))
+    return len(pairs)
+
+
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """``{"total", "trainable", "lora"}`` parameter counts (works on the meta device)."""
     params = list(model.named_parameters())  # deduplicated: tied weights count once

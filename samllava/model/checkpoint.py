@@ -15,12 +15,14 @@ from pathlib import Path
 import torch
 
 from samllava.core.config import Profile
-from samllava.describe.lora import merge_lora
+from samllava.describe.lora import fold_lora
 from samllava.core.device import CPU, to_device
 from samllava.model.sam_llava import SamLlava, build_model
 from samllava.core.results import atomic_path
 
 CHECKPOINT = "last.pt"  # the file name inside a training run's folder
+DESCRIBER = "describer.model."  # the language model's names in a model without adapters ...
+WRAPPED = DESCRIBER + "base_model.model."  # ... and where peft's wrapping (LoRA) puts them
 
 
 def save_checkpoint(
@@ -41,11 +43,9 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(model: SamLlava, path: str | Path, optimizer: torch.optim.Optimizer | None = None) -> dict:
-    """Load trained weights (and the optimiser state); clear errors for a file of another model.
-
-    ``path`` is the file or the folder of a training run (then its :data:`CHECKPOINT`).
-    """
+def read_checkpoint(model: SamLlava, path: str | Path) -> tuple[Path, dict]:
+    """The file (``path`` or a training run's folder) and its contents, checked to be a checkpoint of
+    ``model``'s base language model."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
@@ -58,6 +58,15 @@ def load_checkpoint(model: SamLlava, path: str | Path, optimizer: torch.optim.Op
     if state.get("base") != model.describer.base_id:
         raise ValueError(f"checkpoint {path} was trained on base model {state.get('base')!r}, "
                          f"this model is {model.describer.base_id!r}")
+    return path, state
+
+
+def load_checkpoint(model: SamLlava, path: str | Path, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Load trained weights (and the optimiser state); clear errors for a file of another model.
+
+    ``path`` is the file or the folder of a training run (then its :data:`CHECKPOINT`).
+    """
+    path, state = read_checkpoint(model, path)
     model.load_trainable_state(state["model"], source=str(path))
     model.describer.set_phrasebook(state.get("phrasebook", []))  # absent in checkpoints written before it
     if optimizer is not None:
@@ -69,10 +78,21 @@ def load_model(profile: Profile, checkpoint: str | Path | None, device: str | to
                dtype: str | torch.dtype | None = None) -> SamLlava:
     """A model for inference: trained weights from ``checkpoint``, or untrained (None), in eval mode, on
     ``device`` (:func:`samllava.core.device.resolve_device`) with the frozen towers in ``dtype``
-    (:func:`build_model`) and LoRA merged into the language model (:func:`merge_lora`). Training starts
-    from :func:`build_model` and :func:`load_checkpoint` instead."""
-    model = build_model(profile, device=device, dtype=dtype)
+    (:func:`build_model`). The model is built without LoRA and the checkpoint's adapters are folded into
+    the language model's weights (:func:`samllava.describe.lora.fold_lora`: the same weights as
+    :func:`samllava.describe.lora.merge_lora` gives, without peft's wrapping; its trainable names are
+    then those of a model without adapters). Training starts from :func:`build_model` and
+    :func:`load_checkpoint` instead."""
+    model = build_model(profile, lora=False, device=device, dtype=dtype)
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
-    merge_lora(model.describer)
+        path, state = read_checkpoint(model, checkpoint)
+        adapters = {k[len(WRAPPED):]: v for k, v in state["model"].items() if k.startswith(WRAPPED) and ".lora_" in k}
+        rest = {k.replace(WRAPPED, DESCRIBER, 1): v for k, v in state["model"].items()
+                if not (k.startswith(WRAPPED) and ".lora_" in k)}
+        model.load_trainable_state(rest, source=str(path))
+        try:
+            fold_lora(model.describer.llava, adapters, profile.lora)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {path}: {e}") from None
+        model.describer.set_phrasebook(state.get("phrasebook", []))
     return model.eval()

@@ -362,6 +362,8 @@ def _assemble(profile: Profile, lora: bool, seed: int, llm_dtype: torch.dtype) -
     if lora:
         with seeded(init, "lora"):
             describer = apply_lora(describer, profile.lora)
+    else:  # the parts frozen under LoRA stay frozen without it (samllava.model.checkpoint.load_model folds LoRA in)
+        describer.llava.requires_grad_(False)
     if describer.vision_grid is not None:  # a new projector for the backbone's features learns (LLaVA's stage 1)
         describer.llava.model.multi_modal_projector.requires_grad_(True)
     text_dim = coarse.zero_shot.model.visual.output_dim  # CLIP's joint embedding width D

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from samllava.evaluate.answers import answer, answer_log_odds
-from samllava.model.checkpoint import load_checkpoint, load_model
+from samllava.model.checkpoint import DESCRIBER, WRAPPED, load_checkpoint, load_model
 from samllava.core.config import load_profile
 from samllava.data import generate_synthetic, load_dataset
 from samllava.core.device import DEVICE_ENV, parse_dtype, resolve_device, to_device, tower_dtype
@@ -66,7 +66,9 @@ def test_tiny_pipeline_creates_every_tensor_on_the_requested_device(data, tmp_pa
         for name, value in want[key].items():
             torch.testing.assert_close(got[key][name], value, rtol=0, atol=0, msg=name)
     for name, value in got["state"].items():
-        torch.testing.assert_close(got["reloaded"][name], value, rtol=0, atol=0, msg=name)
+        if ".lora_" not in name:  # load_model folds LoRA into the weights (tests/model/test_checkpoint.py)
+            torch.testing.assert_close(got["reloaded"][name.replace(WRAPPED, DESCRIBER, 1)], value, rtol=0, atol=0,
+                                       msg=name)
 
 
 def _helpers(profile, data) -> dict:
@@ -236,5 +238,6 @@ def test_gpu_round_trip_of_a_checkpoint(data, tmp_path):  # pragma: no cover - r
     back = build_model(profile, device="cuda")
     load_checkpoint(back, tmp_path)
     for k, v in gpu.trainable_state().items():
-        torch.testing.assert_close(cpu.trainable_state()[k], v.cpu(), msg=k)
+        if ".lora_" not in k:  # load_model folds LoRA into the weights
+            torch.testing.assert_close(cpu.trainable_state()[k.replace(WRAPPED, DESCRIBER, 1)], v.cpu(), msg=k)
         torch.testing.assert_close(back.trainable_state()[k], v, msg=k)

@@ -1,0 +1,67 @@
+"""Loading a checkpoint for inference (tiny profile): LoRA folded in without peft gives the weights and
+logits of peft's merge; a checkpoint whose adapters do not fit is refused, naming the file."""
+import pytest
+import torch
+
+from samllava.core.config import load_profile
+from samllava.describe.lora import merge_lora
+from samllava.model.checkpoint import DESCRIBER, WRAPPED, load_checkpoint, load_model, save_checkpoint
+from samllava.model.sam_llava import build_model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model whose trainable parts (LoRA B included, which starts at 0) are random, saved."""
+    profile = load_profile("tiny")
+    model = build_model(profile)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    path = tmp_path_factory.mktemp("ckpt") / "last.pt"
+    save_checkpoint(model, torch.optim.Adam(model.trainable_parameters()), 0, [], path)
+    return profile, path
+
+
+def _logits(model):
+    d = model.describer
+    gen = torch.Generator().manual_seed(1)
+    size = d.llava.config.vision_config.image_size  # the tiny describer's CLIP tower reads pixels
+    visual = torch.rand(2, 3, size, size, generator=gen)
+    sasa = torch.randn(2, 3, d.llm_dim, generator=gen)
+    return d(visual, sasa, ["Is there a defect?", "Is it broken?"], ["Yes, a scratch.", "No."]).logits
+
+
+def test_folded_lora_gives_the_weights_and_logits_of_peft_merge(trained):
+    profile, path = trained
+    reference = build_model(profile)
+    load_checkpoint(reference, path)
+    merge_lora(reference.describer)
+    loaded = load_model(profile, path, device="cpu")
+    want = {k.replace(WRAPPED, DESCRIBER, 1).replace(".base_layer", ""): v for k, v in reference.state_dict().items()
+            if ".lora_" not in k}
+    got = loaded.state_dict()
+    assert set(got) == set(want)
+    for name, value in got.items():
+        torch.testing.assert_close(value, want[name], rtol=1e-5, atol=1e-6, msg=name)
+    lora_layers = [n for n, _ in reference.describer.named_modules() if n.endswith("lora_A")]
+    assert lora_layers  # the comparison covered folded layers
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(loaded), _logits(reference.eval()), rtol=1e-4, atol=1e-5)
+    assert not any(".lora_" in n for n in loaded.trainable_state())
+    assert loaded.describer.phrasebook == reference.describer.phrasebook
+
+
+@pytest.mark.parametrize("change", ["drop", "rank"])
+def test_adapters_that_do_not_fit_are_refused_naming_the_file(trained, tmp_path, change):
+    profile, path = trained
+    state = torch.load(path, weights_only=True)
+    name = next(k for k in state["model"] if ".lora_A." in k)
+    if change == "drop":
+        del state["model"][name]
+    else:
+        state["model"][name] = state["model"][name][:1]
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    with pytest.raises(ValueError, match=f"checkpoint {bad}: LoRA adapter"):
+        load_model(profile, bad, device="cpu")
