@@ -15,21 +15,19 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from peft import (
-    LoraConfig,
-    PeftModel,
-    get_peft_model,
-    get_peft_model_state_dict,
-    load_peft_weights,
-    set_peft_model_state_dict,
-)
 from torch import nn
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 from samllava.core.config import LoraSettings, load_profile
 from samllava.describe.llava import Describer
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
+# peft is imported by the functions that wrap, merge, save or load adapters: loading a trained model for
+# inference (samllava.model.checkpoint.load_model, fold_lora) never needs it, and it takes 0.3 s to import.
 
 LANGUAGE_MODEL_PREFIX = r"model\.language_model\.layers\.\d+\.(?:self_attn|mlp)\."
 
@@ -50,12 +48,14 @@ def target_regex(targets: tuple[str, ...] | list[str]) -> str:
 
 
 def lora_config(settings: LoraSettings) -> LoraConfig:
+    from peft import LoraConfig
     return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=target_regex(settings.targets), bias="none")
 
 
 def _wrap(model: LlavaForConditionalGeneration, config: LoraConfig, base_id: str) -> PeftModel:
     """Inject LoRA (in place), re-initialise it as in the paper, freeze everything else."""
+    from peft import get_peft_model
     peft_model = get_peft_model(model, config)  # peft raises ValueError when no module matches
     for module in peft_model.modules():
         if hasattr(module, "lora_A") and isinstance(module.lora_A, nn.ModuleDict):
@@ -72,6 +72,7 @@ def _wrap(model: LlavaForConditionalGeneration, config: LoraConfig, base_id: str
 
 def apply_lora(describer: Describer, settings: LoraSettings) -> Describer:
     """Put LoRA adapters on the describer's language model (Sec. 3.4); returns the same describer."""
+    from peft import PeftModel
     if isinstance(describer.model, PeftModel):
         raise ValueError("the describer already has LoRA adapters")
     describer.model = _wrap(describer.llava, lora_config(settings), describer.base_id)
@@ -85,6 +86,7 @@ def merge_lora(describer: Describer) -> Describer:
     to float rounding. A merged describer is for inference only: training it would update adapters that
     no longer take part in the forward pass, so :func:`samllava.train.train` never receives one. A describer
     without adapters, or one already merged, is returned as it is."""
+    from peft import PeftModel
     model = describer.model
     if isinstance(model, PeftModel) and not any(getattr(m, "merged", False) for m in model.modules()):
         model.merge_adapter()
@@ -94,12 +96,11 @@ def merge_lora(describer: Describer) -> Describer:
 ADAPTER_NAME = re.compile(r"(?P<layer>.+)\.lora_(?P<part>[AB])\.default\.weight")  # peft's name of an adapter weight
 
 
-def fold_lora(llava: nn.Module, adapters: dict[str, torch.Tensor], settings: LoraSettings) -> int:
-    """Fold trained adapters into a model built without them: W <- W + (alpha / r) B A (Sec. 3.4), what
-    :func:`merge_lora` does to a wrapped model, without wrapping it first (loading a model for inference
-    then skips peft's wrapping and merging; docs/decisions.md). ``adapters``: the tensors as peft names them
-    inside ``llava`` (``<layer>.lora_A.default.weight``, A (r, in), and ``...lora_B...``, B (out, r)).
-    Every layer that ``settings.targets`` selects must have its pair, and no other; returns their number."""
+def adapter_pairs(llava: nn.Module, adapters: dict[str, torch.Tensor],
+                  settings: LoraSettings) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{layer: (A, B)}`` of ``adapters`` (named as peft names them inside ``llava``:
+    ``<layer>.lora_A.default.weight``, A (r, in), and ``...lora_B...``, B (out, r)), checked: every layer that
+    ``settings.targets`` selects has its pair of the right shapes, and no other layer has one."""
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for name, value in adapters.items():
         m = ADAPTER_NAME.fullmatch(name)
@@ -113,15 +114,27 @@ def fold_lora(llava: nn.Module, adapters: dict[str, torch.Tensor], settings: Lor
         extra, lacking = sorted(set(pairs) - targets), sorted(targets - set(pairs))
         raise ValueError(f"LoRA adapters do not fit this model: {len(extra)} for layers it does not target "
                          f"{extra[:2]}, {len(lacking)} targeted layers without one {lacking[:2]}")
+    out = {}
+    for layer, pair in pairs.items():
+        weight = llava.get_submodule(layer).weight  # (out, in)
+        a, b = pair.get("A"), pair.get("B")
+        shape_a, shape_b = (settings.r, weight.shape[1]), (weight.shape[0], settings.r)
+        if a is None or b is None or a.shape != shape_a or b.shape != shape_b:
+            raise ValueError(f"LoRA adapter of {layer}: expected A {shape_a} and B {shape_b}, got A "
+                             f"{None if a is None else tuple(a.shape)}, B {None if b is None else tuple(b.shape)}")
+        out[layer] = (a, b)
+    return out
+
+
+def fold_lora(llava: nn.Module, adapters: dict[str, torch.Tensor], settings: LoraSettings) -> int:
+    """Fold trained adapters (:func:`adapter_pairs`) into a model built without them: W <- W + (alpha / r) B A
+    (Sec. 3.4), what :func:`merge_lora` does to a wrapped model, without wrapping it first (loading a model
+    for inference then skips peft's wrapping and merging; docs/decisions.md). Returns the number of layers."""
+    pairs = adapter_pairs(llava, adapters, settings)
     scale = settings.alpha / settings.r
     with torch.no_grad():
-        for layer, pair in pairs.items():
-            weight = llava.get_submodule(layer).weight  # (out, in)
-            a, b = pair.get("A"), pair.get("B")
-            shape_a, shape_b = (settings.r, weight.shape[1]), (weight.shape[0], settings.r)
-            if a is None or b is None or a.shape != shape_a or b.shape != shape_b:
-                raise ValueError(f"LoRA adapter of {layer}: expected A {shape_a} and B {shape_b}, got A "
-                                 f"{None if a is None else tuple(a.shape)}, B {None if b is None else tuple(b.shape)}")
+        for layer, (a, b) in pairs.items():
+            weight = llava.get_submodule(layer).weight
             delta = b.to(weight.device, torch.float32) @ a.to(weight.device, torch.float32)
             weight.add_(delta.mul_(scale).to(weight.dtype))
     return len(pairs)
@@ -153,6 +166,7 @@ def paper_parameter_counts(settings: LoraSettings | None = None) -> dict[str, in
 
 def save_lora(describer: Describer, path: str | Path) -> Path:
     """Save the adapter (``adapter_config.json`` + ``adapter_model.safetensors``) into folder ``path``."""
+    from peft import PeftModel
     if not isinstance(describer.model, PeftModel):
         raise ValueError("the describer has no LoRA adapters to save: call apply_lora first")
     # The embeddings are frozen (only their never-read placeholder rows were added): save the adapter alone.
@@ -162,6 +176,7 @@ def save_lora(describer: Describer, path: str | Path) -> Path:
 
 def load_lora(describer: Describer, path: str | Path) -> Describer:
     """Load an adapter saved by :func:`save_lora`, refusing one made for another base model."""
+    from peft import LoraConfig, PeftModel, get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
     path = Path(path)
     cfg_file = path / "adapter_config.json"
     if not cfg_file.is_file():

@@ -10,12 +10,15 @@ so the file fully determines the model.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import torch
 
-from samllava.core.config import Profile
-from samllava.describe.lora import fold_lora
+from samllava.assets import weights
+from samllava.core.config import LoraSettings, Profile
+from samllava.describe.lora import adapter_pairs, fold_lora
 from samllava.core.device import CPU, to_device
 from samllava.model.sam_llava import SamLlava, build_model
 from samllava.core.results import atomic_path
@@ -52,7 +55,8 @@ def read_checkpoint(model: SamLlava, path: str | Path) -> tuple[Path, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: the tensors are read when used (inference never reads the optimiser state, 0.3 s of a diagnosis)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # truncated or not a torch file
         raise ValueError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from None
     if state.get("base") != model.describer.base_id:
@@ -91,8 +95,43 @@ def load_model(profile: Profile, checkpoint: str | Path | None, device: str | to
                 if not (k.startswith(WRAPPED) and ".lora_" in k)}
         model.load_trainable_state(rest, source=str(path))
         try:
-            fold_lora(model.describer.llava, adapters, profile.lora)
+            _fold_cached(model.describer.llava, adapters, profile.lora, path)
         except ValueError as e:
             raise ValueError(f"checkpoint {path}: {e}") from None
         model.describer.set_phrasebook(state.get("phrasebook", []))
     return model.eval()
+
+
+def folded_cache_file(checkpoint: Path, settings: LoraSettings) -> Path:
+    """Where the folded weights of ``checkpoint`` are kept: keyed by its bytes and the LoRA settings."""
+    digest = hashlib.sha256(checkpoint.read_bytes())
+    digest.update(repr(dataclasses.astuple(settings)).encode())
+    return weights.cache_dir() / "folded" / f"{digest.hexdigest()[:24]}.pt"
+
+
+def _fold_cached(llava: torch.nn.Module, adapters: dict[str, torch.Tensor], settings: LoraSettings,
+                 checkpoint: Path) -> None:
+    """:func:`fold_lora`, through a cache of the folded weights on the CPU. Writing into the language model's
+    memory-mapped weights copies every page it touches (1.1 s for SmolLM2's 93 M adapted weights); the cached
+    weights are memory-mapped instead (docs/decisions.md). A cache file that cannot be read is rebuilt."""
+    own = {f"{layer}.weight": llava.get_submodule(layer).weight for layer in adapter_pairs(llava, adapters, settings)}
+    if any(w.device != CPU for w in own.values()):  # on a GPU folding is quick: no cache
+        fold_lora(llava, adapters, settings)
+        return
+    file = folded_cache_file(checkpoint, settings)
+    if file.is_file():
+        try:
+            folded = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+        except Exception:  # truncated or foreign: fold again below
+            folded = None
+        if folded is not None and set(folded) == set(own) and all(
+                folded[k].shape == w.shape and folded[k].dtype == w.dtype for k, w in own.items()):
+            llava.load_state_dict(folded, strict=False, assign=True)  # assign: keeps the mapping, no copy
+            return
+    fold_lora(llava, adapters, settings)
+    try:
+        with atomic_path(file) as tmp:
+            torch.save({k: w.detach() for k, w in own.items()}, tmp)
+    except OSError:  # a cache folder that cannot be written: the next load folds again
+        pass
+

@@ -5,7 +5,9 @@ import torch
 
 from samllava.core.config import load_profile
 from samllava.describe.lora import merge_lora
-from samllava.model.checkpoint import DESCRIBER, WRAPPED, load_checkpoint, load_model, save_checkpoint
+from samllava.model.checkpoint import (
+    DESCRIBER, WRAPPED, folded_cache_file, load_checkpoint, load_model, save_checkpoint,
+)
 from samllava.model.sam_llava import build_model
 
 
@@ -65,3 +67,21 @@ def test_adapters_that_do_not_fit_are_refused_naming_the_file(trained, tmp_path,
     torch.save(state, bad)
     with pytest.raises(ValueError, match=f"checkpoint {bad}: LoRA adapter"):
         load_model(profile, bad, device="cpu")
+
+
+def test_the_folded_weights_are_cached_and_a_broken_cache_is_rebuilt(trained, tmp_path, monkeypatch):
+    profile, path = trained
+    monkeypatch.setenv("SAMLLAVA_WEIGHTS_DIR", str(tmp_path))
+    first = load_model(profile, path, device="cpu").state_dict()
+    cache = folded_cache_file(path, profile.lora)
+    assert cache.is_file() and cache.parent.parent == tmp_path
+    second = load_model(profile, path, device="cpu").state_dict()  # from the cache
+    for name, value in first.items():
+        assert torch.equal(second[name], value), name
+    del second  # its weights map the cache file
+    cache.unlink()
+    cache.write_bytes(b"not a torch file")
+    third = load_model(profile, path, device="cpu").state_dict()  # folded again, cache rewritten
+    assert {DESCRIBER + k for k in torch.load(cache, weights_only=True)} <= set(first)
+    for name, value in first.items():
+        assert torch.equal(third[name], value), name
