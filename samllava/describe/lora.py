@@ -48,14 +48,14 @@ def target_regex(targets: tuple[str, ...] | list[str]) -> str:
 
 
 def lora_config(settings: LoraSettings) -> LoraConfig:
-    from peft import LoraConfig
+    from peft import LoraConfig  # here: loading for inference never needs peft (0.3 s; docs/decisions.md)
     return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=target_regex(settings.targets), bias="none")
 
 
 def _wrap(model: LlavaForConditionalGeneration, config: LoraConfig, base_id: str) -> PeftModel:
     """Inject LoRA (in place), re-initialise it as in the paper, freeze everything else."""
-    from peft import get_peft_model
+    from peft import get_peft_model  # here, as in lora_config
     peft_model = get_peft_model(model, config)  # peft raises ValueError when no module matches
     for module in peft_model.modules():
         if hasattr(module, "lora_A") and isinstance(module.lora_A, nn.ModuleDict):
@@ -72,7 +72,7 @@ def _wrap(model: LlavaForConditionalGeneration, config: LoraConfig, base_id: str
 
 def apply_lora(describer: Describer, settings: LoraSettings) -> Describer:
     """Put LoRA adapters on the describer's language model (Sec. 3.4); returns the same describer."""
-    from peft import PeftModel
+    from peft import PeftModel  # here, as in lora_config
     if isinstance(describer.model, PeftModel):
         raise ValueError("the describer already has LoRA adapters")
     describer.model = _wrap(describer.llava, lora_config(settings), describer.base_id)
@@ -86,7 +86,7 @@ def merge_lora(describer: Describer) -> Describer:
     to float rounding. A merged describer is for inference only: training it would update adapters that
     no longer take part in the forward pass, so :func:`samllava.train.train` never receives one. A describer
     without adapters, or one already merged, is returned as it is."""
-    from peft import PeftModel
+    from peft import PeftModel  # here, as in lora_config
     model = describer.model
     if isinstance(model, PeftModel) and not any(getattr(m, "merged", False) for m in model.modules()):
         model.merge_adapter()
@@ -166,7 +166,7 @@ def paper_parameter_counts(settings: LoraSettings | None = None) -> dict[str, in
 
 def save_lora(describer: Describer, path: str | Path) -> Path:
     """Save the adapter (``adapter_config.json`` + ``adapter_model.safetensors``) into folder ``path``."""
-    from peft import PeftModel
+    from peft import PeftModel  # here, as in lora_config
     if not isinstance(describer.model, PeftModel):
         raise ValueError("the describer has no LoRA adapters to save: call apply_lora first")
     # The embeddings are frozen (only their never-read placeholder rows were added): save the adapter alone.
@@ -176,7 +176,9 @@ def save_lora(describer: Describer, path: str | Path) -> Path:
 
 def load_lora(describer: Describer, path: str | Path) -> Describer:
     """Load an adapter saved by :func:`save_lora`, refusing one made for another base model."""
-    from peft import LoraConfig, PeftModel, get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
+    from peft import (  # here, as in lora_config
+        LoraConfig, PeftModel, get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict,
+    )
     path = Path(path)
     cfg_file = path / "adapter_config.json"
     if not cfg_file.is_file():
