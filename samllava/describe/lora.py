@@ -27,7 +27,7 @@ from samllava.describe.llava import Describer
 if TYPE_CHECKING:
     from peft import LoraConfig, PeftModel
 # peft is imported by the functions that wrap, merge, save or load adapters: loading a trained model for
-# inference (samllava.model.checkpoint.load_model, fold_lora) never needs it, and it takes 0.3 s to import.
+# inference (samllava.model.checkpoint.load_model, fold_lora) never needs it (docs/decisions.md).
 
 LANGUAGE_MODEL_PREFIX = r"model\.language_model\.layers\.\d+\.(?:self_attn|mlp)\."
 
@@ -48,7 +48,7 @@ def target_regex(targets: tuple[str, ...] | list[str]) -> str:
 
 
 def lora_config(settings: LoraSettings) -> LoraConfig:
-    from peft import LoraConfig  # here: loading for inference never needs peft (0.3 s; docs/decisions.md)
+    from peft import LoraConfig  # here: loading for inference never needs peft (docs/decisions.md)
     return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=target_regex(settings.targets), bias="none")
 

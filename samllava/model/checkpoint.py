@@ -55,7 +55,7 @@ def read_checkpoint(model: SamLlava, path: str | Path) -> tuple[Path, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
     try:
-        # mmap: the tensors are read when used (inference never reads the optimiser state, 0.3 s of a diagnosis)
+        # mmap: the tensors are read when used (inference never reads the optimiser state; docs/decisions.md)
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # truncated or not a torch file
         raise ValueError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from None
@@ -90,9 +90,12 @@ def load_model(profile: Profile, checkpoint: str | Path | None, device: str | to
     model = build_model(profile, lora=False, device=device, dtype=dtype)
     if checkpoint is not None:
         path, state = read_checkpoint(model, checkpoint)
-        adapters = {k[len(WRAPPED):]: v for k, v in state["model"].items() if k.startswith(WRAPPED) and ".lora_" in k}
-        rest = {k.replace(WRAPPED, DESCRIBER, 1): v for k, v in state["model"].items()
-                if not (k.startswith(WRAPPED) and ".lora_" in k)}
+        adapters, rest = {}, {}
+        for k, v in state["model"].items():
+            if k.startswith(WRAPPED) and ".lora_" in k:
+                adapters[k[len(WRAPPED):]] = v
+            else:
+                rest[k.replace(WRAPPED, DESCRIBER, 1)] = v
         model.load_trainable_state(rest, source=str(path))
         try:
             _fold_cached(model.describer.llava, adapters, profile.lora, path)
@@ -102,23 +105,26 @@ def load_model(profile: Profile, checkpoint: str | Path | None, device: str | to
     return model.eval()
 
 
-def folded_cache_file(checkpoint: Path, settings: LoraSettings) -> Path:
-    """Where the folded weights of ``checkpoint`` are kept: keyed by its bytes and the LoRA settings."""
+def folded_cache_file(checkpoint: Path, settings: LoraSettings, base: dict[str, torch.Tensor]) -> Path:
+    """Where the folded weights of ``checkpoint`` are kept: keyed by its bytes, the LoRA settings and the first
+    row of each ``base`` weight before folding (another base model with the same name and shapes misses)."""
     digest = hashlib.sha256(checkpoint.read_bytes())
     digest.update(repr(dataclasses.astuple(settings)).encode())
+    for name in sorted(base):
+        digest.update(name.encode() + base[name][0].detach().float().numpy().tobytes())
     return weights.cache_dir() / "folded" / f"{digest.hexdigest()[:24]}.pt"
 
 
 def _fold_cached(llava: torch.nn.Module, adapters: dict[str, torch.Tensor], settings: LoraSettings,
                  checkpoint: Path) -> None:
     """:func:`fold_lora`, through a cache of the folded weights on the CPU. Writing into the language model's
-    memory-mapped weights copies every page it touches (1.1 s for SmolLM2's 93 M adapted weights); the cached
-    weights are memory-mapped instead (docs/decisions.md). A cache file that cannot be read is rebuilt."""
+    memory-mapped weights copies every page it touches; the cached weights are memory-mapped instead
+    (docs/decisions.md). A cache file that cannot be read is rebuilt."""
     own = {f"{layer}.weight": llava.get_submodule(layer).weight for layer in adapter_pairs(llava, adapters, settings)}
     if any(w.device != CPU for w in own.values()):  # on a GPU folding is quick: no cache
         fold_lora(llava, adapters, settings)
         return
-    file = folded_cache_file(checkpoint, settings)
+    file = folded_cache_file(checkpoint, settings, own)
     if file.is_file():
         try:
             folded = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
