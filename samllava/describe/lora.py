@@ -126,18 +126,16 @@ def adapter_pairs(llava: nn.Module, adapters: dict[str, torch.Tensor],
     return out
 
 
-def fold_lora(llava: nn.Module, adapters: dict[str, torch.Tensor], settings: LoraSettings) -> int:
-    """Fold trained adapters (:func:`adapter_pairs`) into a model built without them: W <- W + (alpha / r) B A
-    (Sec. 3.4), what :func:`merge_lora` does to a wrapped model, without wrapping it first (loading a model
-    for inference then skips peft's wrapping and merging; docs/decisions.md). Returns the number of layers."""
-    pairs = adapter_pairs(llava, adapters, settings)
+def fold_lora(llava: nn.Module, pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], settings: LoraSettings) -> None:
+    """Fold trained adapters (``pairs`` from :func:`adapter_pairs`) into a model built without them:
+    W <- W + (alpha / r) B A (Sec. 3.4), what :func:`merge_lora` does to a wrapped model, without wrapping it
+    first (loading a model for inference then skips peft's wrapping and merging; docs/decisions.md)."""
     scale = settings.alpha / settings.r
     with torch.no_grad():
         for layer, (a, b) in pairs.items():
             weight = llava.get_submodule(layer).weight
             delta = b.to(weight.device, torch.float32) @ a.to(weight.device, torch.float32)
             weight.add_(delta.mul_(scale).to(weight.dtype))
-    return len(pairs)
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

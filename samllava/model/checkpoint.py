@@ -98,33 +98,34 @@ def load_model(profile: Profile, checkpoint: str | Path | None, device: str | to
                 rest[k.replace(WRAPPED, DESCRIBER, 1)] = v
         model.load_trainable_state(rest, source=str(path))
         try:
-            _fold_cached(model.describer.llava, adapters, profile.lora, path)
+            _fold_cached(model.describer.llava, adapters, profile.lora)
         except ValueError as e:
             raise ValueError(f"checkpoint {path}: {e}") from None
         model.describer.set_phrasebook(state.get("phrasebook", []))
     return model.eval()
 
 
-def folded_cache_file(checkpoint: Path, settings: LoraSettings, base: dict[str, torch.Tensor]) -> Path:
-    """Where the folded weights of ``checkpoint`` are kept: keyed by its bytes, the LoRA settings and the first
-    row of each ``base`` weight before folding (another base model with the same name and shapes misses)."""
-    digest = hashlib.sha256(checkpoint.read_bytes())
-    digest.update(repr(dataclasses.astuple(settings)).encode())
-    for name in sorted(base):
-        digest.update(name.encode() + base[name][0].detach().float().numpy().tobytes())
+def folded_cache_file(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], settings: LoraSettings,
+                      base: dict[str, torch.Tensor]) -> Path:
+    """Where the folded weights are kept: keyed by the adapters, the LoRA settings and the first row of each
+    ``base`` weight before folding (another base model with the same name and shapes misses)."""
+    digest = hashlib.sha256(repr(dataclasses.astuple(settings)).encode())
+    for layer in sorted(pairs):
+        for t in (*pairs[layer], base[f"{layer}.weight"][0]):
+            digest.update(t.detach().float().contiguous().numpy().tobytes())
     return weights.cache_dir() / "folded" / f"{digest.hexdigest()[:24]}.pt"
 
 
-def _fold_cached(llava: torch.nn.Module, adapters: dict[str, torch.Tensor], settings: LoraSettings,
-                 checkpoint: Path) -> None:
+def _fold_cached(llava: torch.nn.Module, adapters: dict[str, torch.Tensor], settings: LoraSettings) -> None:
     """:func:`fold_lora`, through a cache of the folded weights on the CPU. Writing into the language model's
     memory-mapped weights copies every page it touches; the cached weights are memory-mapped instead
     (docs/decisions.md). A cache file that cannot be read is rebuilt."""
-    own = {f"{layer}.weight": llava.get_submodule(layer).weight for layer in adapter_pairs(llava, adapters, settings)}
+    pairs = adapter_pairs(llava, adapters, settings)
+    own = {f"{layer}.weight": llava.get_submodule(layer).weight for layer in pairs}
     if any(w.device != CPU for w in own.values()):  # on a GPU folding is quick: no cache
-        fold_lora(llava, adapters, settings)
+        fold_lora(llava, pairs, settings)
         return
-    file = folded_cache_file(checkpoint, settings, own)
+    file = folded_cache_file(pairs, settings, own)
     if file.is_file():
         try:
             folded = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
@@ -134,10 +135,9 @@ def _fold_cached(llava: torch.nn.Module, adapters: dict[str, torch.Tensor], sett
                 folded[k].shape == w.shape and folded[k].dtype == w.dtype for k, w in own.items()):
             llava.load_state_dict(folded, strict=False, assign=True)  # assign: keeps the mapping, no copy
             return
-    fold_lora(llava, adapters, settings)
+    fold_lora(llava, pairs, settings)
     try:
         with atomic_path(file) as tmp:
             torch.save({k: w.detach() for k, w in own.items()}, tmp)
     except OSError:  # a cache folder that cannot be written: the next load folds again
         pass
-
