@@ -6,8 +6,9 @@ Targets (2 CPU cores): ``samllava --help`` and every ``samllava CMD --help`` <= 
 one.png --support DIR --out OUT`` <= 10 s end to end with the default model and the caches present. The
 first diagnose call builds what a first use builds (the default model when missing, the support's memory,
 the converted language model) and is not timed; the calls after it are. The images are a synthetic
-category generated into a scratch folder (4 normal images, one test image). Wall-clock times of this
-machine, with its CPU model, core count and load average beside them: not comparable across machines.
+category generated into a scratch folder (4 normal images; a defective and a normal test image, each
+timed). Wall-clock times of this machine, with its CPU model, core count and load average beside them:
+not comparable across machines.
 """
 from __future__ import annotations
 
@@ -61,20 +62,26 @@ def bench_help(runs: int) -> dict[str, dict]:
 
 
 def bench_diagnose(profile: str, runs: int, scratch: Path, checkpoint: str | None = None) -> dict:
-    """One image against 4 normal images: the first call (untimed: builds caches), then ``runs`` timed calls.
+    """One image against 4 normal images, a defective one and a normal one (its answer is shorter): per image
+    the first call (untimed: builds caches), then ``runs`` timed calls.
     ``checkpoint``: a trained model passed as ``--checkpoint`` (None: the profile's default model)."""
     root = generate_synthetic(scratch / "data", categories=["fabric"], n_train=4, n_test=2, size=256, seed=0)
-    one = sorted((root / "fabric" / "test").rglob("*.png"))[-1]
     support = root / "fabric" / "train" / "good"
-    cmd = [*samllava_command(), "diagnose", str(one), "--support", str(support), "--profile", profile,
-           "--out", str(scratch / "out"), "--no-progress", *(["--checkpoint", checkpoint] if checkpoint else [])]
-    first = timed(cmd)
-    times = [timed(cmd) for _ in range(runs)]
-    return {"command": "samllava diagnose one.png --support DIR (4 images) --out OUT --no-progress"
-                       + (" --checkpoint RUN" if checkpoint else ""),
-            "model": checkpoint or "the profile's default model",
-            "first_call_s": round(first, 2), "first_call": "builds the caches (the model when missing): not counted",
-            "seconds": [round(t, 2) for t in times], "median_s": round(statistics.median(times), 2)}
+    out = {}
+    for kind in ("defective", "normal"):
+        one = next(f for f in sorted((root / "fabric" / "test").rglob("*.png")) if (f.parent.name == "good")
+                   == (kind == "normal"))
+        cmd = [*samllava_command(), "diagnose", str(one), "--support", str(support), "--profile", profile,
+               "--out", str(scratch / "out"), "--no-progress", *(["--checkpoint", checkpoint] if checkpoint else [])]
+        first = timed(cmd)
+        times = [timed(cmd) for _ in range(runs)]
+        out[kind] = {"command": "samllava diagnose one.png --support DIR (4 images) --out OUT --no-progress"
+                                + (" --checkpoint RUN" if checkpoint else ""),
+                     "image": f"{one.parent.name}/{one.name}", "model": checkpoint or "the profile's default model",
+                     "first_call_s": round(first, 2),
+                     "first_call": "builds the caches (the model when missing): not counted",
+                     "seconds": [round(t, 2) for t in times], "median_s": round(statistics.median(times), 2)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,15 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         "help_slowest": {"command": slowest[0], "median_s": slowest[1]["median_s"]},
         "diagnose_one_image": diagnose,
         "met": {"help": slowest[1]["median_s"] <= TARGETS["help_s"],
-                "diagnose_one_image": diagnose["median_s"] <= TARGETS["diagnose_one_image_s"]},
+                "diagnose_one_image": all(d["median_s"] <= TARGETS["diagnose_one_image_s"] for d in diagnose.values())},
     }
-    run = provenance(profile=load_profile(args.profile), data="synthetic fabric, seed 0: 4 normal, 1 test image",
+    run = provenance(profile=load_profile(args.profile), data="synthetic fabric, seed 0: 4 normal, 2 test images",
                      device="cpu")
     write_json(args.out, report, run=run)
     print(f"--help: slowest {slowest[0]} {slowest[1]['median_s']:.2f} s (target {TARGETS['help_s']} s); "
-          f"diagnose one image: median {diagnose['median_s']:.2f} s of {diagnose['seconds']} "
-          f"(target {TARGETS['diagnose_one_image_s']} s; first call {diagnose['first_call_s']} s)"
-          f"; {report['machine']['cpu']}, {report['machine']['cores']} cores -> {args.out}")
+          + "".join(f"diagnose one {kind} image: median {d['median_s']:.2f} s of {d['seconds']}; "
+                    for kind, d in diagnose.items())
+          + f"(target {TARGETS['diagnose_one_image_s']} s); {report['machine']['cpu']}, "
+            f"{report['machine']['cores']} cores -> {args.out}")
     return 0
 
 

@@ -28,7 +28,7 @@ def diagnose_cli(args) -> int:
     summary = diagnoser.run(files, args.out, category=args.category, batch_size=args.batch_size,
                             max_new_tokens=args.max_new_tokens, progress=progress,
                             warn=lambda line: print(f"samllava diagnose: {line}", file=sys.stderr))
-    for row in summary.to_dict("records"):
+    for row in summary:
         print(report_line(row))
     print(f"written: {args.out}/<image>/{{mask.png,overlay.png,report.json}} and {args.out}/summary.csv")
     return 0

@@ -22,12 +22,13 @@ import os
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Any, Iterator
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Iterator
 
 from samllava.core import provenance as prov
 from samllava.core.timing import phase
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = Path(os.environ.get("SAMLLAVA_RESULTS_DIR", REPO_ROOT / "results"))
@@ -125,6 +126,7 @@ def is_paper_column(column: str) -> bool:
 
 
 def _shown(df: pd.DataFrame, float_format: str) -> pd.DataFrame:
+    import pandas as pd  # here, not at the top: the atomic writers above serve `samllava diagnose`, which has no table
     shown = df.copy()
     for col in shown.columns:
         missing = "" if is_paper_column(col) else "n/a"
@@ -144,6 +146,8 @@ def _markdown(df: pd.DataFrame) -> str:
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    import pandas as pd  # here, not at the top: see _shown
+
     return pd.read_csv(path, comment="#")
 
 

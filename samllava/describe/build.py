@@ -19,17 +19,22 @@ from typing import Callable
 
 import torch
 from torch import nn
+from safetensors.torch import load_file
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
     CLIPVisionConfig,
+    GenerationConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
 )
+from transformers.initialization import no_init_weights
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from samllava.assets import weights
@@ -41,7 +46,8 @@ from samllava.describe.template import IMAGE_TOKEN, SASA_TOKEN, SYSTEM
 
 def add_placeholder_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """Give ``tokenizer`` the ``<image>`` and ``<sasa>`` special tokens (and a pad token) if missing."""
-    missing = [t for t in (IMAGE_TOKEN, SASA_TOKEN) if t not in tokenizer.get_vocab()]
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in (IMAGE_TOKEN, SASA_TOKEN) if t not in vocab]
     if missing:
         tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
     if tokenizer.pad_token is None:
@@ -49,7 +55,7 @@ def add_placeholder_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedToke
     return tokenizer
 
 
-def _fit_vocab(model: LlavaForConditionalGeneration, tokenizer: PreTrainedTokenizerBase) -> None:
+def _fit_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     """Grow the embeddings to the tokenizer.
 
     The new input rows are never read (placeholder positions are overwritten). They and the new
@@ -62,7 +68,6 @@ def _fit_vocab(model: LlavaForConditionalGeneration, tokenizer: PreTrainedTokeni
         with torch.no_grad():
             model.get_input_embeddings().weight[old:] = 0
             model.get_output_embeddings().weight[old:] = 0
-    model.config.image_token_id = token_id(tokenizer, IMAGE_TOKEN)
 
 
 def _base_id(name: str, config: LlavaConfig) -> str:
@@ -81,46 +86,71 @@ def _dtype(cfg: LlmConfig) -> torch.dtype:
 
 
 def converted_lm_dir(gguf_path: Path) -> Path:
-    """Cache folder of a de-quantised GGUF model (keyed by file name and size)."""
-    return weights.cache_dir() / "converted" / f"{gguf_path.stem}-{gguf_path.stat().st_size}"
+    """Cache folder of a de-quantised GGUF model, ready for LLaVA (keyed by file name and size; "llava": the
+    placeholder tokens are in its tokenizer and its embeddings have their rows)."""
+    return weights.cache_dir() / "converted" / f"{gguf_path.stem}-{gguf_path.stat().st_size}-llava"
 
 
 def load_causal_lm(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal LM and its tokenizer from a HF folder or a GGUF file.
 
-    A GGUF file is de-quantised once (slow) and saved as safetensors
-    under :func:`converted_lm_dir`, written to a temporary folder and renamed into place, so a
-    killed run never leaves half a cache; later calls load the safetensors.
+    A GGUF file is de-quantised once (slow), given the placeholder tokens (:func:`add_placeholder_tokens`,
+    the embeddings grown by :func:`_fit_vocab`) and saved as safetensors under :func:`converted_lm_dir`,
+    written to a temporary folder and renamed into place, so a killed run never leaves half a cache; later
+    calls read the cache back with :func:`load_converted`.
     """
     if path.is_dir():
         return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     if path.suffix != ".gguf":
         raise ValueError(f"language model weights {path}: expected a model folder or a .gguf file")
     dest = converted_lm_dir(path)
-    if not dest.is_dir():
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        # The tensors are de-quantised to float32 already, but transformers keeps a "gguf" quantizer
-        # marker that refuses save_pretrained: drop it, so the cache is a plain float32 checkpoint.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    if dest.is_dir():  # the tokenizer this package saved there: a fast one (AutoTokenizer would read more to find it)
+        return load_converted(dest), PreTrainedTokenizerFast.from_pretrained(dest)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    # The tensors are de-quantised to float32 already, but transformers keeps a "gguf" quantizer
+    # marker that refuses save_pretrained: drop it, so the cache is a plain float32 checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tokenizer = add_placeholder_tokens(AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name))
+    _fit_vocab(model, tokenizer)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        user_mode(tmp, directory=True)  # mkdtemp's folder is private (0700): other users share this cache
         try:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            user_mode(tmp, directory=True)  # mkdtemp's folder is private (0700): other users share this cache
-            try:
-                os.replace(tmp, dest)
-            except OSError:  # another process finished first: keep its copy
-                if not dest.is_dir():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        return model, tokenizer
-    return AutoModelForCausalLM.from_pretrained(dest), AutoTokenizer.from_pretrained(dest)
+            os.replace(tmp, dest)
+        except OSError:  # another process finished first: keep its copy
+            if not dest.is_dir():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return model, tokenizer
+
+
+def load_converted(folder: Path) -> PreTrainedModel:
+    """The causal LM that :func:`load_causal_lm` saved in ``folder``, in eval mode, its weights memory-mapped
+    from the safetensors files. The model is built without drawing weights and the files are assigned to
+    it: ``from_pretrained``'s general loader (key renaming, device maps, quantisers) is not needed for a
+    plain float32 checkpoint this package wrote (docs/decisions.md). Weights the files lack must be tied to
+    weights they hold (the output head to the embeddings); anything else is refused, naming ``folder``."""
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    state = {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+    result = model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    loaded = {t.data_ptr() for t in state.values()}
+    untied = [k for k in result.missing_keys if model.get_parameter(k).data_ptr() not in loaded]
+    if untied or result.unexpected_keys:
+        raise ValueError(f"converted language model {folder}: weights missing {untied[:3]}, "
+                         f"unexpected {result.unexpected_keys[:3]}; delete the folder to convert again")
+    gen = folder / "generation_config.json"
+    if gen.is_file():
+        model.generation_config = GenerationConfig.from_pretrained(folder)
+    return model.eval()
 
 
 def _build_from_lm(profile: Profile, seed: int,
@@ -241,6 +271,7 @@ def build_describer(profile: Profile, system: str | None = None, seed: int = 0,
     dtype = dtype or _dtype(cfg)
     model, tokenizer, base_id = BUILDERS[cfg.kind](profile, seed, dtype)
     _fit_vocab(model, tokenizer)
+    model.config.image_token_id = token_id(tokenizer, IMAGE_TOKEN)
     grid = None
     if cfg.vision == "fewshot_backbone":
         if vision_channels is None:

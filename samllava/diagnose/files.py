@@ -16,11 +16,11 @@ against normals that were squashed differently: its report says so under ``warni
 """
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
@@ -121,11 +121,12 @@ def size_summary(warned: dict[Path, str], n_images: int) -> str | None:
 def diagnose_files(model: SamLlava, files: list[Path], out_dir: str | Path, *, category: str | None, size: int,
                    batch_size: int = 32, max_new_tokens: int | None = None, extra: dict | None = None,
                    run: dict | None = None, progress: bool = True,
-                   warnings: dict[Path, str] | None = None) -> pd.DataFrame:
+                   warnings: dict[Path, str] | None = None) -> list[dict]:
     """Diagnose ``files`` in batches with the support already set; write every output and the summary.
     ``warnings``: per file, a line for its report.json (``warnings``, a list, empty when none).
 
-    Returns the summary (one row per image, :data:`SUMMARY_COLUMNS`).
+    Returns the summary's rows (a dict per image, keyed by :data:`SUMMARY_COLUMNS`;
+    ``pandas.DataFrame(rows)`` gives a table).
     """
     out_dir = Path(out_dir)
     names = output_names(files)
@@ -145,12 +146,15 @@ def diagnose_files(model: SamLlava, files: list[Path], out_dir: str | Path, *, c
 
     BatchSizer(model.device, batch_size, gpu.describe_batch, gpu.memory_fraction).run(len(files), batch)
     bar.close()
-    summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    with atomic_path(out_dir / SUMMARY) as tmp:
-        summary.to_csv(tmp, index=False)
-    return summary
+    with atomic_path(out_dir / SUMMARY) as tmp, open(tmp, "w", newline="") as f:
+        table = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+        table.writeheader()
+        table.writerows(rows)
+    return rows
 
 
 def read_summary(out_dir: str | Path) -> list[dict]:
     """The rows of a run's summary.csv (for tests and notebooks)."""
+    import pandas as pd  # here, not at the top: diagnosing writes the file without pandas
+
     return json.loads(pd.read_csv(Path(out_dir) / SUMMARY).to_json(orient="records"))

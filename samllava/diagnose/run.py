@@ -16,7 +16,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from samllava.assets import weights
@@ -145,7 +144,7 @@ class Diagnoser:
         return self.model.diagnose_with_support(images, category, max_new_tokens)
 
     def run(self, files: list[Path], out_dir: str | Path, *, category: str | None = None, batch_size: int = 32,
-            max_new_tokens: int | None = None, progress: bool = True, warn=None) -> pd.DataFrame:
+            max_new_tokens: int | None = None, progress: bool = True, warn=None) -> list[dict]:
         """Diagnose image files in batches and write every output and ``summary.csv`` under ``out_dir``.
         ``warn``: called with one line when images differ in size or aspect from the support (default: none;
         each report.json says so under ``warnings`` either way)."""

@@ -18,15 +18,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from samllava.metrics.inputs import ArrayLike, MapsLike, as_binary, as_numpy, scores_and_labels
 from samllava.metrics.pixel import (
     DEFAULT_BINS, DEFAULT_CHUNK, MVTEC_STRUCTURE, PixelHistogram, aupro, aupro_with_bound, pixel_auroc,
     pixel_auroc_with_bound, pixel_f1_max, pixel_histogram,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "ArrayLike", "MapsLike", "DEFAULT_BINS", "DEFAULT_CHUNK", "MVTEC_STRUCTURE", "PixelHistogram", "aupro",
@@ -144,6 +147,8 @@ def category_table(rows: Mapping[str, Mapping[str, float | None]]) -> pd.DataFra
                 raise ValueError(f"{cat}/{metric} must be a number or None, got {v!r}")
             column.append(np.nan if v is None else float(v))
         data[metric] = column + [float(np.nanmean(column)) if not np.all(np.isnan(column)) else np.nan]
+    import pandas as pd  # here, not at the top: the model reads parse_yes_no, and a diagnosis needs no table
+
     return pd.DataFrame({"category": [*rows, "mean"], **data})
 
 

@@ -1,7 +1,8 @@
 """The checkpoint of a trained model: what the file holds, how it is written and read.
 
 A checkpoint holds the trainable parts only (:meth:`SamLlava.trainable_state`: SAM's prompt encoder
-and mask decoder with the multi-scale parts, SASA, LoRA), the optimiser state, the epoch, the loss
+and mask decoder with the multi-scale parts, SASA, LoRA), the optimiser state (packed: one torch file's bytes
+in a uint8 tensor, :func:`optimizer_state` unpacks it), the epoch, the loss
 history and the RNG state (so that :func:`samllava.train.end_to_end.train` resumes exactly), the names of the
 profile and of the base language model, and the training answers (the describer's phrasebook: decoding
 one image drafts from it, :mod:`samllava.describe.lookup_decode`, which changes its speed, not its
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 from pathlib import Path
 
 import torch
@@ -37,8 +39,10 @@ def save_checkpoint(
     anywhere (:func:`load_checkpoint` moves the weights to the model's device, and the optimiser state
     to its parameters').
     """
-    state = {"model": to_device(model.trainable_state(), CPU), "optimizer": to_device(optimizer.state_dict(), CPU),
-             "epoch": epoch,
+    packed = io.BytesIO()
+    torch.save(to_device(optimizer.state_dict(), CPU), packed)
+    packed = torch.frombuffer(bytearray(packed.getbuffer()), dtype=torch.uint8)
+    state = {"model": to_device(model.trainable_state(), CPU), "optimizer": packed, "epoch": epoch,
              "history": history, "rng": torch.get_rng_state(), "profile": model.profile.name,
              "base": model.describer.base_id, "phrasebook": list(model.describer.phrasebook)}
     with atomic_path(path) as tmp:
@@ -74,8 +78,18 @@ def load_checkpoint(model: SamLlava, path: str | Path, optimizer: torch.optim.Op
     model.load_trainable_state(state["model"], source=str(path))
     model.describer.set_phrasebook(state.get("phrasebook", []))  # absent in checkpoints written before it
     if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(optimizer_state(state))
     return state
+
+
+def optimizer_state(state: dict) -> dict:
+    """The optimiser state of a checkpoint's contents. It is packed in one tensor so that reading a checkpoint
+    for inference unpickles one record, not the optimiser's thousands of tensors (docs/decisions.md); a
+    checkpoint written before the packing holds the dict itself."""
+    packed = state["optimizer"]
+    if isinstance(packed, dict):
+        return packed
+    return torch.load(io.BytesIO(packed.numpy().tobytes()), map_location="cpu", weights_only=True)
 
 
 def load_model(profile: Profile, checkpoint: str | Path | None, device: str | torch.device | None = None,

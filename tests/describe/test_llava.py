@@ -228,6 +228,9 @@ def test_from_pretrained_lm_keeps_its_weights_and_caches_gguf_conversion(tiny, t
             calls.append(gguf_file)
             return copy.deepcopy(self.from_gguf)  # a new object per load, as from a file
 
+        def __getattr__(self, name):  # from_config: the cache's own loader
+            return getattr(self.real, name)
+
     monkeypatch.setattr(build_mod, "AutoModelForCausalLM", FakeAuto(build_mod.AutoModelForCausalLM, lm))
     monkeypatch.setattr(build_mod, "AutoTokenizer", FakeAuto(build_mod.AutoTokenizer, tokenizer))
     monkeypatch.setenv("SAMLLAVA_WEIGHTS_DIR", str(tmp_path / "cache"))
@@ -259,6 +262,26 @@ def test_from_pretrained_lm_keeps_its_weights_and_caches_gguf_conversion(tiny, t
     pixels = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(d1.eval()(pixels, None, ["is there a defect ?"], ["yes ."]).logits,
                                d2.eval()(pixels, None, ["is there a defect ?"], ["yes ."]).logits)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_load_converted_matches_from_pretrained_and_refuses_a_gap(tmp_path, tie):
+    lm = _tiny_lm(_bare_tokenizer())
+    lm.config.tie_word_embeddings = tie
+    if not tie:  # an own head, drawn apart from the embeddings
+        lm.lm_head.weight = torch.nn.Parameter(torch.randn_like(lm.lm_head.weight))
+    lm.save_pretrained(tmp_path / "lm")
+    fast, ref = build_mod.load_converted(tmp_path / "lm"), LlamaForCausalLM.from_pretrained(tmp_path / "lm")
+    assert not fast.training and (fast.lm_head.weight is fast.model.embed_tokens.weight) == tie
+    ids = torch.tensor([[1, 5, 7, 2]])
+    torch.testing.assert_close(fast(ids).logits, ref.eval()(ids).logits, rtol=0, atol=0)
+    from safetensors.torch import load_file, save_file
+    file = tmp_path / "lm" / "model.safetensors"
+    state = load_file(file)
+    del state["model.layers.1.mlp.up_proj.weight"]
+    save_file(state, file, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"converted language model .*lm: weights missing .*up_proj"):
+        build_mod.load_converted(tmp_path / "lm")
 
 
 @pytest.mark.offline_weights

@@ -6,7 +6,7 @@ import torch
 from samllava.core.config import load_profile
 from samllava.describe.lora import merge_lora
 from samllava.model.checkpoint import (
-    DESCRIBER, WRAPPED, load_checkpoint, load_model, save_checkpoint,
+    DESCRIBER, WRAPPED, load_checkpoint, load_model, optimizer_state, save_checkpoint,
 )
 from samllava.model.sam_llava import build_model
 
@@ -84,3 +84,26 @@ def test_the_folded_weights_are_cached_and_a_broken_cache_is_rebuilt(trained, tm
     assert {DESCRIBER + k for k in torch.load(cache, weights_only=True)} <= set(first)
     for name, value in first.items():
         assert torch.equal(third[name], value), name
+
+
+def test_the_optimiser_state_comes_back_packed_or_as_written_before_packing(tmp_path):
+    profile = load_profile("tiny")
+    model = build_model(profile)
+    params = list(model.trainable_parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    path = save_checkpoint(model, opt, 3, [{"step": 1}], tmp_path / "last.pt")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert state["optimizer"].dtype == torch.uint8  # one record to unpickle when only the weights are needed
+    unpacked = optimizer_state(state)
+    state["optimizer"] = unpacked  # a checkpoint as written before the packing
+    torch.save(state, tmp_path / "old.pt")
+    for file in (path, tmp_path / "old.pt"):
+        again = torch.optim.Adam(params, lr=1e-3)
+        load_checkpoint(model, file, again)
+        back = again.state_dict()["state"]
+        assert back.keys() == unpacked["state"].keys() and len(back) == len(params)
+        for i, s in unpacked["state"].items():
+            torch.testing.assert_close(back[i]["exp_avg_sq"], s["exp_avg_sq"], rtol=0, atol=0)
