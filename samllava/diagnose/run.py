@@ -93,7 +93,8 @@ class Diagnoser:
         self.profile = profile
         self.checkpoint = str(checkpoint if checkpoint is not None
                               else default_checkpoint(profile, progress=progress, device=device))
-        self.model = model if model is not None else load_model(profile, self.checkpoint, device=device, dtype=dtype)
+        self.model = model if model is not None else load_model(profile, self.checkpoint, device=device, dtype=dtype,
+                                                                 cache=True)
         self.support: Path | None = None
         self.support_files: list[Path] = []
         self.calibration: Path | None = None

@@ -11,17 +11,15 @@ so the file fully determines the model.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import io
 from pathlib import Path
 
 import torch
 
-from samllava.assets import weights
-from samllava.core.config import LoraSettings, Profile
+from samllava.core.config import Profile
 from samllava.describe.lora import adapter_pairs, fold_lora
-from samllava.core.device import CPU, to_device
+from samllava.core.device import CPU, resolve_device, to_device
+from samllava.model import assembled
 from samllava.model.sam_llava import SamLlava, build_model
 from samllava.core.results import atomic_path
 
@@ -93,14 +91,24 @@ def optimizer_state(state: dict) -> dict:
 
 
 def load_model(profile: Profile, checkpoint: str | Path | None, device: str | torch.device | None = None,
-               dtype: str | torch.dtype | None = None) -> SamLlava:
+               dtype: str | torch.dtype | None = None, cache: bool = False) -> SamLlava:
     """A model for inference: trained weights from ``checkpoint``, or untrained (None), in eval mode, on
     ``device`` (:func:`samllava.core.device.resolve_device`) with the frozen towers in ``dtype``
     (:func:`build_model`). The model is built without LoRA and the checkpoint's adapters are folded into
     the language model's weights (:func:`samllava.describe.lora.fold_lora`: the same weights as
     :func:`samllava.describe.lora.merge_lora` gives, without peft's wrapping; its trainable names are
     then those of a model without adapters). Training starts from :func:`build_model` and
-    :func:`load_checkpoint` instead."""
+    :func:`load_checkpoint` instead.
+
+    ``cache``: on the CPU (``dtype`` None), keep the model of a checkpoint on disk and read it back next time
+    (:mod:`samllava.model.assembled`): for a command that loads one model per process."""
+    file = None
+    if cache and checkpoint is not None and dtype is None and resolve_device(device) == CPU:
+        path = Path(checkpoint)
+        file = assembled.cache_file(profile, path / CHECKPOINT if path.is_dir() else path)
+        model = assembled.read(file, SamLlava)
+        if model is not None:
+            return model
     model = build_model(profile, lora=False, device=device, dtype=dtype)
     if checkpoint is not None:
         path, state = read_checkpoint(model, checkpoint)
@@ -111,47 +119,12 @@ def load_model(profile: Profile, checkpoint: str | Path | None, device: str | to
             else:
                 rest[k.replace(WRAPPED, DESCRIBER, 1)] = v
         model.load_trainable_state(rest, source=str(path))
+        llava = model.describer.llava
         try:
-            _fold_cached(model.describer.llava, adapters, profile.lora)
+            fold_lora(llava, adapter_pairs(llava, adapters, profile.lora), profile.lora)
         except ValueError as e:
             raise ValueError(f"checkpoint {path}: {e}") from None
         model.describer.set_phrasebook(state.get("phrasebook", []))
-    return model.eval()
-
-
-def folded_cache_file(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], settings: LoraSettings,
-                      base: dict[str, torch.Tensor]) -> Path:
-    """Where the folded weights are kept: keyed by the adapters, the LoRA settings and the first row of each
-    ``base`` weight before folding (another base model with the same name and shapes misses)."""
-    digest = hashlib.sha256(repr(dataclasses.astuple(settings)).encode())
-    for layer in sorted(pairs):
-        for t in (*pairs[layer], base[f"{layer}.weight"][0]):
-            digest.update(t.detach().float().contiguous().numpy().tobytes())
-    return weights.cache_dir() / "folded" / f"{digest.hexdigest()[:24]}.pt"
-
-
-def _fold_cached(llava: torch.nn.Module, adapters: dict[str, torch.Tensor], settings: LoraSettings) -> None:
-    """:func:`fold_lora`, through a cache of the folded weights on the CPU. Writing into the language model's
-    memory-mapped weights copies every page it touches; the cached weights are memory-mapped instead
-    (docs/decisions.md). A cache file that cannot be read is rebuilt."""
-    pairs = adapter_pairs(llava, adapters, settings)
-    own = {f"{layer}.weight": llava.get_submodule(layer).weight for layer in pairs}
-    if any(w.device != CPU for w in own.values()):  # on a GPU folding is quick: no cache
-        fold_lora(llava, pairs, settings)
-        return
-    file = folded_cache_file(pairs, settings, own)
-    if file.is_file():
-        try:
-            folded = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
-        except Exception:  # truncated or foreign: fold again below
-            folded = None
-        if folded is not None and set(folded) == set(own) and all(
-                folded[k].shape == w.shape and folded[k].dtype == w.dtype for k, w in own.items()):
-            llava.load_state_dict(folded, strict=False, assign=True)  # assign: keeps the mapping, no copy
-            return
-    fold_lora(llava, pairs, settings)
-    try:
-        with atomic_path(file) as tmp:
-            torch.save({k: w.detach() for k, w in own.items()}, tmp)
-    except OSError:  # a cache folder that cannot be written: the next load folds again
-        pass
+    model.eval()
+    assembled.write(model, file)
+    return model

@@ -1,5 +1,10 @@
 """Loading a checkpoint for inference (tiny profile): LoRA folded in without peft gives the weights and
-logits of peft's merge; a checkpoint whose adapters do not fit is refused, naming the file."""
+logits of peft's merge; a checkpoint whose adapters do not fit is refused, naming the file; the assembled model
+kept on disk is read back only from the user's closed folder and built again when anything differs."""
+import os
+import shutil
+import stat
+
 import pytest
 import torch
 
@@ -8,6 +13,7 @@ from samllava.describe.lora import merge_lora
 from samllava.model.checkpoint import (
     DESCRIBER, WRAPPED, load_checkpoint, load_model, optimizer_state, save_checkpoint,
 )
+from samllava.model import checkpoint as checkpoint_mod
 from samllava.model.sam_llava import build_model
 
 
@@ -69,21 +75,43 @@ def test_adapters_that_do_not_fit_are_refused_naming_the_file(trained, tmp_path,
         load_model(profile, bad, device="cpu")
 
 
-def test_the_folded_weights_are_cached_and_a_broken_cache_is_rebuilt(trained, tmp_path, monkeypatch):
+def test_the_assembled_model_is_kept_read_back_and_built_again_when_anything_differs(trained, tmp_path,
+                                                                                      monkeypatch):
     profile, path = trained
-    monkeypatch.setenv("SAMLLAVA_WEIGHTS_DIR", str(tmp_path))
-    first = load_model(profile, path, device="cpu").state_dict()
-    cache, = (tmp_path / "folded").iterdir()
-    second = load_model(profile, path, device="cpu").state_dict()  # from the cache
-    for name, value in first.items():
-        assert torch.equal(second[name], value), name
-    del second  # its weights map the cache file
-    cache.unlink()
-    cache.write_bytes(b"not a torch file")
-    third = load_model(profile, path, device="cpu").state_dict()  # folded again, cache rewritten
-    assert {DESCRIBER + k for k in torch.load(cache, weights_only=True)} <= set(first)
-    for name, value in first.items():
-        assert torch.equal(third[name], value), name
+    monkeypatch.setenv("SAMLLAVA_WEIGHTS_DIR", str(tmp_path / "cache"))
+    ckpt = tmp_path / "run" / "last.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(path, ckpt)
+    builds = []
+    real = checkpoint_mod.build_model
+    monkeypatch.setattr(checkpoint_mod, "build_model", lambda *a, **k: builds.append(1) or real(*a, **k))
+    first = load_model(profile, ckpt.parent, device="cpu", cache=True)  # a run's folder names its last.pt
+    kept, = (tmp_path / "cache" / "assembled").iterdir()
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and stat.S_IMODE(kept.parent.stat().st_mode) == 0o700
+    second = load_model(profile, ckpt, device="cpu", cache=True)
+    assert builds == [1] and second is not first and not second.training
+    want = first.state_dict()
+    assert set(second.state_dict()) == set(want)
+    for name, value in second.state_dict().items():
+        assert torch.equal(value, want[name]), name
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(second), _logits(first), rtol=0, atol=0)
+    assert second.describer.phrasebook == first.describer.phrasebook
+    del second  # its weights map the file
+
+    kept.parent.chmod(0o770)  # a folder others may write in is not trusted: built, nothing written
+    load_model(profile, ckpt, device="cpu", cache=True)
+    assert builds == [1, 1] and list(kept.parent.iterdir()) == [kept]
+    kept.parent.chmod(0o700)
+    kept.write_bytes(b"not a torch file")  # unreadable: built again and kept anew
+    load_model(profile, ckpt, device="cpu", cache=True)
+    assert builds == [1, 1, 1] and kept.stat().st_size > 1000
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))  # the checkpoint rewritten
+    load_model(profile, ckpt, device="cpu", cache=True)
+    newer, = kept.parent.iterdir()  # the older file of the same checkpoint is gone
+    assert builds == [1, 1, 1, 1] and newer != kept
+    load_model(profile, ckpt, device="cpu")  # without cache=True nothing is read or written
+    assert builds == [1, 1, 1, 1, 1] and list(kept.parent.iterdir()) == [newer]
 
 
 def test_the_optimiser_state_comes_back_packed_or_as_written_before_packing(tmp_path):
