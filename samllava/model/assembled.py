@@ -15,7 +15,6 @@ most one file is kept per checkpoint path (an older one is removed when a new on
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import pickle
@@ -26,22 +25,13 @@ from pathlib import Path
 import torch
 
 from samllava.assets import weights
+from samllava.core.provenance import files_digest, package_versions
 
 PACKAGE = Path(__file__).resolve().parents[1]
-LIBRARIES = ("torch", "transformers", "open_clip_torch", "timm", "segment-anything", "tokenizers", "numpy")
 
 
 def cache_folder() -> Path:
     return weights.cache_dir() / "assembled"
-
-
-def _source_digest() -> str:
-    h = hashlib.sha256()
-    for f in sorted(PACKAGE.rglob("*")):
-        if f.suffix in (".py", ".json") and f.is_file():
-            h.update(f.relative_to(PACKAGE).as_posix().encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def _identity(path: Path) -> list:
@@ -57,14 +47,9 @@ def cache_file(profile, checkpoint: Path) -> Path | None:
         own = _identity(checkpoint)
     except (OSError, KeyError):  # a missing weight file (MissingWeightsError is an OSError) or id
         return None
-    libraries = []
-    for name in LIBRARIES:
-        try:
-            libraries.append(importlib.metadata.version(name))
-        except importlib.metadata.PackageNotFoundError:
-            libraries.append(None)
-    key = json.dumps({"profile": profile.to_dict(), "weights": files, "checkpoint": own, "libraries": libraries,
-                      "source": _source_digest()}, sort_keys=True, default=str)
+    source, _ = files_digest(f for f in PACKAGE.rglob("*") if f.suffix in (".py", ".json") and f.is_file())
+    key = json.dumps({"profile": profile.to_dict(), "weights": files, "checkpoint": own,
+                      "libraries": package_versions(), "source": source}, sort_keys=True, default=str)
     where = hashlib.sha256(own[0].encode()).hexdigest()[:12]
     return cache_folder() / f"{where}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
 
